@@ -1,0 +1,251 @@
+"""Layers as pairs of free functions: ``*_forward(...) -> (out, cache)`` and
+``*_backward(dout, cache) -> gradients`` (one per forward input, same shapes).
+
+Size letters: B batch, C input channels, F output channels (filters), H/W height/width,
+KH/KW kernel size, OH/OW output height/width, D feature size, V vocabulary, N rows.
+
+Convolutions use im2col: the input patches are laid out as a (C*KH*KW, B*OH*OW) matrix so
+the whole convolution is ONE matrix product with the (F, C*KH*KW) weight matrix.
+Layout choice: the patch matrix has the reduction axis (C, KH, KW) first. That lets the
+weight matrix be used as stored (w.reshape(F, -1)), and the backward col2im scatters
+each of the KH*KW kernel offsets as one strided slice-add over the whole batch (the only
+Python loop is over kernel offsets, never over pixels or images).
+
+Nothing here writes into its inputs or into ``dout``: a residual branch may share them.
+"""
+from minivq.backend import xp
+
+
+# ----------------------------------------------------------------------------- linear
+def linear_forward(x, w, b):
+    """x: (..., D_in), w: (D_in, D_out), b: (D_out,) -> out: (..., D_out).  out = x @ w + b"""
+    out = x @ w + b  # (..., D_out)
+    return out, (x, w)
+
+
+def linear_backward(dout, cache):
+    """dout: (..., D_out) -> dx (..., D_in), dw (D_in, D_out), db (D_out,).
+    dx = dout @ w^T,  dw = sum over rows of x^T dout,  db = sum over rows of dout."""
+    x, w = cache
+    dx = dout @ w.T  # (..., D_in)
+    x2 = x.reshape(-1, x.shape[-1])  # (N, D_in)
+    d2 = dout.reshape(-1, dout.shape[-1])  # (N, D_out)
+    dw = x2.T @ d2  # (D_in, D_out)
+    db = d2.sum(axis=0)  # (D_out,)
+    return dx, dw, db
+
+
+# ----------------------------------------------------------------------------- im2col
+def _out_size(n, k, stride, pad):
+    return (n + 2 * pad - k) // stride + 1
+
+
+def _im2col(xp_, KH, KW, stride, OH, OW):
+    """xp_: padded input (B, C, Hp, Wp) -> cols (C*KH*KW, B*OH*OW).
+    A strided *view* exposes every patch without copying; the one reshape copies it."""
+    B, C = xp_.shape[:2]
+    sB, sC, sH, sW = xp_.strides
+    patches = xp.lib.stride_tricks.as_strided(
+        xp_, shape=(C, KH, KW, B, OH, OW),
+        strides=(sC, sH, sW, sB, sH * stride, sW * stride))  # (C, KH, KW, B, OH, OW) view
+    return patches.reshape(C * KH * KW, B * OH * OW)  # (C*KH*KW, B*OH*OW) copy
+
+
+def _col2im(cols, B, C, Hp, Wp, KH, KW, stride, OH, OW):
+    """Adjoint of _im2col: cols (C*KH*KW, B*OH*OW) -> summed into (B, C, Hp, Wp).
+    Each kernel offset (i, j) touches a strided grid of the padded image; overlapping
+    patches add up (that is the sum in the chain rule for a shared input pixel)."""
+    c6 = cols.reshape(C, KH, KW, B, OH, OW)  # (C, KH, KW, B, OH, OW)
+    out = xp.zeros((C, B, Hp, Wp), dtype=cols.dtype)  # (C, B, Hp, Wp)
+    for i in range(KH):
+        for j in range(KW):
+            out[:, :, i:i + stride * OH:stride, j:j + stride * OW:stride] += c6[:, i, j]
+    return out.transpose(1, 0, 2, 3)  # (B, C, Hp, Wp) view
+
+
+def _pad(x, pad):
+    if pad == 0:
+        return x
+    return xp.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))  # (B, C, H+2p, W+2p)
+
+
+def _unpad(x, pad):
+    return x if pad == 0 else x[:, :, pad:-pad, pad:-pad]
+
+
+# ----------------------------------------------------------------------------- conv2d
+def conv2d_forward(x, w, b, stride=1, pad=0):
+    """x: (B, C, H, W), w: (F, C, KH, KW), b: (F,) -> out: (B, F, OH, OW),
+    OH = (H + 2*pad - KH)//stride + 1.  out[b,f] = sum_c,i,j w[f,c,i,j] x_pad[b,c,s*oh+i,s*ow+j] + b[f]"""
+    B, C, H, W = x.shape
+    F, C2, KH, KW = w.shape
+    if C != C2:
+        raise ValueError(f"conv2d: input has {C} channels but the weight expects {C2}")
+    OH, OW = _out_size(H, KH, stride, pad), _out_size(W, KW, stride, pad)
+    cols = _im2col(_pad(x, pad), KH, KW, stride, OH, OW)  # (C*KH*KW, B*OH*OW)
+    out = w.reshape(F, -1) @ cols  # (F, B*OH*OW)
+    out = out.reshape(F, B, OH, OW).transpose(1, 0, 2, 3) + b.reshape(1, F, 1, 1)  # (B, F, OH, OW)
+    return out, (x.shape, w, cols, stride, pad)
+
+
+def conv2d_backward(dout, cache):
+    """dout: (B, F, OH, OW) -> dx (B, C, H, W), dw (F, C, KH, KW), db (F,).
+    With out = W_mat @ cols:  dW_mat = dout_mat @ cols^T,  dcols = W_mat^T @ dout_mat,
+    and dx = col2im(dcols) (the adjoint of the patch extraction)."""
+    (B, C, H, W), w, cols, stride, pad = cache
+    F, _, KH, KW = w.shape
+    OH, OW = dout.shape[2:]
+    d2 = dout.transpose(1, 0, 2, 3).reshape(F, -1)  # (F, B*OH*OW)
+    dw = (d2 @ cols.T).reshape(w.shape)  # (F, C, KH, KW)
+    db = d2.sum(axis=1)  # (F,)
+    dcols = w.reshape(F, -1).T @ d2  # (C*KH*KW, B*OH*OW)
+    dxp = _col2im(dcols, B, C, H + 2 * pad, W + 2 * pad, KH, KW, stride, OH, OW)  # (B, C, Hp, Wp)
+    dx = xp.ascontiguousarray(_unpad(dxp, pad))  # (B, C, H, W)
+    return dx, dw, db
+
+
+# ----------------------------------------------------------------------------- conv-transpose2d
+def conv_transpose2d_forward(x, w, b, stride=1, pad=0):
+    """x: (B, C, H, W), w: (C, F, KH, KW), b: (F,) -> out: (B, F, OH, OW),
+    OH = (H-1)*stride - 2*pad + KH.  The transpose (adjoint) of conv2d with the same w:
+    every input pixel paints a KH x KW stamp of w into the output, stride apart, then the
+    border of width `pad` is cropped. So 4x4 / stride 2 / pad 1 exactly doubles H and W."""
+    B, C, H, W = x.shape
+    C2, F, KH, KW = w.shape
+    if C != C2:
+        raise ValueError(f"conv_transpose2d: input has {C} channels but the weight expects {C2}")
+    OH, OW = (H - 1) * stride - 2 * pad + KH, (W - 1) * stride - 2 * pad + KW
+    x2 = x.transpose(1, 0, 2, 3).reshape(C, -1)  # (C, B*H*W)
+    cols = w.reshape(C, -1).T @ x2  # (F*KH*KW, B*H*W)
+    outp = _col2im(cols, B, F, OH + 2 * pad, OW + 2 * pad, KH, KW, stride, H, W)  # (B, F, OHp, OWp)
+    out = _unpad(outp, pad) + b.reshape(1, F, 1, 1)  # (B, F, OH, OW)
+    return out, (x2, x.shape, w, stride, pad)
+
+
+def conv_transpose2d_backward(dout, cache):
+    """dout: (B, F, OH, OW) -> dx (B, C, H, W), dw (C, F, KH, KW), db (F,).
+    The adjoint of col2im is im2col, so the backward is an ordinary convolution of dout:
+    dcols = im2col(pad(dout)),  dx_mat = W_mat @ dcols,  dW_mat = x_mat @ dcols^T."""
+    x2, (B, C, H, W), w, stride, pad = cache
+    _, F, KH, KW = w.shape
+    dcols = _im2col(_pad(dout, pad), KH, KW, stride, H, W)  # (F*KH*KW, B*H*W)
+    dx = (w.reshape(C, -1) @ dcols).reshape(C, B, H, W).transpose(1, 0, 2, 3)  # (B, C, H, W)
+    dw = (x2 @ dcols.T).reshape(w.shape)  # (C, F, KH, KW)
+    db = dout.sum(axis=(0, 2, 3))  # (F,)
+    return xp.ascontiguousarray(dx), dw, db
+
+
+# ----------------------------------------------------------------------------- activations
+def relu_forward(x):
+    """x: any shape -> out = max(x, 0), same shape."""
+    out = xp.maximum(x, 0)
+    return out, out  # the output's sign is all backward needs
+
+
+def relu_backward(dout, cache):
+    """dx = dout where out > 0 (we take the subgradient 0 at x == 0)."""
+    return dout * (cache > 0)
+
+
+_GELU_C = 0.7978845608028654  # sqrt(2/pi)
+
+
+def gelu_forward(x):
+    """tanh approximation: gelu(x) = 0.5 x (1 + tanh(c (x + 0.044715 x^3))), c = sqrt(2/pi)."""
+    t = xp.tanh(_GELU_C * (x + 0.044715 * x ** 3))
+    return 0.5 * x * (1 + t), (x, t)
+
+
+def gelu_backward(dout, cache):
+    """d gelu/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) c (1 + 3*0.044715 x^2)."""
+    x, t = cache
+    dgelu = 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * _GELU_C * (1 + 0.134145 * x * x)
+    return dout * dgelu
+
+
+# ----------------------------------------------------------------------------- layernorm
+def layernorm_forward(x, gamma, beta, eps=1e-5):
+    """x: (..., D), gamma/beta: (D,) -> out (..., D), normalised over the last axis:
+    xhat = (x - mean) / sqrt(var + eps),  out = gamma * xhat + beta."""
+    mu = x.mean(axis=-1, keepdims=True)  # (..., 1)
+    xc = x - mu
+    rstd = 1.0 / xp.sqrt((xc * xc).mean(axis=-1, keepdims=True) + eps)  # (..., 1)
+    xhat = xc * rstd
+    return xhat * gamma + beta, (xhat, rstd, gamma)
+
+
+def layernorm_backward(dout, cache):
+    """dout: (..., D) -> dx (..., D), dgamma (D,), dbeta (D,).
+    With g = dout * gamma:  dx = rstd * (g - mean(g) - xhat * mean(g * xhat))."""
+    xhat, rstd, gamma = cache
+    D = xhat.shape[-1]
+    dgamma = (dout * xhat).reshape(-1, D).sum(axis=0)  # (D,)
+    dbeta = dout.reshape(-1, D).sum(axis=0)  # (D,)
+    g = dout * gamma
+    dx = rstd * (g - g.mean(axis=-1, keepdims=True) - xhat * (g * xhat).mean(axis=-1, keepdims=True))
+    return dx, dgamma, dbeta
+
+
+# ----------------------------------------------------------------------------- embedding
+def embedding_forward(idx, w):
+    """idx: (...) integer, w: (V, D) -> out (..., D) = w[idx]."""
+    return w[idx], (idx, w.shape)
+
+
+def embedding_backward(dout, cache):
+    """dout: (..., D) -> dw (V, D): each row of w collects the gradients of every position
+    that looked it up (a scatter-add, because one token may appear many times)."""
+    idx, (V, D) = cache
+    dw = xp.zeros((V, D), dtype=dout.dtype)  # (V, D)
+    xp.add.at(dw, idx.reshape(-1), dout.reshape(-1, D))
+    return dw
+
+
+# ----------------------------------------------------------------------------- losses
+def softmax_cross_entropy(logits, targets, mask=None):
+    """logits: (..., V), targets: (...) int, mask: (...) bool/0-1 or None
+    -> (loss, dlogits). loss = mean over unmasked positions of -log softmax(logits)[target].
+    Stable: subtract the row max before exp.  dlogits = (softmax - onehot) * mask / n_unmasked."""
+    V = logits.shape[-1]
+    z = logits - logits.max(axis=-1, keepdims=True)
+    logp = z - xp.log(xp.exp(z).sum(axis=-1, keepdims=True))  # (..., V)
+    rows = xp.arange(targets.size)
+    t = targets.reshape(-1)  # (N,)
+    nll = -logp.reshape(-1, V)[rows, t]  # (N,)
+    m = xp.ones(t.shape, dtype=logits.dtype) if mask is None else mask.reshape(-1).astype(logits.dtype)
+    n = m.sum()
+    if float(n) == 0:
+        raise ValueError("softmax_cross_entropy: the mask selects no positions")
+    loss = (nll * m).sum() / n
+    dlogits = xp.exp(logp).reshape(-1, V)  # softmax, (N, V) fresh array
+    dlogits[rows, t] -= 1
+    dlogits *= (m / n)[:, None]
+    dlogits = dlogits.reshape(logits.shape)  # (..., V)
+    return loss, dlogits
+
+
+def mse(pred, target):
+    """Mean squared error over all elements -> (loss, dpred);  dpred = 2 (pred - target) / N."""
+    diff = pred - target
+    return (diff * diff).mean(), diff * (2.0 / diff.size)
+
+
+# ----------------------------------------------------------------------------- residual block
+def residual_block_forward(x, w1, b1, w2, b2):
+    """x: (B, C, H, W), w1: (Ch, C, 3, 3), b1: (Ch,), w2: (C, Ch, 1, 1), b2: (C,) -> out (B, C, H, W).
+    out = x + conv1x1(relu(conv3x3(relu(x))))  (the VQ-VAE paper's residual block)."""
+    h0, c0 = relu_forward(x)
+    h1, c1 = conv2d_forward(h0, w1, b1, stride=1, pad=1)  # (B, Ch, H, W)
+    h2, c2 = relu_forward(h1)
+    h3, c3 = conv2d_forward(h2, w2, b2)  # (B, C, H, W)
+    return x + h3, (c0, c1, c2, c3)
+
+
+def residual_block_backward(dout, cache):
+    """dout: (B, C, H, W) -> dx, dw1, db1, dw2, db2.  The skip adds dout straight to dx."""
+    c0, c1, c2, c3 = cache
+    dh2, dw2, db2 = conv2d_backward(dout, c3)
+    dh1 = relu_backward(dh2, c2)
+    dh0, dw1, db1 = conv2d_backward(dh1, c1)
+    dx = dout + relu_backward(dh0, c0)
+    return dx, dw1, db1, dw2, db2
