@@ -75,7 +75,7 @@ def distance_block(a: np.ndarray, b: np.ndarray, b_sq: np.ndarray | None = None)
     return np.sqrt(d2, out=d2)
 
 
-def _row_blocks(n_rows: int, n_cols: int, block_entries: int = BLOCK_ENTRIES):
+def row_blocks(n_rows: int, n_cols: int, block_entries: int = BLOCK_ENTRIES):
     """Yield (start, stop) row ranges so that one (rows, n_cols) block has ~block_entries entries."""
     step = max(1, min(n_rows, block_entries // max(n_cols, 1)))
     for start in range(0, n_rows, step):
@@ -103,12 +103,31 @@ def cosine_kde(points, queries, h: float) -> np.ndarray:
     p, q = p - centre, q - centre
     p_sq = np.einsum("nd,nd->n", p, p)                         # (N,)
     out = np.empty(q.shape[0])                                 # (G,)
-    for s, e in _row_blocks(q.shape[0], p.shape[0]):
+    for s, e in row_blocks(q.shape[0], p.shape[0]):
         out[s:e] = cosine_kernel(distance_block(q[s:e], p, p_sq), h).sum(axis=1)
     return out
 
 
 # ---------------------------------------------------------------- bandwidth
+def kth_neighbour_distances(a, k: int) -> np.ndarray:
+    """Distance from each point of a (N, D) to its k-th nearest *other* point -> (N,) float64.
+
+    Duplicates count as neighbours at distance 0.  Works block by block, O(R*N) memory.
+    """
+    a = np.asarray(a, dtype=np.float64)
+    n = a.shape[0]
+    if not 1 <= k < n:
+        raise ValueError(f"k-th neighbour needs 1 <= k < number of points ({n}); got k = {k}")
+    a = a - a.mean(axis=0)                                     # (N, D) centred for accuracy
+    a_sq = np.einsum("nd,nd->n", a, a)                         # (N,)
+    kth = np.empty(n)                                          # (N,)
+    for s, e in row_blocks(n, n):
+        d = distance_block(a[s:e], a, a_sq)                    # (R, N)
+        d[np.arange(e - s), np.arange(s, e)] = np.inf          # exclude the point itself
+        kth[s:e] = np.partition(d, k - 1, axis=1)[:, k - 1]
+    return kth
+
+
 def min_points(dim: int) -> int:
     """Fewest points a set needs for the balloon bandwidth with k = 5*dim: k + 2."""
     return K_PER_DIM * dim + 2
@@ -133,7 +152,7 @@ def bandwidth(a, k: int, rule: str = "official") -> float:
     if rule == "official":
         rows = n - k                                           # rows 0 .. N-k-1 have >= k later rows
         kth = np.empty(rows)                                   # (N-k,)
-        for s, e in _row_blocks(rows, n):
+        for s, e in row_blocks(rows, n):
             # columns j > s only; inside the block, also hide j <= i (lower triangle)
             d = distance_block(a[s:e], a[s + 1:], a_sq[s + 1:])  # (R, N-s-1)
             r = np.arange(e - s)
@@ -142,12 +161,7 @@ def bandwidth(a, k: int, rule: str = "official") -> float:
         kth.sort()
         return float(kth[int(0.5 * rows) - 1])
     if rule == "knn":
-        kth = np.empty(n)                                      # (N,)
-        for s, e in _row_blocks(n, n):
-            d = distance_block(a[s:e], a, a_sq)                # (R, N)
-            d[np.arange(e - s), np.arange(s, e)] = np.inf      # exclude the point itself
-            kth[s:e] = np.partition(d, k - 1, axis=1)[:, k - 1]
-        return float(np.median(kth))
+        return float(np.median(kth_neighbour_distances(a, k)))
     raise ValueError(f"bandwidth rule must be 'official' or 'knn'; got {rule!r}")
 
 
@@ -185,7 +199,7 @@ def self_scores(a: np.ndarray, h: float, counts: np.ndarray) -> np.ndarray:
     weights = np.concatenate([np.ones((n, 1)), counts], axis=1)  # (N, 1+B)
     a_sq = np.einsum("nd,nd->n", a, a)                         # (N,)
     out = np.empty((n, weights.shape[1]))                      # (N, 1+B)
-    for s, e in _row_blocks(n, n):
+    for s, e in row_blocks(n, n):
         out[s:e] = cosine_kernel(distance_block(a[s:e], a, a_sq), h) @ weights
     return out
 
@@ -201,7 +215,7 @@ def cross_scores(x: np.ndarray, y: np.ndarray, h_x: float, h_y: float):
     x_sq = np.einsum("nd,nd->n", x, x)                         # (N,)
     s_x_at_y = np.empty(y.shape[0])                            # (M,)
     s_y_at_x = np.zeros(x.shape[0])                            # (N,)
-    for s, e in _row_blocks(y.shape[0], x.shape[0]):
+    for s, e in row_blocks(y.shape[0], x.shape[0]):
         d = distance_block(y[s:e], x, x_sq)                    # (R, N)
         s_x_at_y[s:e] = cosine_kernel(d, h_x).sum(axis=1)
         s_y_at_x += cosine_kernel(d, h_y).sum(axis=0)
