@@ -1,0 +1,276 @@
+"""Every layer's backward against float64 centred differences, conv forwards against a naive
+loop, and the contract that backward never writes into dout or its inputs.
+
+Shapes use odd sizes, batch > 1, stride 2 and padding on purpose: those are where index
+arithmetic goes wrong.
+"""
+import numpy as np
+import pytest
+
+from minivq import layers as L
+from minivq.backend import asarray, to_numpy
+from minivq.gradcheck import check_layer
+
+TOL = 1e-6
+
+
+def _rand(rng, *shape, scale=1.0):
+    return asarray(rng.standard_normal(shape) * scale)
+
+
+def _check(forward, backward, inputs, grad_names=None, kwargs=None):
+    """Grad check plus the no-mutation and gradient-shape contracts; returns the errors."""
+    before = {k: to_numpy(v).copy() for k, v in inputs.items()}
+    out, cache = forward(*inputs.values(), **(kwargs or {}))
+    dout = asarray(np.random.default_rng(1).standard_normal(out.shape))
+    dout_before = to_numpy(dout).copy()
+    grads = backward(dout, cache)
+    grads = grads if isinstance(grads, tuple) else (grads,)
+    names = grad_names or [k for k, v in inputs.items() if v.dtype.kind == "f"]
+    assert len(grads) == len(names)
+    for n, g in zip(names, grads):
+        assert g.shape == inputs[n].shape, f"d{n} has shape {g.shape}, expected {inputs[n].shape}"
+        assert g.dtype == inputs[n].dtype, f"d{n} has dtype {g.dtype}"
+    assert np.array_equal(to_numpy(dout), dout_before), "backward wrote into dout"
+    for k, v in inputs.items():
+        assert np.array_equal(to_numpy(v), before[k]), f"forward/backward wrote into input {k}"
+    errs = check_layer(forward, backward, inputs, grad_names=grad_names, kwargs=kwargs)
+    for name, e in errs.items():
+        assert e < TOL, f"{forward.__name__}: d{name} rel. error {e:.2e}"
+    return errs
+
+
+# ----------------------------------------------------------------------------- naive references
+def conv2d_naive(x, w, b, stride, pad):
+    """Direct loop over every output pixel (NumPy, float64)."""
+    x, w, b = (np.asarray(to_numpy(a), np.float64) for a in (x, w, b))
+    B, C, H, W = x.shape
+    F, _, KH, KW = w.shape
+    xp_ = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    OH, OW = (H + 2 * pad - KH) // stride + 1, (W + 2 * pad - KW) // stride + 1
+    out = np.zeros((B, F, OH, OW))
+    for n in range(B):
+        for f in range(F):
+            for i in range(OH):
+                for j in range(OW):
+                    patch = xp_[n, :, i * stride:i * stride + KH, j * stride:j * stride + KW]
+                    out[n, f, i, j] = (patch * w[f]).sum() + b[f]
+    return out
+
+
+def conv_transpose2d_naive(x, w, b, stride, pad):
+    """Each input pixel stamps x * w[c] into the output at (stride*i, stride*j); crop pad."""
+    x, w, b = (np.asarray(to_numpy(a), np.float64) for a in (x, w, b))
+    B, C, H, W = x.shape
+    _, F, KH, KW = w.shape
+    full = np.zeros((B, F, (H - 1) * stride + KH, (W - 1) * stride + KW))
+    for n in range(B):
+        for c in range(C):
+            for i in range(H):
+                for j in range(W):
+                    full[n, :, i * stride:i * stride + KH, j * stride:j * stride + KW] += x[n, c, i, j] * w[c]
+    OH, OW = full.shape[2] - 2 * pad, full.shape[3] - 2 * pad
+    return full[:, :, pad:pad + OH, pad:pad + OW] + b[None, :, None, None]
+
+
+CONV_CASES = [  # (B, C, H, W, F, KH, KW, stride, pad)
+    (2, 3, 7, 5, 4, 3, 3, 1, 1),
+    (3, 2, 9, 7, 5, 4, 4, 2, 1),
+    (2, 3, 8, 6, 2, 3, 2, 2, 0),
+    (2, 4, 5, 5, 3, 1, 1, 1, 0),
+    (1, 2, 6, 7, 3, 5, 3, 3, 2),
+]
+
+
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_conv2d_forward_matches_naive_loop(backend, case):
+    B, C, H, W, F, KH, KW, s, p = case
+    rng = np.random.default_rng(0)
+    x, w, b = _rand(rng, B, C, H, W), _rand(rng, F, C, KH, KW), _rand(rng, F)
+    out, _ = L.conv2d_forward(x, w, b, stride=s, pad=p)
+    ref = conv2d_naive(x, w, b, s, p)
+    assert out.shape == ref.shape
+    np.testing.assert_allclose(to_numpy(out), ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_conv_transpose2d_forward_matches_naive_loop(backend, case):
+    B, C, H, W, F, KH, KW, s, p = case
+    rng = np.random.default_rng(1)
+    x, w, b = _rand(rng, B, C, H, W), _rand(rng, C, F, KH, KW), _rand(rng, F)
+    out, _ = L.conv_transpose2d_forward(x, w, b, stride=s, pad=p)
+    ref = conv_transpose2d_naive(x, w, b, s, p)
+    assert out.shape == ((B, F, (H - 1) * s - 2 * p + KH, (W - 1) * s - 2 * p + KW))
+    np.testing.assert_allclose(to_numpy(out), ref, rtol=1e-12, atol=1e-12)
+
+
+def test_conv_transpose_4x4_stride2_pad1_doubles_size(backend):
+    x = asarray(np.ones((2, 3, 16, 8)))
+    out, _ = L.conv_transpose2d_forward(x, asarray(np.ones((3, 5, 4, 4))), asarray(np.zeros(5)), stride=2, pad=1)
+    assert out.shape == (2, 5, 32, 16)
+
+
+def test_conv_rejects_channel_mismatch(backend):
+    x = asarray(np.zeros((1, 3, 5, 5)))
+    with pytest.raises(ValueError, match="channels"):
+        L.conv2d_forward(x, asarray(np.zeros((2, 4, 3, 3))), asarray(np.zeros(2)))
+    with pytest.raises(ValueError, match="channels"):
+        L.conv_transpose2d_forward(x, asarray(np.zeros((4, 2, 3, 3))), asarray(np.zeros(2)))
+
+
+def test_conv_transpose_is_adjoint_of_conv(backend):
+    """<conv(x), v> == <x, convT(v)> with the same weight and no bias: the defining identity.
+    (H + 2p - KH) divisible by the stride, so convT maps back to exactly x's size.)"""
+    rng = np.random.default_rng(2)
+    x, w = _rand(rng, 2, 3, 8, 6), _rand(rng, 4, 3, 4, 4)
+    y, _ = L.conv2d_forward(x, w, asarray(np.zeros(4)), stride=2, pad=1)
+    v = _rand(rng, *y.shape)
+    xt, _ = L.conv_transpose2d_forward(v, w, asarray(np.zeros(3)), stride=2, pad=1)
+    assert y.shape == (2, 4, 4, 3) and xt.shape == x.shape
+    lhs = float((to_numpy(y) * to_numpy(v)).sum())
+    rhs = float((to_numpy(x) * to_numpy(xt)).sum())
+    assert abs(lhs - rhs) < 1e-10 * max(1.0, abs(lhs))
+
+
+# ----------------------------------------------------------------------------- gradient checks
+@pytest.mark.parametrize("case", CONV_CASES[:3] + [CONV_CASES[3]])
+def test_conv2d_gradcheck(backend, case):
+    B, C, H, W, F, KH, KW, s, p = case
+    rng = np.random.default_rng(3)
+    inputs = {"x": _rand(rng, B, C, H, W), "w": _rand(rng, F, C, KH, KW), "b": _rand(rng, F)}
+    _check(L.conv2d_forward, L.conv2d_backward, inputs, kwargs={"stride": s, "pad": p})
+
+
+@pytest.mark.parametrize("case", CONV_CASES[:3] + [CONV_CASES[3]])
+def test_conv_transpose2d_gradcheck(backend, case):
+    B, C, H, W, F, KH, KW, s, p = case
+    rng = np.random.default_rng(4)
+    inputs = {"x": _rand(rng, B, C, H, W), "w": _rand(rng, C, F, KH, KW), "b": _rand(rng, F)}
+    _check(L.conv_transpose2d_forward, L.conv_transpose2d_backward, inputs, kwargs={"stride": s, "pad": p})
+
+
+@pytest.mark.parametrize("xshape", [(5, 3), (2, 3, 3), (2, 1, 3, 3)])
+def test_linear_gradcheck_any_leading_shape(backend, xshape):
+    rng = np.random.default_rng(5)
+    inputs = {"x": _rand(rng, *xshape), "w": _rand(rng, 3, 7), "b": _rand(rng, 7)}
+    _check(L.linear_forward, L.linear_backward, inputs)
+    out, _ = L.linear_forward(*inputs.values())
+    assert out.shape == xshape[:-1] + (7,)
+
+
+def test_relu_gradcheck(backend):
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((3, 5, 7))
+    x[np.abs(x) < 1e-3] = 0.5  # keep centred differences away from the kink at 0
+    _check(L.relu_forward, L.relu_backward, {"x": asarray(x)})
+    out, _ = L.relu_forward(asarray(x))
+    assert np.array_equal(to_numpy(out), np.maximum(x, 0))
+
+
+def test_gelu_gradcheck_and_values(backend):
+    rng = np.random.default_rng(7)
+    x = _rand(rng, 3, 5, 7, scale=2.0)
+    _check(L.gelu_forward, L.gelu_backward, {"x": x})
+    out, _ = L.gelu_forward(asarray(np.array([0.0, 1.0, -1.0, 3.0])))
+    # 0.5 x (1 + tanh(sqrt(2/pi)(x + 0.044715 x^3))) evaluated independently
+    ref = [0.0, 0.8411919906082768, -0.15880800939172324, 2.996362607918227]
+    np.testing.assert_allclose(to_numpy(out), ref, rtol=1e-12, atol=1e-15)
+
+
+def test_layernorm_gradcheck_and_normalisation(backend):
+    rng = np.random.default_rng(8)
+    inputs = {"x": _rand(rng, 2, 3, 7, scale=3.0) + 1.5, "gamma": _rand(rng, 7), "beta": _rand(rng, 7)}
+    _check(L.layernorm_forward, L.layernorm_backward, inputs)
+    out, _ = L.layernorm_forward(inputs["x"], asarray(np.ones(7)), asarray(np.zeros(7)))
+    o = to_numpy(out)
+    np.testing.assert_allclose(o.mean(-1), 0, atol=1e-12)
+    x = to_numpy(inputs["x"])
+    np.testing.assert_allclose(o.var(-1), x.var(-1) / (x.var(-1) + 1e-5), rtol=1e-10)
+
+
+def test_embedding_gradcheck_with_repeated_tokens(backend):
+    rng = np.random.default_rng(9)
+    idx = asarray(np.array([[1, 4, 1], [0, 4, 4]]))  # repeats must accumulate
+    w = _rand(rng, 6, 5)
+    _check(L.embedding_forward, L.embedding_backward, {"idx": idx, "w": w}, grad_names=["w"])
+    dw = L.embedding_backward(asarray(np.ones((2, 3, 5))), L.embedding_forward(idx, w)[1])
+    np.testing.assert_array_equal(to_numpy(dw)[:, 0], [1, 2, 0, 0, 3, 0])
+
+
+def _ce_forward(logits, targets, mask=None):
+    loss, dlogits = L.softmax_cross_entropy(logits, targets, mask)
+    return loss, dlogits
+
+
+@pytest.mark.parametrize("use_mask", [False, True])
+def test_softmax_cross_entropy_gradcheck(backend, use_mask):
+    from minivq.gradcheck import numerical_gradient, rel_error
+    rng = np.random.default_rng(10)
+    logits = _rand(rng, 3, 4, 9, scale=2.0)
+    targets = asarray(rng.integers(0, 9, (3, 4)))
+    mask = asarray(rng.random((3, 4)) < 0.6) if use_mask else None
+    before = to_numpy(logits).copy()
+    loss, dlogits = L.softmax_cross_entropy(logits, targets, mask)
+    assert dlogits.shape == logits.shape and np.array_equal(to_numpy(logits), before)
+    num = numerical_gradient(lambda: float(L.softmax_cross_entropy(logits, targets, mask)[0]), logits)
+    assert rel_error(dlogits, num) < TOL
+    # reference: mean over unmasked positions of -log softmax[target]
+    lg, t = to_numpy(logits), to_numpy(targets)
+    logp = lg - np.log(np.exp(lg).sum(-1, keepdims=True))
+    nll = -np.take_along_axis(logp, t[..., None], -1)[..., 0]
+    m = np.ones_like(nll) if mask is None else to_numpy(mask).astype(float)
+    assert abs(float(loss) - (nll * m).sum() / m.sum()) < 1e-12
+
+
+def test_softmax_cross_entropy_is_stable_with_huge_logits(backend):
+    logits = asarray(np.array([[1e4, 0.0, -1e4], [5e3, 5e3, 0.0]]))
+    targets = asarray(np.array([1, 0]))
+    loss, d = L.softmax_cross_entropy(logits, targets)
+    # row 0: -log softmax = 1e4 ; row 1: log 2
+    assert np.isfinite(float(loss))
+    assert abs(float(loss) - (1e4 + np.log(2)) / 2) < 1e-8
+    np.testing.assert_allclose(to_numpy(d), [[0.5, -0.5, 0.0], [-0.25, 0.25, 0.0]], atol=1e-12)
+    lf = asarray(np.array([[80.0, -80.0, 0.0]], dtype=np.float32))  # exp(80) overflows float32
+    loss32, d32 = L.softmax_cross_entropy(lf, asarray(np.array([0])))
+    assert np.isfinite(float(loss32)) and np.all(np.isfinite(to_numpy(d32)))
+
+
+def test_softmax_cross_entropy_rejects_empty_mask(backend):
+    with pytest.raises(ValueError, match="mask"):
+        L.softmax_cross_entropy(asarray(np.zeros((2, 3))), asarray(np.array([0, 1])),
+                                asarray(np.zeros(2, dtype=bool)))
+
+
+def test_mse_gradcheck(backend):
+    from minivq.gradcheck import numerical_gradient, rel_error
+    rng = np.random.default_rng(11)
+    pred, target = _rand(rng, 2, 3, 5), _rand(rng, 2, 3, 5)
+    loss, dpred = L.mse(pred, target)
+    assert abs(float(loss) - ((to_numpy(pred) - to_numpy(target)) ** 2).mean()) < 1e-14
+    num = numerical_gradient(lambda: float(L.mse(pred, target)[0]), pred)
+    assert dpred.shape == pred.shape and rel_error(dpred, num) < TOL
+
+
+def test_residual_block_gradcheck(backend):
+    rng = np.random.default_rng(12)
+    inputs = {"x": _rand(rng, 2, 3, 5, 7), "w1": _rand(rng, 4, 3, 3, 3), "b1": _rand(rng, 4),
+              "w2": _rand(rng, 3, 4, 1, 1), "b2": _rand(rng, 3)}
+    _check(L.residual_block_forward, L.residual_block_backward, inputs)
+
+
+def test_layers_keep_float32(backend):
+    """Training runs in float32: no layer may silently promote to float64."""
+    rng = np.random.default_rng(13)
+    f32 = lambda *s: asarray(rng.standard_normal(s).astype(np.float32))  # noqa: E731
+    x = f32(2, 3, 8, 8)
+    out, c = L.conv2d_forward(x, f32(4, 3, 4, 4), f32(4), stride=2, pad=1)
+    grads = L.conv2d_backward(out, c)
+    out2, c2 = L.conv_transpose2d_forward(out, f32(4, 3, 4, 4), f32(3), stride=2, pad=1)
+    grads += L.conv_transpose2d_backward(out2, c2)
+    out3, c3 = L.layernorm_forward(f32(2, 5), f32(5), f32(5))
+    grads += L.layernorm_backward(out3, c3)
+    out4, c4 = L.gelu_forward(f32(3, 4))
+    grads += (L.gelu_backward(out4, c4),)
+    loss, dl = L.softmax_cross_entropy(f32(3, 4), asarray(np.array([0, 1, 2])))
+    for a in (out, out2, out3, out4, dl) + tuple(grads):
+        assert a.dtype == np.float32
