@@ -17,8 +17,9 @@ from __future__ import annotations
 import numpy as np
 
 from minivq.backend import to_numpy
-from minivq.topp_r import (TopPRResult, bandwidth, cosine_kde, distance_block,  # noqa: F401
-                           kth_neighbour_distances, min_points, row_blocks, top_pr)
+from minivq.topp_r import (TopPRResult, augment_right, bandwidth, cosine_kde,  # noqa: F401
+                           distance_block, kth_neighbour_distances, min_points, row_blocks,
+                           sq_distance_block, top_pr)
 
 
 def _features(a, name: str) -> np.ndarray:
@@ -55,13 +56,13 @@ def prdc(real, fake, k: int = 5) -> dict:
     x, y = x - centre, y - centre
     r = kth_neighbour_distances(x, k)                          # (N,)
     f = kth_neighbour_distances(y, k)                          # (M,)
-    y_sq = np.einsum("md,md->m", y, y)                         # (M,)
+    y_aug = augment_right(y)                                   # (M, D+2)
     fake_in_real = np.zeros(y.shape[0], dtype=bool)            # (M,)
     balls_per_fake = np.zeros(y.shape[0])                      # (M,)
     real_in_fake = np.empty(x.shape[0], dtype=bool)            # (N,)
     covered = np.empty(x.shape[0], dtype=bool)                 # (N,)
     for s, e in row_blocks(x.shape[0], y.shape[0]):
-        d = distance_block(x[s:e], y, y_sq)                    # (R, M)
+        d = np.sqrt(np.maximum(sq_distance_block(x[s:e], y_aug), 0.0))  # (R, M)
         inside = d < r[s:e, None]                              # (R, M) fake j in real ball i
         fake_in_real |= inside.any(axis=0)
         balls_per_fake += inside.sum(axis=0)

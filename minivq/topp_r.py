@@ -56,37 +56,53 @@ def _as_points(a, name: str) -> np.ndarray:
     return a
 
 
-def distance_block(a: np.ndarray, b: np.ndarray, b_sq: np.ndarray | None = None) -> np.ndarray:
-    """Euclidean distances in float64 between the rows of a (R, D) and b (M, D) -> (R, M).
+def augment_right(b: np.ndarray) -> np.ndarray:
+    """Rows [-2 b_j, 1, |b_j|^2] (M, D+2) so that one matrix product gives squared distances."""
+    b = np.asarray(b, dtype=np.float64)
+    return np.concatenate([-2.0 * b, np.ones((b.shape[0], 1)),
+                           np.einsum("md,md->m", b, b)[:, None]], axis=1)  # (M, D+2)
 
-    Uses |a-b|^2 = |a|^2 + |b|^2 - 2 a.b (one matrix product); the caller centres the data
-    first so that the cancellation error stays near float64 round-off of the distances.
+
+def sq_distance_block(a: np.ndarray, b_aug: np.ndarray) -> np.ndarray:
+    """Squared Euclidean distances (R, M) in float64 between rows of a (R, D) and b, given as augment_right(b).
+
+    |a-b|^2 = |a|^2 + 1*|b|^2 - 2 a.b is the dot product of [a, |a|^2, 1] with [-2b, 1, |b|^2]:
+    one BLAS call.  Round-off can leave tiny negative values for (near-)equal points; callers
+    clip.  Centre the data first so the cancellation error stays near float64 round-off.
     """
     a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    if b_sq is None:
-        b_sq = np.einsum("md,md->m", b, b)                     # (M,)
-    a_sq = np.einsum("rd,rd->r", a, a)                         # (R,)
-    d2 = a @ b.T                                               # (R, M)
-    d2 *= -2.0
-    d2 += a_sq[:, None]
-    d2 += b_sq[None, :]
+    a_aug = np.concatenate([a, np.einsum("rd,rd->r", a, a)[:, None],
+                            np.ones((a.shape[0], 1))], axis=1)  # (R, D+2)
+    return a_aug @ b_aug.T                                     # (R, M)
+
+
+def distance_block(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Euclidean distances in float64 between the rows of a (R, D) and b (M, D) -> (R, M)."""
+    d2 = sq_distance_block(a, augment_right(b))                # (R, M)
     np.maximum(d2, 0.0, out=d2)
     return np.sqrt(d2, out=d2)
 
 
-def row_blocks(n_rows: int, n_cols: int, block_entries: int = BLOCK_ENTRIES):
-    """Yield (start, stop) row ranges so that one (rows, n_cols) block has ~block_entries entries."""
+def row_blocks(n_rows: int, n_cols: int, block_entries: int | None = None):
+    """Yield (start, stop) row ranges so that one (rows, n_cols) block has ~block_entries entries
+    (default: the module constant BLOCK_ENTRIES, read at call time so tests can shrink it)."""
+    block_entries = BLOCK_ENTRIES if block_entries is None else block_entries
     step = max(1, min(n_rows, block_entries // max(n_cols, 1)))
     for start in range(0, n_rows, step):
         yield start, min(n_rows, start + step)
 
 
-def cosine_kernel(dist: np.ndarray, h: float) -> np.ndarray:
-    """cos(pi/2 * dist/h) where dist <= h, else 0.  dist: any shape -> same shape (float64)."""
-    k = np.zeros(dist.shape)                                   # same shape as dist
-    inside = dist <= h
-    k[inside] = np.cos((np.pi / 2) * (dist[inside] / h))
+def cosine_kernel(d2: np.ndarray, h: float) -> np.ndarray:
+    """From squared distances d2 (R, M): cos(pi/2 * d/h) where d = sqrt(d2) <= h, else 0 -> (R, M).
+
+    Only the entries inside the support (a few per cent in high D) get a sqrt and a cos: a
+    slightly generous test on d2 finds the candidates, the exact test d <= h decides.
+    """
+    k = np.zeros(d2.shape)                                     # (R, M)
+    cand = np.flatnonzero(d2 <= (h * h) * (1.0 + 1e-9))        # flat indices of candidates
+    d = np.sqrt(np.maximum(d2.ravel()[cand], 0.0))
+    inside = d <= h
+    k.ravel()[cand[inside]] = np.cos((np.pi / 2) * (d[inside] / h))
     return k
 
 
@@ -101,10 +117,10 @@ def cosine_kde(points, queries, h: float) -> np.ndarray:
         raise ValueError(f"points have {p.shape[1]} features but queries have {q.shape[1]}")
     centre = p.mean(axis=0)                                    # (D,)
     p, q = p - centre, q - centre
-    p_sq = np.einsum("nd,nd->n", p, p)                         # (N,)
+    p_aug = augment_right(p)                                   # (N, D+2)
     out = np.empty(q.shape[0])                                 # (G,)
     for s, e in row_blocks(q.shape[0], p.shape[0]):
-        out[s:e] = cosine_kernel(distance_block(q[s:e], p, p_sq), h).sum(axis=1)
+        out[s:e] = cosine_kernel(sq_distance_block(q[s:e], p_aug), h).sum(axis=1)
     return out
 
 
@@ -119,13 +135,14 @@ def kth_neighbour_distances(a, k: int) -> np.ndarray:
     if not 1 <= k < n:
         raise ValueError(f"k-th neighbour needs 1 <= k < number of points ({n}); got k = {k}")
     a = a - a.mean(axis=0)                                     # (N, D) centred for accuracy
-    a_sq = np.einsum("nd,nd->n", a, a)                         # (N,)
-    kth = np.empty(n)                                          # (N,)
+    a_aug = augment_right(a)                                   # (N, D+2)
+    kth = np.empty(n)                                          # (N,) squared for now
     for s, e in row_blocks(n, n):
-        d = distance_block(a[s:e], a, a_sq)                    # (R, N)
-        d[np.arange(e - s), np.arange(s, e)] = np.inf          # exclude the point itself
-        kth[s:e] = np.partition(d, k - 1, axis=1)[:, k - 1]
-    return kth
+        d2 = sq_distance_block(a[s:e], a_aug)                  # (R, N)
+        d2[np.arange(e - s), np.arange(s, e)] = np.inf         # exclude the point itself
+        kth[s:e] = np.partition(d2, k - 1, axis=1)[:, k - 1]
+    # sqrt is monotone, so the k-th smallest squared distance gives the k-th smallest distance
+    return np.sqrt(np.maximum(kth, 0.0))
 
 
 def min_points(dim: int) -> int:
@@ -148,22 +165,21 @@ def bandwidth(a, k: int, rule: str = "official") -> float:
     if n < k + 2:
         raise ValueError(f"bandwidth needs at least k + 2 = {k + 2} points for k = {k}; got {n}")
     a = a - a.mean(axis=0)                                     # (N, D) centred for accuracy
-    a_sq = np.einsum("nd,nd->n", a, a)                         # (N,)
     if rule == "official":
         rows = n - k                                           # rows 0 .. N-k-1 have >= k later rows
-        kth = np.empty(rows)                                   # (N-k,)
+        a_aug = augment_right(a)                               # (N, D+2)
+        kth = np.empty(rows)                                   # (N-k,) squared for now
         for s, e in row_blocks(rows, n):
-            # columns j > s only; inside the block, also hide j <= i (lower triangle)
-            d = distance_block(a[s:e], a[s + 1:], a_sq[s + 1:])  # (R, N-s-1)
+            # columns j > s only; inside the block, also hide j <= i (its lower triangle)
+            d2 = sq_distance_block(a[s:e], a_aug[s + 1:])      # (R, N-s-1)
             r = np.arange(e - s)
-            d[np.arange(d.shape[1])[None, :] < r[:, None]] = np.inf
-            kth[s:e] = np.partition(d, k - 1, axis=1)[:, k - 1]
-        kth.sort()
+            d2[np.arange(d2.shape[1])[None, :] < r[:, None]] = np.inf
+            kth[s:e] = np.partition(d2, k - 1, axis=1)[:, k - 1]
+        kth = np.sqrt(np.maximum(np.sort(kth), 0.0))           # sqrt is monotone: order kept
         return float(kth[int(0.5 * rows) - 1])
     if rule == "knn":
         return float(np.median(kth_neighbour_distances(a, k)))
     raise ValueError(f"bandwidth rule must be 'official' or 'knn'; got {rule!r}")
-
 
 
 # ---------------------------------------------------------------- confidence band
@@ -194,13 +210,22 @@ def self_scores(a: np.ndarray, h: float, counts: np.ndarray) -> np.ndarray:
     """Density of a (N, D) at its own points, once as is and once per resample -> (N, 1+B).
 
     Column 0 is S_A(a_i); column 1+b is S_{A_b}(a_i) = sum_j counts[j, b] K(|a_i - a_j|).
+    In matrix form out = K @ [1 | counts] with the symmetric kernel matrix K (N, N), which we
+    visit once per pair: a row block i in [s, e) meets columns j >= s only, the pairs with
+    j < i inside the diagonal square are blanked, and K[i, j] W[j] (row side) plus
+    K[i, j] W[i] for j > i (column side, K^T) cover every pair exactly once.
     """
     n = a.shape[0]
     weights = np.concatenate([np.ones((n, 1)), counts], axis=1)  # (N, 1+B)
-    a_sq = np.einsum("nd,nd->n", a, a)                         # (N,)
-    out = np.empty((n, weights.shape[1]))                      # (N, 1+B)
-    for s, e in row_blocks(n, n):
-        out[s:e] = cosine_kernel(distance_block(a[s:e], a, a_sq), h) @ weights
+    a_aug = augment_right(a)                                   # (N, D+2)
+    out = np.zeros((n, weights.shape[1]))                      # (N, 1+B)
+    for s, e in row_blocks(n, n // 2 + 1):
+        k = cosine_kernel(sq_distance_block(a[s:e], a_aug[s:]), h)  # (R, N-s): columns j >= s
+        r = np.arange(e - s)
+        k[:, :e - s][r[None, :] < r[:, None]] = 0.0            # j < i inside the square: seen by K^T
+        out[s:e] += k @ weights[s:]                            # pairs j >= i, row side
+        k[r, r] = 0.0                                          # the diagonal counts once
+        out[s:] += k.T @ weights[s:e]                          # pairs j > i, column side
     return out
 
 
@@ -212,13 +237,13 @@ def confidence_band(scores: np.ndarray, alpha: float) -> tuple[float, np.ndarray
 
 def cross_scores(x: np.ndarray, y: np.ndarray, h_x: float, h_y: float):
     """S_X,h_x(y) for every fake y (M,) and S_Y,h_y(x) for every real x (N,), sharing one distance pass."""
-    x_sq = np.einsum("nd,nd->n", x, x)                         # (N,)
+    x_aug = augment_right(x)                                   # (N, D+2)
     s_x_at_y = np.empty(y.shape[0])                            # (M,)
     s_y_at_x = np.zeros(x.shape[0])                            # (N,)
     for s, e in row_blocks(y.shape[0], x.shape[0]):
-        d = distance_block(y[s:e], x, x_sq)                    # (R, N)
-        s_x_at_y[s:e] = cosine_kernel(d, h_x).sum(axis=1)
-        s_y_at_x += cosine_kernel(d, h_y).sum(axis=0)
+        d2 = sq_distance_block(y[s:e], x_aug)                  # (R, N)
+        s_x_at_y[s:e] = cosine_kernel(d2, h_x).sum(axis=1)
+        s_y_at_x += cosine_kernel(d2, h_y).sum(axis=0)
     return s_x_at_y, s_y_at_x
 
 
