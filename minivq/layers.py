@@ -96,7 +96,7 @@ def conv2d_backward(dout, cache):
     F, _, KH, KW = w.shape
     OH, OW = dout.shape[2:]
     d2 = dout.transpose(1, 0, 2, 3).reshape(F, -1)  # (F, B*OH*OW)
-    dw = (d2 @ cols.T).reshape(w.shape)  # (F, C, KH, KW)
+    dw = (cols @ d2.T).T.reshape(w.shape)  # (F, C, KH, KW)
     db = d2.sum(axis=1)  # (F,)
     dcols = w.reshape(F, -1).T @ d2  # (C*KH*KW, B*OH*OW)
     dxp = _col2im(dcols, B, C, H + 2 * pad, W + 2 * pad, KH, KW, stride, OH, OW)  # (B, C, Hp, Wp)
@@ -130,7 +130,7 @@ def conv_transpose2d_backward(dout, cache):
     _, F, KH, KW = w.shape
     dcols = _im2col(_pad(dout, pad), KH, KW, stride, H, W)  # (F*KH*KW, B*H*W)
     dx = (w.reshape(C, -1) @ dcols).reshape(C, B, H, W).transpose(1, 0, 2, 3)  # (B, C, H, W)
-    dw = (x2 @ dcols.T).reshape(w.shape)  # (C, F, KH, KW)
+    dw = (dcols @ x2.T).T.reshape(w.shape)  # (C, F, KH, KW)
     db = dout.sum(axis=(0, 2, 3))  # (F,)
     return xp.ascontiguousarray(dx), dw, db
 
