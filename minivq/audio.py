@@ -76,7 +76,8 @@ def load_wav(path, sr: int = 8000) -> np.ndarray:
     try:
         data, file_sr = sf.read(str(path), dtype="float32", always_2d=True)  # (N, channels)
     except Exception as e:  # libsndfile's errors are RuntimeError subclasses with a message
-        raise ValueError(f"{path} is not a readable audio file ({str(e).strip() or type(e).__name__})") from None
+        why = str(e).strip().split("': ")[-1] or type(e).__name__  # drop libsndfile's copy of the path
+        raise ValueError(f"{path} is not a readable audio file ({why})") from None
     if data.shape[0] == 0:
         raise ValueError(f"{path} contains no samples (zero-length audio)")
     bad = int(np.count_nonzero(~np.isfinite(data)))
@@ -241,6 +242,19 @@ def mel_filterbank(cfg: FeatureConfig = FeatureConfig()) -> np.ndarray:
     return _mel_filterbank(cfg.sr, cfg.n_fft, cfg.n_mels, float(cfg.fmin), float(cfg.fmax))
 
 
+def apply_bands(W, X) -> np.ndarray:
+    """W (R, F) applied along axis -2 of X (..., F, T) -> (..., R, T).
+
+    One 2-D matrix product over all frames of the batch (np.matmul's broadcasting over a
+    strided batch is many times slower).
+    """
+    X = np.asarray(X)
+    lead, T = X.shape[:-2], X.shape[-1]
+    flat = np.moveaxis(X, -2, 0).reshape(X.shape[-2], -1)                # (F, ... * T)
+    out = (W @ flat).reshape((W.shape[0],) + lead + (T,))                # (R, ..., T)
+    return np.ascontiguousarray(np.moveaxis(out, 0, -2))                 # (..., R, T)
+
+
 def log_mel(wave, cfg: FeatureConfig = FeatureConfig()) -> np.ndarray:
     """Log-mel features: (n_samples,) -> (M, T) or (B, n_samples) -> (B, M, T), float32.
 
@@ -256,7 +270,7 @@ def log_mel(wave, cfg: FeatureConfig = FeatureConfig()) -> np.ndarray:
         raise ValueError(f"n_samples={cfg.n_samples} with hop={cfg.hop} gives fewer than n_frames={cfg.n_frames} frames")
     spec = stft(wave, cfg.n_fft, cfg.hop)[..., :cfg.n_frames]        # (..., F, T)
     power = spec.real ** 2 + spec.imag ** 2                           # (..., F, T)
-    mel = np.matmul(mel_filterbank(cfg), power)                       # (..., M, T)
+    mel = apply_bands(mel_filterbank(cfg), power)                     # (..., M, T)
     return np.log(np.maximum(mel, cfg.log_floor)).astype(np.float32)
 
 
@@ -325,10 +339,10 @@ def mel_to_linear(logmel, cfg: FeatureConfig = FeatureConfig(), n_iter: int = 30
     W = mel_filterbank(cfg).astype(np.float64)                         # (M, F)
     m = np.exp(np.asarray(logmel, dtype=np.float64))                   # (..., M, T)
     colsum = W.sum(axis=0)[:, None]                                    # (F, 1)
-    P = np.where(colsum > 0, np.matmul(W.T, m) / np.where(colsum > 0, colsum, 1.0), 0.0)  # (..., F, T)
+    P = np.where(colsum > 0, apply_bands(W.T, m) / np.where(colsum > 0, colsum, 1.0), 0.0)  # (..., F, T)
     for _ in range(n_iter):
-        v = np.matmul(W, P) + 1e-30                                    # (..., M, T)
-        P = P * np.matmul(W.T, m / v ** 2) / (np.matmul(W.T, 1.0 / v) + 1e-30)
+        v = apply_bands(W, P) + 1e-30                                  # (..., M, T)
+        P = P * apply_bands(W.T, m / v ** 2) / (apply_bands(W.T, 1.0 / v) + 1e-30)
     return P
 
 

@@ -1,0 +1,397 @@
+"""Spoken-digit datasets: FSDD and AudioMNIST layouts, splits, and a cached log-mel feature set.
+
+Size letters: N clips, M mel bands, T frames.
+
+Layouts (detected from the folder given):
+- FSDD: ``{digit}_{speaker}_{take}.wav`` in the folder or its ``recordings/`` subfolder;
+  an optional ``speakers.csv`` (speaker,gender,accent,language) next to either gives gender.
+- AudioMNIST: ``NN/{digit}_{NN}_{take}.wav`` (one numbered folder per speaker) in the folder
+  or its ``data/`` subfolder; an optional ``audioMNIST_meta.txt`` (JSON keyed by speaker id:
+  gender, age, accent, ...) gives gender.
+
+Splits: ``"official"`` is FSDD's (takes 0-4 test, the rest train); AudioMNIST has no official
+split, so there it means ``"speakers"``. ``"speakers"`` holds out round(20 %) of the speakers
+(at least one), those whose sha256(name) sorts first: deterministic, independent of file order.
+
+Bad input, and what happens (``strict=True`` turns every "skipped" into a ValueError):
+- missing folder -> FileNotFoundError naming it; a path that is a file -> ValueError;
+- empty folder, or one without any recognisable recording -> ValueError naming it;
+- a ``.wav`` whose name does not fit the layout -> skipped, reason "name does not match ...";
+- a non-audio file named ``.wav``, a zero-length WAV, NaN/inf samples -> skipped with
+  :func:`minivq.audio.load_wav`'s reason (any non-finite sample marks the file as damaged);
+- an all-silent clip (max |sample| < 1e-4, about -80 dBFS) -> skipped, reason "silent";
+Each skipped file is reported once (in ``Features.skipped`` and one stderr line each when the
+features are built) and the rest load normally. The feature cache remembers skipped files too.
+
+Feature cache: ``$MINIVQ_CACHE`` or ``~/.cache/minivq``; the file name hashes the data folder,
+the selected files' names/sizes/mtimes, the metadata files and ``FeatureConfig.key()``, so any
+change builds a new one. Written to a temporary file and renamed (atomic).
+
+CLI: ``python -m minivq.data info PATH`` and ``python -m minivq.data download fsdd|audiomnist --to DIR``.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import csv
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from minivq import audio
+from minivq.progress import Progress
+
+CACHE_VERSION = 1
+SILENT_PEAK = 1e-4          # a clip whose max |sample| is below this (about -80 dBFS) has no speech
+TEST_SPEAKER_FRACTION = 0.2
+_NAME = re.compile(r"^(\d)_([A-Za-z0-9\-]+)_(\d+)\.wav$", re.IGNORECASE)
+
+
+@dataclasses.dataclass
+class Clip:
+    path: Path          # absolute path of the file
+    digit: int          # 0-9
+    speaker: str        # FSDD name ("jackson") or AudioMNIST id ("07")
+    take: int           # repetition index
+    gender: str         # "male"/"female"/... or "unknown"
+
+
+@dataclasses.dataclass
+class Listing:
+    """What a folder holds, from file names alone (no audio read)."""
+    root: Path          # the folder given
+    base: Path          # the folder the recordings are found under
+    layout: str         # "fsdd" or "audiomnist"
+    clips: list         # [Clip], sorted by path
+    skipped: list       # [(path str, reason)] for .wav files whose names do not fit
+    meta_files: list    # [Path] speakers.csv / audioMNIST_meta.txt that were read
+
+
+@dataclasses.dataclass
+class Split:
+    """One side of a split: features and labels, row i describes clip path[i]."""
+    x: np.ndarray       # (N, M, T) float32 log-mel, not standardised
+    digit: np.ndarray   # (N,) int64
+    speaker: np.ndarray  # (N,) str
+    gender: np.ndarray  # (N,) str ("unknown" when no metadata)
+    take: np.ndarray    # (N,) int64
+    path: list          # [str] absolute paths
+
+    def __len__(self):
+        return len(self.path)
+
+
+@dataclasses.dataclass
+class Features:
+    train: Split
+    test: Split
+    cfg: audio.FeatureConfig
+    skipped: list       # [(path str, reason)]
+    layout: str
+    root: Path
+
+
+# ------------------------------------------------------------------------------ scanning
+
+def _wavs(folder: Path):
+    with os.scandir(folder) as it:  # DirEntry.is_file() needs no extra system call
+        names = sorted(e.name for e in it if e.name.lower().endswith(".wav") and e.is_file())
+    return [folder / n for n in names]
+
+
+def _speaker_dirs(folder: Path):
+    return sorted(p for p in folder.iterdir() if p.is_dir() and p.name.isdigit() and _wavs(p))
+
+
+def _read_gender(layout: str, folders) -> tuple[dict, list]:
+    """speaker -> gender from the metadata file found in any of ``folders``."""
+    name = "speakers.csv" if layout == "fsdd" else "audioMNIST_meta.txt"
+    for f in folders:
+        p = f / name
+        if not p.is_file():
+            continue
+        try:
+            if layout == "fsdd":
+                with open(p, newline="") as fh:
+                    rows = list(csv.DictReader(fh))
+                return {r["speaker"].strip(): r.get("gender", "unknown").strip() or "unknown" for r in rows}, [p]
+            meta = json.loads(p.read_text())
+            return {str(k).strip(): str(v.get("gender", "unknown")).strip() for k, v in meta.items()}, [p]
+        except (OSError, ValueError, KeyError, AttributeError, csv.Error) as e:
+            raise ValueError(f"metadata file {p} is malformed ({e})") from None
+    return {}, []
+
+
+def detect_layout(root) -> tuple[str, Path]:
+    """('fsdd' | 'audiomnist', folder holding the recordings) for a data folder, or a clear error."""
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise FileNotFoundError(f"data folder {root} does not exist")
+    if not root.is_dir():
+        raise ValueError(f"data path {root} is a file; expected a folder of FSDD or AudioMNIST recordings")
+    for cand in (root, root / "data"):
+        if cand.is_dir() and _speaker_dirs(cand):
+            return "audiomnist", cand
+    for cand in (root / "recordings", root):
+        if cand.is_dir() and _wavs(cand):
+            return "fsdd", cand
+    if not any(root.iterdir()):
+        raise ValueError(f"data folder {root} is empty; expected FSDD ({{digit}}_{{speaker}}_{{take}}.wav) "
+                         "or AudioMNIST (NN/{digit}_NN_{take}.wav) recordings")
+    raise ValueError(f"data folder {root} holds no .wav recordings in the FSDD layout ({{digit}}_{{speaker}}_{{take}}.wav, "
+                     "directly or in recordings/) or the AudioMNIST layout (NN/{digit}_NN_{take}.wav, directly or in data/)")
+
+
+def scan(root, strict: bool = False) -> Listing:
+    """List the clips of a data folder from file names (digit, speaker, take, gender)."""
+    root = Path(root).expanduser()
+    layout, base = detect_layout(root)
+    base = base.resolve()  # once: clip paths below are built from it, not resolved one by one
+    genders, meta = _read_gender(layout, [base, root, base.parent])
+    clips, skipped = [], []
+    files = _wavs(base) if layout == "fsdd" else [f for d in _speaker_dirs(base) for f in _wavs(d)]
+    for f in files:
+        m = _NAME.match(f.name)
+        reason = None
+        if not m:
+            reason = "name does not match {digit}_{speaker}_{take}.wav"
+        elif layout == "audiomnist" and m.group(2) != f.parent.name:
+            reason = f"speaker {m.group(2)} in the name differs from its folder {f.parent.name}"
+        if reason:
+            if strict:
+                raise ValueError(f"{f}: {reason}")
+            skipped.append((str(f), reason))
+            continue
+        spk = m.group(2)
+        clips.append(Clip(f, int(m.group(1)), spk, int(m.group(3)), genders.get(spk, "unknown")))
+    if not clips:
+        raise ValueError(f"data folder {root} holds no recording named like {{digit}}_{{speaker}}_{{take}}.wav")
+    return Listing(root, base, layout, clips, skipped, meta)
+
+
+# -------------------------------------------------------------------------------- splits
+
+def test_speakers(speakers) -> list:
+    """The deterministic held-out speakers: round(20 %) (>= 1) with the smallest sha256(name)."""
+    spk = sorted(set(speakers))
+    if len(spk) < 2:
+        raise ValueError(f"a speaker-disjoint split needs at least 2 speakers, found {len(spk)}")
+    n_test = max(1, int(round(TEST_SPEAKER_FRACTION * len(spk))))
+    return sorted(sorted(spk, key=lambda s: hashlib.sha256(s.encode()).hexdigest())[:n_test])
+
+
+def split_clips(listing: Listing, split: str = "official") -> tuple[list, list]:
+    """(train clips, test clips) for split 'official' or 'speakers' (see the module docstring)."""
+    if split not in ("official", "speakers"):
+        raise ValueError(f"split must be 'official' or 'speakers', got {split!r}")
+    if split == "official" and listing.layout == "fsdd":
+        is_test = [c.take <= 4 for c in listing.clips]
+    else:
+        held = set(test_speakers(c.speaker for c in listing.clips))
+        is_test = [c.speaker in held for c in listing.clips]
+    return ([c for c, t in zip(listing.clips, is_test) if not t],
+            [c for c, t in zip(listing.clips, is_test) if t])
+
+
+def subset(clips, max_per_digit: int | None):
+    """At most ``max_per_digit`` clips per digit, chosen by sha256 of the file name (spreads over
+    speakers and takes, same choice every run); order by path is kept."""
+    if max_per_digit is None:
+        return list(clips)
+    by_digit = collections.defaultdict(list)
+    for c in sorted(clips, key=lambda c: hashlib.sha256(c.path.name.encode()).hexdigest()):
+        if len(by_digit[c.digit]) < max_per_digit:
+            by_digit[c.digit].append(c)
+    keep = {id(c) for v in by_digit.values() for c in v}
+    return [c for c in clips if id(c) in keep]
+
+
+# -------------------------------------------------------------------------- feature cache
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("MINIVQ_CACHE") or Path.home() / ".cache" / "minivq")
+
+
+def _cache_key(listing: Listing, clips, cfg: audio.FeatureConfig) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps([CACHE_VERSION, cfg.key(), str(listing.base), listing.layout]).encode())
+    for p in [str(c.path) for c in clips] + [str(m) for m in listing.meta_files]:
+        st = os.stat(p)
+        h.update(f"\n{p}|{st.st_size}|{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:24]
+
+
+def compute_features(clips, cfg: audio.FeatureConfig, strict: bool = False, progress: bool = True, chunk: int = 256):
+    """log-mel of each clip: (x (N_ok, M, T) float32, ok paths [str], skipped [(path, reason)])."""
+    bar = Progress(len(clips), desc="log-mel features", every=1.0) if progress and len(clips) >= 200 else None
+    xs, ok, skipped, waves = [], [], [], []
+    for i, c in enumerate(clips):
+        try:
+            w = audio.load_wav(c.path, cfg.sr)
+            if np.abs(w).max() < SILENT_PEAK:
+                raise ValueError(f"{c.path} is silent (max |sample| {np.abs(w).max():.1e} < {SILENT_PEAK:g})")
+        except ValueError as e:
+            if strict:
+                raise
+            skipped.append((str(c.path), str(e).removeprefix(f"{c.path} ")))  # the path is listed beside it
+            continue
+        waves.append(audio.prepare(w, cfg))
+        ok.append(str(c.path))
+        if len(waves) == chunk or i == len(clips) - 1:
+            xs.append(audio.log_mel(np.stack(waves), cfg))                     # (chunk, M, T)
+            waves = []
+        if bar:
+            bar.update(i + 1, 1)
+    if waves:
+        xs.append(audio.log_mel(np.stack(waves), cfg))
+    x = np.concatenate(xs) if xs else np.zeros((0, cfg.n_mels, cfg.n_frames), np.float32)  # (N_ok, M, T)
+    return x, ok, skipped
+
+
+def _write_atomic_npz(path: Path, **arrays):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _make_split(clips, x_by_path) -> Split:
+    clips = [c for c in clips if str(c.path) in x_by_path]
+    x = np.stack([x_by_path[str(c.path)] for c in clips]) if clips else np.zeros((0, 0, 0), np.float32)
+    return Split(x=x.astype(np.float32),                                       # (N, M, T)
+                 digit=np.array([c.digit for c in clips], dtype=np.int64),
+                 speaker=np.array([c.speaker for c in clips], dtype=str),
+                 gender=np.array([c.gender for c in clips], dtype=str),
+                 take=np.array([c.take for c in clips], dtype=np.int64),
+                 path=[str(c.path) for c in clips])
+
+
+def load_features(root, split: str = "official", cache_dir=None, strict: bool = False,
+                  max_per_digit: int | None = None, cfg: audio.FeatureConfig = audio.FeatureConfig(),
+                  progress: bool = True) -> Features:
+    """Log-mel features and labels of a data folder, split into train and test, cached on disk.
+
+    Returns :class:`Features` (train/test :class:`Split` with x (N, M, T) float32). The first
+    call computes the features of every selected clip; later calls with the same files and cfg
+    read them from ``cache_dir`` (default :func:`default_cache_dir`). ``max_per_digit`` keeps a
+    deterministic subset of each split (see :func:`subset`). Bad files: see the module docstring.
+    """
+    listing = scan(root, strict=strict)
+    train, test = split_clips(listing, split)
+    train, test = subset(train, max_per_digit), subset(test, max_per_digit)
+    clips = sorted(train + test, key=lambda c: str(c.path))
+    key = _cache_key(listing, clips, cfg)
+    cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    cpath = cache / f"{listing.layout}-{key}.npz"
+    x = None
+    if cpath.is_file():
+        try:
+            with np.load(cpath, allow_pickle=False) as z:
+                x, ok = z["x"], list(z["paths"])
+                bad = list(zip(z["skipped_paths"].tolist(), z["skipped_reasons"].tolist()))
+        except (OSError, ValueError, KeyError):
+            x = None  # unreadable cache (e.g. an old format): rebuild it
+    if x is None:
+        x, ok, bad = compute_features(clips, cfg, strict=strict, progress=progress)
+        for p, why in listing.skipped + bad:
+            print(f"skipped {p}: {why}", file=sys.stderr)
+        _write_atomic_npz(cpath, x=x, paths=np.array(ok, dtype=str),
+                          skipped_paths=np.array([p for p, _ in bad], dtype=str),
+                          skipped_reasons=np.array([r for _, r in bad], dtype=str))
+    elif strict and bad:
+        raise ValueError(f"{bad[0][0]}: {bad[0][1]}")
+    x_by_path = dict(zip(ok, x))
+    return Features(train=_make_split(train, x_by_path), test=_make_split(test, x_by_path), cfg=cfg,
+                    skipped=listing.skipped + bad, layout=listing.layout, root=listing.root)
+
+
+# ---------------------------------------------------------------------------------- CLI
+
+def info(root) -> str:
+    """A report of a data folder: counts per digit/speaker/split, durations, rates, skipped files.
+
+    Reads file names and WAV headers only (fast); damaged sample data is found when features
+    are built.
+    """
+    import soundfile as sf
+    listing = scan(root)
+    durs, rates, chans, good, skipped = [], collections.Counter(), collections.Counter(), [], list(listing.skipped)
+    for c in listing.clips:
+        try:
+            h = sf.info(str(c.path))
+            if h.frames == 0:
+                raise ValueError("contains no samples (zero-length audio)")
+        except Exception as e:
+            skipped.append((str(c.path), f"unreadable header: {str(e).strip() or type(e).__name__}"))
+            continue
+        durs.append(h.frames / h.samplerate)
+        rates[h.samplerate] += 1
+        chans[h.channels] += 1
+        good.append(c)
+    out = [f"{listing.root}: {listing.layout} layout, recordings in {listing.base}",
+           f"clips: {len(good)} readable, {len(skipped)} skipped"]
+    listing.clips = good
+    count = lambda clips, attr: dict(sorted(collections.Counter(getattr(c, attr) for c in clips).items()))
+    out.append(f"per digit: {count(good, 'digit')}")
+    genders = {c.speaker: c.gender for c in good}
+    out.append("per speaker: " + ", ".join(f"{s} ({genders[s]}) {n}" for s, n in count(good, "speaker").items()))
+    for name in (("official", "speakers") if listing.layout == "fsdd" else ("speakers",)):
+        try:
+            tr, te = split_clips(listing, name)
+        except ValueError as e:
+            out.append(f"split {name}: unavailable ({e})")
+            continue
+        extra = f", test speakers {test_speakers(c.speaker for c in good)}" if name == "speakers" else ""
+        out.append(f"split {name}: train {len(tr)}, test {len(te)}{extra}")
+    if durs:
+        d = np.array(durs)  # (N,)
+        out.append(f"duration (s): min {d.min():.3f}, median {np.median(d):.3f}, max {d.max():.3f}, "
+                   f"total {d.sum() / 60:.1f} min; over 1.024 s: {(d > 1.024).sum()}")
+    out.append(f"sample rates (Hz): {dict(rates)}; channels: {dict(chans)}")
+    out += [f"skipped {p}: {r}" for p, r in skipped]
+    return "\n".join(out)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m minivq.data", description=__doc__.split("\n")[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p_info = sub.add_parser("info", help="counts, durations, rates and skipped files of a data folder",
+                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p_info.add_argument("path", help="FSDD or AudioMNIST folder")
+    p_dl = sub.add_parser("download", help="fetch and unpack a public archive",
+                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p_dl.add_argument("dataset", choices=["fsdd", "audiomnist"])
+    p_dl.add_argument("--to", required=True, help="folder to unpack into")
+    p_dl.add_argument("--url", default=None, help="archive URL (http(s):// or file://); default: the public one")
+    p_dl.add_argument("--sha256", default=None, help="expected sha256 of the archive (checked when given or known)")
+    args = ap.parse_args(argv)
+    try:
+        if args.cmd == "info":
+            print(info(args.path))
+        else:
+            from minivq.download import download
+            root = download(args.dataset, args.to, url=args.url, sha256=args.sha256)
+            print(f"{args.dataset} is ready: pass {root} as the data folder")
+    except (FileNotFoundError, ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
