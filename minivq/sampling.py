@@ -1,0 +1,105 @@
+"""Autoregressive sampling from the transformer prior, with a KV cache.
+
+Size letters: N sequences sampled at once, T positions, C model width, K codebook size.
+
+Decoding one token at a time, position t only needs its own query against the keys and
+values of positions <= t. Those keys/values never change once computed, so each layer
+keeps them in a cache (attention.attention_step) and a new token costs O(T) work instead
+of re-running the whole O(T^2) prefix. ``use_cache=False`` re-runs the full forward at
+every step; both paths draw the same uniforms, so for one seed they give the same tokens.
+
+Filtering (applied in this order to the K code logits of each step):
+    temperature  logits / temperature (lower = greedier)
+    top_k        keep the k largest logits
+    top_p        keep the smallest set of tokens whose probability sums to >= p (nucleus)
+A token is then drawn by inverse CDF with one host-side uniform per row, so the same seed
+gives the same tokens on CPU and GPU.
+"""
+from minivq.attention import attention_step, new_kv_cache
+from minivq.backend import asarray, rng as host_rng, to_numpy, xp
+from minivq.layers import gelu_forward, layernorm_forward
+from minivq.transformer import block_params, forward_logits
+
+
+def filter_logits(logits, temperature=1.0, top_k=None, top_p=None):
+    """logits: (N, K) -> probabilities (N, K) after temperature, top-k and top-p."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    z = logits / temperature  # (N, K) fresh array
+    K = z.shape[-1]
+    if top_k is not None and 0 < top_k < K:
+        kth = xp.sort(z, axis=-1)[:, K - top_k][:, None]  # (N, 1) the k-th largest
+        z[z < kth] = -xp.inf
+    z -= z.max(axis=-1, keepdims=True)
+    p = xp.exp(z)
+    p /= p.sum(axis=-1, keepdims=True)  # (N, K)
+    if top_p is not None and top_p < 1.0:
+        order = xp.argsort(-p, axis=-1)  # (N, K) most probable first
+        ps = xp.take_along_axis(p, order, axis=-1)  # (N, K)
+        before = xp.cumsum(ps, axis=-1) - ps  # probability mass strictly before each token
+        inverse = xp.argsort(order, axis=-1)  # (N, K) sorted rank of each token
+        drop = xp.take_along_axis(before >= top_p, inverse, axis=-1)  # (N, K); the top token stays
+        p[drop] = 0
+        p /= p.sum(axis=-1, keepdims=True)
+    return p
+
+
+def draw(p, u):
+    """Inverse-CDF draw: p (N, K) probabilities, u (N,) uniforms in [0, 1) -> (N,) token ids."""
+    cdf = xp.cumsum(p, axis=-1)  # (N, K)
+    tok = (cdf < u[:, None] * cdf[:, -1:]).sum(axis=-1)  # (N,) first index with cdf >= u
+    return xp.minimum(tok, p.shape[-1] - 1)
+
+
+def new_caches(cfg, n, dtype="float32"):
+    """One KV cache per layer for n sequences of up to cfg.context positions."""
+    return [new_kv_cache(n, cfg.n_head, cfg.context, cfg.d_model, dtype) for _ in range(cfg.n_layer)]
+
+
+def forward_step(params, cfg, tok, caches):
+    """One decoding step: tok (N,) the tokens at the next position -> logits (N, K) for the
+    position after it. Appends to every layer's KV cache (the same math as forward_logits)."""
+    t = caches[0]["n"]
+    x = params["wte"][tok][:, None] + params["wpe"][t]  # (N, 1, C)
+    for l in range(cfg.n_layer):
+        bp = block_params(params, l)
+        h, _ = layernorm_forward(x, bp["ln1.g"], bp["ln1.b"])
+        x = x + attention_step(h, {k: bp["attn." + k] for k in ("w_qkv", "b_qkv", "w_proj", "b_proj")},
+                               cfg.n_head, caches[l])  # (N, 1, C)
+        h, _ = layernorm_forward(x, bp["ln2.g"], bp["ln2.b"])
+        g, _ = gelu_forward(h @ bp["mlp.w_fc"] + bp["mlp.b_fc"])  # (N, 1, 4C)
+        x = x + (g @ bp["mlp.w_proj"] + bp["mlp.b_proj"])  # (N, 1, C)
+    h, _ = layernorm_forward(x, params["ln_f.g"], params["ln_f.b"])
+    return (h @ params["head.w"] + params["head.b"])[:, 0]  # (N, K)
+
+
+def sample(params, cfg, n, cond=None, temperature=1.0, top_k=None, top_p=None, seed=0,
+           n_tokens=None, use_cache=True):
+    """Sample n code sequences -> NumPy int64 (n, n_tokens) (default n_tokens = cfg.context,
+    i.e. 256 = one 16 x 16 grid in raster order; reshape to (n, 16, 16)).
+
+    cond: None for an unconditional prior (cfg.cond == 'none'), else the digits: an int
+    (all n the same) or a length-n sequence. Only code tokens 0..K-1 are ever emitted."""
+    n_tokens = cfg.context if n_tokens is None else int(n_tokens)
+    if not 1 <= n_tokens <= cfg.context:
+        raise ValueError(f"n_tokens must be in 1..{cfg.context}, got {n_tokens}")
+    if cond is not None:
+        cond = to_numpy(xp.asarray(cond)).reshape(-1)
+        if cond.size == 1:
+            cond = cond.repeat(n)
+        if cond.size != n:
+            raise ValueError(f"cond has {cond.size} digits for n={n} samples")
+    prefix = cfg.prefix(cond, n=n)  # (n,)
+    rng = host_rng(seed)
+    out = xp.zeros((n, n_tokens + 1), dtype="int64")  # (n, 1 + n_tokens) prefix then codes
+    out[:, 0] = prefix
+    caches = new_caches(cfg, n, params["wte"].dtype) if use_cache else None
+    for t in range(n_tokens):
+        if use_cache:
+            logits = forward_step(params, cfg, out[:, t], caches)  # (n, K)
+        else:
+            logits = forward_logits(params, cfg, out[:, :t + 1])[0][:, -1]  # (n, K)
+        p = filter_logits(logits, temperature, top_k, top_p)  # (n, K)
+        u = asarray(rng.random(n), dtype=p.dtype)  # (n,)
+        out[:, t + 1] = draw(p, u)
+    return to_numpy(out[:, 1:])  # (n, n_tokens)

@@ -1,0 +1,255 @@
+"""Decoder-only transformer (GPT) over VQ-VAE tokens: config, init, forward -> (loss, cache),
+and a straight-line backward.
+
+Size letters: B batch, T positions fed to the model, C model width (d_model), H heads,
+V input vocabulary (codes + prefix tokens), K codebook size (the output vocabulary), L layers.
+
+Token layout. A VQ-VAE grid (16 x 16 codes) is flattened in raster order to 256 codes and
+one prefix token goes in front, so a sequence has 257 tokens:
+    conditional     [class_d, z_0, ..., z_255]
+    unconditional   [start,   z_0, ..., z_255]
+The model reads tokens 0..255 (T = 256 = ``context``) and predicts tokens 1..256, which
+are all codes, so the loss covers exactly the code positions and the LM head only needs
+K outputs: a sampled token can never be a prefix token.
+Input vocabulary, ``class_token="dedicated"`` (default): codes 0..K-1, class tokens
+K..K+9, start token K+10 (V = K + 11). ``class_token="shared"`` is the paper's variant
+"without creating an embedding": digit d is fed as code token d (V = K), conditional only.
+
+One block (pre-LayerNorm, as in GPT-2):
+    x = x + Dropout(Attn(LN1(x)))
+    x = x + Dropout(W2 GELU(W1 LN2(x)))
+"""
+from dataclasses import asdict, dataclass, fields
+
+from minivq.attention import attention_backward, attention_forward, init_attention
+from minivq.backend import asarray, xp
+from minivq.layers import (embedding_backward, embedding_forward, gelu_backward, gelu_forward,
+                           layernorm_backward, layernorm_forward, linear_backward, linear_forward,
+                           softmax_cross_entropy)
+
+LN2 = 0.6931471805599453  # ln 2: nats -> bits
+
+
+@dataclass
+class GPTConfig:
+    n_code: int = 512  # K: codebook size = output vocabulary
+    n_class: int = 10  # number of class labels (digits)
+    cond: str = "class"  # prefix the model is trained with: "class" (the digit) or "none" (start token)
+    class_token: str = "dedicated"  # "dedicated": own embedding rows; "shared": digit d is code token d
+    context: int = 256  # T: positions read (prefix + 255 codes); sequences are context + 1 tokens
+    d_model: int = 128  # C: residual stream width
+    n_layer: int = 4  # L: number of blocks
+    n_head: int = 4  # H: attention heads (d_model % n_head == 0)
+    mlp_ratio: int = 4  # MLP hidden width = mlp_ratio * d_model
+    dropout: float = 0.0  # dropout on embeddings and residual branches while training
+
+    def __post_init__(self):
+        if self.cond not in ("class", "none"):
+            raise ValueError(f"GPTConfig.cond must be 'class' or 'none', got {self.cond!r}")
+        if self.class_token not in ("dedicated", "shared"):
+            raise ValueError(f"GPTConfig.class_token must be 'dedicated' or 'shared', got {self.class_token!r}")
+        if self.class_token == "shared" and self.cond != "class":
+            raise ValueError("class_token='shared' only applies to class-conditional priors (cond='class')")
+        if self.class_token == "shared" and self.n_code < self.n_class:
+            raise ValueError(f"class_token='shared' needs at least {self.n_class} codes, got {self.n_code}")
+        if self.d_model % self.n_head:
+            raise ValueError(f"d_model={self.d_model} is not divisible by n_head={self.n_head}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    @property
+    def vocab_size(self):
+        """V: rows of the token embedding."""
+        return self.n_code if self.class_token == "shared" else self.n_code + self.n_class + 1
+
+    @property
+    def start_token(self):
+        return self.n_code + self.n_class
+
+    def prefix(self, digits=None, n=None):
+        """Prefix token ids (N,) for class labels ``digits`` (cond='class') or n start tokens."""
+        if self.cond == "none":
+            if digits is not None:
+                raise ValueError("this prior is unconditional (cond='none'); do not pass digits")
+            return xp.full((n,), self.start_token, dtype="int64")  # (N,)
+        if digits is None:
+            raise ValueError("this prior is class-conditional (cond='class'); pass the digits to condition on")
+        d = xp.asarray(digits).astype("int64").reshape(-1)  # (N,)
+        if d.size and (int(d.min()) < 0 or int(d.max()) >= self.n_class):
+            raise ValueError(f"digits must lie in 0..{self.n_class - 1}")
+        return d if self.class_token == "shared" else d + self.n_code  # (N,)
+
+    def to_dict(self):
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d):
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+BLOCK_KEYS = ("ln1.g", "ln1.b", "attn.w_qkv", "attn.b_qkv", "attn.w_proj", "attn.b_proj",
+              "ln2.g", "ln2.b", "mlp.w_fc", "mlp.b_fc", "mlp.w_proj", "mlp.b_proj")
+
+
+def init_params(cfg, seed=0, std=0.02):
+    """float32 parameter dict on the current backend. Names: wte (V, C), wpe (T, C),
+    h{l}.<BLOCK_KEYS>, ln_f.g/b (C,), head.w (C, K), head.b (K,)."""
+    from minivq.backend import rng as host_rng
+    rng = host_rng(seed)
+    C, Hd = cfg.d_model, cfg.mlp_ratio * cfg.d_model
+    f32 = lambda shape, s: asarray((rng.standard_normal(shape) * s).astype("float32"))  # noqa: E731
+    p = {"wte": f32((cfg.vocab_size, C), std),  # (V, C)
+         "wpe": f32((cfg.context, C), std)}  # (T, C)
+    for l in range(cfg.n_layer):
+        a = init_attention(C, rng, n_layer=cfg.n_layer, std=std)
+        p.update({f"h{l}.ln1.g": xp.ones(C, dtype="float32"), f"h{l}.ln1.b": xp.zeros(C, dtype="float32"),
+                  **{f"h{l}.attn.{k}": v for k, v in a.items()},
+                  f"h{l}.ln2.g": xp.ones(C, dtype="float32"), f"h{l}.ln2.b": xp.zeros(C, dtype="float32"),
+                  f"h{l}.mlp.w_fc": f32((C, Hd), std),  # (C, 4C)
+                  f"h{l}.mlp.b_fc": xp.zeros(Hd, dtype="float32"),  # (4C,)
+                  f"h{l}.mlp.w_proj": f32((Hd, C), std / (2 * cfg.n_layer) ** 0.5),  # (4C, C)
+                  f"h{l}.mlp.b_proj": xp.zeros(C, dtype="float32")})
+    p["ln_f.g"], p["ln_f.b"] = xp.ones(C, dtype="float32"), xp.zeros(C, dtype="float32")
+    p["head.w"] = f32((C, cfg.n_code), std)  # (C, K)
+    p["head.b"] = xp.zeros(cfg.n_code, dtype="float32")  # (K,)
+    return p
+
+
+def no_decay_names(params):
+    """Parameters that get no weight decay: biases, LayerNorm gains, embeddings."""
+    return tuple(k for k in params if k.endswith((".b", ".g")) or ".b_" in k or k in ("wte", "wpe"))
+
+
+def n_params(params):
+    return int(sum(p.size for p in params.values()))
+
+
+# ----------------------------------------------------------------------------- dropout
+def dropout_forward(x, p, rng):
+    """Inverted dropout: keep each element with prob 1-p and scale by 1/(1-p), so the
+    expected value is unchanged and evaluation needs no rescaling. Identity when p == 0
+    or rng is None (evaluation). The mask is drawn on the host (rng: NumPy Generator)."""
+    if p == 0 or rng is None:
+        return x, None
+    mask = asarray(rng.random(x.shape, dtype="float32") >= p).astype(x.dtype) * (1.0 / (1.0 - p))  # x.shape
+    return x * mask, mask
+
+
+def dropout_backward(dout, mask):
+    return dout if mask is None else dout * mask
+
+
+# ----------------------------------------------------------------------------- one block
+def block_forward(x, bp, n_head, dropout=0.0, rng=None):
+    """x: (B, T, C), bp: the block's params keyed by BLOCK_KEYS -> out (B, T, C), cache."""
+    h1, c_ln1 = layernorm_forward(x, bp["ln1.g"], bp["ln1.b"])  # (B, T, C)
+    a, c_att = attention_forward(h1, {k: bp["attn." + k] for k in ("w_qkv", "b_qkv", "w_proj", "b_proj")},
+                                 n_head)  # (B, T, C)
+    a, c_do1 = dropout_forward(a, dropout, rng)
+    x2 = x + a  # (B, T, C)
+    h2, c_ln2 = layernorm_forward(x2, bp["ln2.g"], bp["ln2.b"])  # (B, T, C)
+    f, c_fc = linear_forward(h2, bp["mlp.w_fc"], bp["mlp.b_fc"])  # (B, T, 4C)
+    g, c_gelu = gelu_forward(f)  # (B, T, 4C)
+    m, c_mp = linear_forward(g, bp["mlp.w_proj"], bp["mlp.b_proj"])  # (B, T, C)
+    m, c_do2 = dropout_forward(m, dropout, rng)
+    return x2 + m, (c_ln1, c_att, c_do1, c_ln2, c_fc, c_gelu, c_mp, c_do2)
+
+
+def block_backward(dout, cache):
+    """dout: (B, T, C) -> dx (B, T, C), grads dict keyed by BLOCK_KEYS.
+    Each residual add passes its gradient unchanged to both the skip and the branch."""
+    c_ln1, c_att, c_do1, c_ln2, c_fc, c_gelu, c_mp, c_do2 = cache
+    dm = dropout_backward(dout, c_do2)
+    dg, dw_mp, db_mp = linear_backward(dm, c_mp)
+    df = gelu_backward(dg, c_gelu)
+    dh2, dw_fc, db_fc = linear_backward(df, c_fc)
+    dx2_ln, dg2, db2 = layernorm_backward(dh2, c_ln2)
+    dx2 = dout + dx2_ln  # skip + MLP branch
+    da = dropout_backward(dx2, c_do1)
+    dh1, dattn = attention_backward(da, c_att)
+    dx_ln, dg1, db1 = layernorm_backward(dh1, c_ln1)
+    dx = dx2 + dx_ln  # skip + attention branch
+    grads = {"ln1.g": dg1, "ln1.b": db1, "ln2.g": dg2, "ln2.b": db2,
+             "mlp.w_fc": dw_fc, "mlp.b_fc": db_fc, "mlp.w_proj": dw_mp, "mlp.b_proj": db_mp}
+    grads.update({"attn." + k: v for k, v in dattn.items()})
+    return dx, grads
+
+
+def block_params(params, l):
+    """The params of block l keyed by BLOCK_KEYS (views, no copies)."""
+    return {k: params[f"h{l}.{k}"] for k in BLOCK_KEYS}
+
+
+# ----------------------------------------------------------------------------- whole model
+def forward_logits(params, cfg, idx, rng=None):
+    """idx: (B, T) int token ids, T <= context -> logits (B, T, K), cache.
+    rng (a host NumPy Generator) turns dropout on; None = evaluation."""
+    B, T = idx.shape
+    if T > cfg.context:
+        raise ValueError(f"sequence of {T} positions is longer than the context ({cfg.context})")
+    tok, c_tok = embedding_forward(idx, params["wte"])  # (B, T, C)
+    x = tok + params["wpe"][:T]  # (B, T, C) learned absolute positions
+    x, c_do = dropout_forward(x, cfg.dropout, rng)
+    c_blocks = []
+    for l in range(cfg.n_layer):
+        x, c = block_forward(x, block_params(params, l), cfg.n_head, cfg.dropout, rng)  # (B, T, C)
+        c_blocks.append(c)
+    h, c_lnf = layernorm_forward(x, params["ln_f.g"], params["ln_f.b"])  # (B, T, C)
+    logits, c_head = linear_forward(h, params["head.w"], params["head.b"])  # (B, T, K)
+    return logits, {"tok": c_tok, "do": c_do, "blocks": c_blocks, "lnf": c_lnf, "head": c_head,
+                    "n_pos": params["wpe"].shape[0]}
+
+
+def split_sequence(seq):
+    """seq: (B, T+1) prefix + codes -> model inputs (B, T) and targets (B, T) (all codes)."""
+    return seq[:, :-1], seq[:, 1:]
+
+
+def forward(params, cfg, seq, rng=None):
+    """seq: (B, T+1) int, a prefix token then codes -> (loss in nats per code token, cache).
+    The cache holds the logits (B, T, K) and dlogits for backward."""
+    idx, targets = split_sequence(seq)  # (B, T), (B, T)
+    logits, cache = forward_logits(params, cfg, idx, rng)  # (B, T, K)
+    loss, dlogits = softmax_cross_entropy(logits, targets)
+    cache["logits"], cache["dlogits"] = logits, dlogits
+    return float(loss), cache
+
+
+def backward(cache):
+    """Gradients of forward()'s loss: a dict with the same keys and shapes as params."""
+    grads = {}
+    dh, grads["head.w"], grads["head.b"] = linear_backward(cache["dlogits"], cache["head"])  # (B, T, C)
+    dx, grads["ln_f.g"], grads["ln_f.b"] = layernorm_backward(dh, cache["lnf"])  # (B, T, C)
+    for l in reversed(range(len(cache["blocks"]))):
+        dx, g = block_backward(dx, cache["blocks"][l])  # (B, T, C)
+        grads.update({f"h{l}.{k}": v for k, v in g.items()})
+    dx = dropout_backward(dx, cache["do"])
+    grads["wte"] = embedding_backward(dx, cache["tok"])  # (V, C)
+    T = dx.shape[1]
+    dwpe = xp.zeros((cache["n_pos"], dx.shape[-1]), dtype=dx.dtype)  # (context, C)
+    dwpe[:T] = dx.sum(axis=0)  # every sequence in the batch used the same position rows
+    grads["wpe"] = dwpe
+    return grads
+
+
+def token_nll(logits, targets):
+    """logits (B, T, K), targets (B, T) -> negative log-likelihood per position (B, T), nats."""
+    z = logits - logits.max(axis=-1, keepdims=True)  # (B, T, K)
+    lse = xp.log(xp.exp(z).sum(axis=-1))  # (B, T)
+    return lse - xp.take_along_axis(z, targets[..., None], axis=-1)[..., 0]  # (B, T)
+
+
+def evaluate(params, cfg, seqs, batch_size=64):
+    """Mean NLL per code token (nats) over seqs (N, T+1), and the per-position mean (T,)."""
+    total, per_pos, n = 0.0, 0.0, 0
+    for i in range(0, seqs.shape[0], batch_size):
+        s = asarray(seqs[i:i + batch_size])  # (b, T+1)
+        idx, targets = split_sequence(s)
+        logits, _ = forward_logits(params, cfg, idx)  # (b, T, K)
+        nll = token_nll(logits, targets)  # (b, T)
+        per_pos = per_pos + nll.sum(axis=0)
+        total += float(nll.sum())
+        n += s.shape[0]
+    per_pos = per_pos / n  # (T,)
+    return total / (n * per_pos.size), per_pos

@@ -1,0 +1,154 @@
+"""GPT prior: gradient checks (block, whole model), causality, token layout, sampling."""
+import math
+
+import numpy as np
+import pytest
+
+from minivq import sampling as S
+from minivq import transformer as G
+from minivq.backend import asarray, to_numpy
+from minivq.gradcheck import check_layer, numerical_gradient, rel_error
+
+TINY = dict(n_code=13, context=6, d_model=8, n_layer=2, n_head=2)
+
+
+def _params64(cfg, seed=0, std=0.3):
+    """float64 params with non-trivial LayerNorm gains/biases and biases (so their grads are tested)."""
+    p = {k: v.astype("float64") for k, v in G.init_params(cfg, seed=seed, std=std).items()}
+    rng = np.random.default_rng(seed + 100)
+    for k in p:
+        if k.endswith((".g", ".b")) or ".b_" in k:
+            p[k] = p[k] + asarray(rng.standard_normal(p[k].shape) * 0.2)
+    return p
+
+
+def _seq(cfg, B, seed=0):
+    rng = np.random.default_rng(seed)
+    digits = rng.integers(0, 10, B) if cfg.cond == "class" else None
+    prefix = to_numpy(cfg.prefix(digits, n=B))
+    return np.concatenate([prefix[:, None], rng.integers(0, cfg.n_code, (B, cfg.context))], axis=1)
+
+
+def test_block_gradcheck_with_dropout(backend):
+    C, T = 8, 5
+    rng = np.random.default_rng(0)
+    cfg = G.GPTConfig(**{**TINY, "d_model": C})
+    bp = G.block_params(_params64(cfg), 0)
+    names = list(bp)
+    inputs = {"x": asarray(rng.standard_normal((3, T, C))), **{k.replace(".", "_"): v for k, v in bp.items()}}
+
+    def fwd(x, *ws):
+        # a fresh generator per call: the same dropout mask every time, as finite differences need
+        return G.block_forward(x, dict(zip(names, ws)), n_head=2, dropout=0.25, rng=np.random.default_rng(7))
+
+    def bwd(dout, cache):
+        dx, g = G.block_backward(dout, cache)
+        return (dx, *[g[k] for k in names])
+
+    errs = check_layer(fwd, bwd, inputs)
+    assert max(errs.values()) < 1e-6, errs
+
+
+@pytest.mark.parametrize("cond,class_token", [("class", "dedicated"), ("none", "dedicated"), ("class", "shared")])
+def test_model_gradcheck(backend, cond, class_token):
+    cfg = G.GPTConfig(**TINY, cond=cond, class_token=class_token)
+    p = _params64(cfg)
+    seq = asarray(_seq(cfg, 2))
+    loss, cache = G.forward(p, cfg, seq)
+    grads = G.backward(cache)
+    assert set(grads) == set(p) and all(grads[k].shape == p[k].shape for k in p)
+    # every parameter for the default layout; the other layouts only differ in the embedding
+    # rows and the prefix, so check the parameters the prefix reaches first (keeps the test fast)
+    names = list(p) if class_token == "dedicated" and cond == "class" else ["wte", "wpe", "h0.attn.w_qkv", "head.w"]
+    worst = max(rel_error(grads[k], numerical_gradient(lambda: G.forward(p, cfg, seq)[0], p[k])) for k in names)
+    assert worst < 1e-6, worst
+
+
+def test_changing_token_t_never_changes_earlier_logits(backend):
+    cfg = G.GPTConfig(**TINY)
+    p = _params64(cfg, seed=1)
+    seq = _seq(cfg, 3, seed=1)
+    idx = seq[:, :-1]
+    base = to_numpy(G.forward_logits(p, cfg, asarray(idx))[0])  # (B, T, K)
+    for t in range(idx.shape[1]):
+        idx2 = idx.copy()
+        idx2[:, t] = (idx2[:, t] + 1) % cfg.n_code
+        lg = to_numpy(G.forward_logits(p, cfg, asarray(idx2))[0])
+        assert np.abs(lg[:, :t] - base[:, :t]).max(initial=0.0) < 1e-12
+        assert np.abs(lg[:, t:] - base[:, t:]).max() > 1e-6
+
+
+def test_token_layout_and_initial_loss(backend):
+    cfg = G.GPTConfig(n_code=512)
+    assert cfg.vocab_size == 512 + 10 + 1 and cfg.start_token == 522
+    assert to_numpy(cfg.prefix([0, 9])).tolist() == [512, 521]
+    assert to_numpy(G.GPTConfig(cond="none").prefix(None, n=2)).tolist() == [522, 522]
+    shared = G.GPTConfig(n_code=512, class_token="shared")
+    assert shared.vocab_size == 512 and to_numpy(shared.prefix([3])).tolist() == [3]
+    small = G.GPTConfig(n_code=64, context=16, d_model=16, n_layer=1, n_head=2)
+    p = G.init_params(small)
+    assert p["head.w"].shape == (16, 64) and p["wte"].shape == (75, 16) and p["wpe"].shape == (16, 16)
+    loss, _ = G.forward(p, small, asarray(_seq(small, 4)))
+    assert abs(loss - math.log(64)) < 0.05  # small init: nearly uniform over the K codes
+    with pytest.raises(ValueError):
+        G.GPTConfig(cond="none", class_token="shared")
+    with pytest.raises(ValueError):
+        G.GPTConfig(d_model=10, n_head=4)
+    with pytest.raises(ValueError, match="class-conditional"):
+        cfg.prefix(None, n=2)
+    with pytest.raises(ValueError, match="digits"):
+        cfg.prefix([10])
+
+
+def test_evaluate_matches_forward_loss(backend):
+    cfg = G.GPTConfig(**TINY)
+    p = _params64(cfg)
+    seq = _seq(cfg, 5)
+    loss, _ = G.forward(p, cfg, asarray(seq))
+    mean, per_pos = G.evaluate(p, cfg, seq, batch_size=2)
+    assert abs(mean - loss) < 1e-12 and per_pos.shape == (cfg.context,)
+    assert abs(float(per_pos.mean()) - loss) < 1e-12
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(temperature=0.7, top_k=5), dict(top_p=0.8), dict(top_k=1)])
+def test_cached_and_uncached_sampling_agree(backend, kw):
+    cfg = G.GPTConfig(**{**TINY, "context": 9})
+    p = _params64(cfg, std=0.5)
+    a = S.sample(p, cfg, 4, cond=[0, 3, 3, 9], seed=5, use_cache=True, **kw)
+    b = S.sample(p, cfg, 4, cond=[0, 3, 3, 9], seed=5, use_cache=False, **kw)
+    assert a.shape == (4, 9) and np.array_equal(a, b)
+    assert a.min() >= 0 and a.max() < cfg.n_code  # only code tokens are ever emitted
+    if kw.get("top_k") == 1:  # greedy: every step takes the argmax of the model's own logits
+        seq = np.concatenate([to_numpy(cfg.prefix([0, 3, 3, 9]))[:, None], a], axis=1)
+        lg = to_numpy(G.forward_logits(p, cfg, asarray(seq[:, :-1]))[0])
+        assert np.array_equal(lg.argmax(-1), a)
+    c = S.sample(p, cfg, 4, cond=[0, 3, 3, 9], seed=6, **kw)
+    assert kw.get("top_k") == 1 or not np.array_equal(a, c)
+
+
+def test_unconditional_sampling_and_errors(backend):
+    cfg = G.GPTConfig(**TINY, cond="none")
+    p = _params64(cfg)
+    s = S.sample(p, cfg, 3, seed=0)
+    assert s.shape == (3, cfg.context) and s.max() < cfg.n_code
+    with pytest.raises(ValueError, match="unconditional"):
+        S.sample(p, cfg, 3, cond=1)
+    with pytest.raises(ValueError, match="temperature"):
+        S.sample(p, cfg, 3, temperature=0)
+
+
+def test_filter_logits_and_draw(backend):
+    rng = np.random.default_rng(0)
+    logits = asarray(rng.standard_normal((3, 20)))
+    p = to_numpy(S.filter_logits(logits, top_k=4))
+    assert ((p > 0).sum(-1) == 4).all() and np.allclose(p.sum(-1), 1)
+    full = to_numpy(S.filter_logits(logits))
+    q = to_numpy(S.filter_logits(logits, top_p=0.5))
+    for r in range(3):  # the nucleus: the fewest top tokens whose mass reaches 0.5
+        order = np.argsort(-full[r])
+        n_keep = int(np.searchsorted(np.cumsum(full[r][order]), 0.5) + 1)
+        assert set(np.flatnonzero(q[r])) == set(order[:n_keep])
+    probs = asarray(np.array([[0.1, 0.2, 0.3, 0.4]]).repeat(1000, 0))
+    u = asarray((np.arange(1000) + 0.5) / 1000)
+    counts = np.bincount(to_numpy(S.draw(probs, u)), minlength=4)
+    assert counts.tolist() == [100, 200, 300, 400]
