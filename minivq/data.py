@@ -268,9 +268,10 @@ def _write_atomic_npz(path: Path, **arrays):
         raise
 
 
-def _make_split(clips, x_by_path) -> Split:
+def _make_split(clips, x_by_path, cfg: audio.FeatureConfig) -> Split:
     clips = [c for c in clips if str(c.path) in x_by_path]
-    x = np.stack([x_by_path[str(c.path)] for c in clips]) if clips else np.zeros((0, 0, 0), np.float32)
+    x = (np.stack([x_by_path[str(c.path)] for c in clips]) if clips
+         else np.zeros((0, cfg.n_mels, cfg.n_frames), np.float32))            # (N, M, T)
     return Split(x=x.astype(np.float32),                                       # (N, M, T)
                  digit=np.array([c.digit for c in clips], dtype=np.int64),
                  speaker=np.array([c.speaker for c in clips], dtype=str),
@@ -314,7 +315,7 @@ def load_features(root, split: str = "official", cache_dir=None, strict: bool = 
     elif strict and bad:
         raise ValueError(f"{bad[0][0]}: {bad[0][1]}")
     x_by_path = dict(zip(ok, x))
-    return Features(train=_make_split(train, x_by_path), test=_make_split(test, x_by_path), cfg=cfg,
+    return Features(train=_make_split(train, x_by_path, cfg), test=_make_split(test, x_by_path, cfg), cfg=cfg,
                     skipped=listing.skipped + bad, layout=listing.layout, root=listing.root)
 
 
