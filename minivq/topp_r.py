@@ -172,8 +172,8 @@ def bandwidth(a, k: int, rule: str = "official") -> float:
         for s, e in row_blocks(rows, n):
             # columns j > s only; inside the block, also hide j <= i (its lower triangle)
             d2 = sq_distance_block(a[s:e], a_aug[s + 1:])      # (R, N-s-1)
-            r = np.arange(e - s)
-            d2[np.arange(d2.shape[1])[None, :] < r[:, None]] = np.inf
+            below = np.tril_indices(e - s, -1)                 # column c is row j = s+1+c: hide c < r
+            d2[:, :e - s][below] = np.inf
             kth[s:e] = np.partition(d2, k - 1, axis=1)[:, k - 1]
         kth = np.sqrt(np.maximum(np.sort(kth), 0.0))           # sqrt is monotone: order kept
         return float(kth[int(0.5 * rows) - 1])
@@ -210,10 +210,10 @@ def self_scores(a: np.ndarray, h: float, counts: np.ndarray) -> np.ndarray:
     """Density of a (N, D) at its own points, once as is and once per resample -> (N, 1+B).
 
     Column 0 is S_A(a_i); column 1+b is S_{A_b}(a_i) = sum_j counts[j, b] K(|a_i - a_j|).
-    In matrix form out = K @ [1 | counts] with the symmetric kernel matrix K (N, N), which we
-    visit once per pair: a row block i in [s, e) meets columns j >= s only, the pairs with
-    j < i inside the diagonal square are blanked, and K[i, j] W[j] (row side) plus
-    K[i, j] W[i] for j > i (column side, K^T) cover every pair exactly once.
+    In matrix form out = K @ W with W = [1 | counts] and the symmetric kernel matrix K (N, N),
+    which we visit once per pair: the row block [s, e) meets columns j >= s only.  Its square
+    part Q (pairs inside the block) is used as is; its rectangle P (columns j >= e) serves
+    twice, as P @ W[e:] for the block's rows and as P^T @ W[s:e] for the later rows.
     """
     n = a.shape[0]
     weights = np.concatenate([np.ones((n, 1)), counts], axis=1)  # (N, 1+B)
@@ -221,11 +221,9 @@ def self_scores(a: np.ndarray, h: float, counts: np.ndarray) -> np.ndarray:
     out = np.zeros((n, weights.shape[1]))                      # (N, 1+B)
     for s, e in row_blocks(n, n // 2 + 1):
         k = cosine_kernel(sq_distance_block(a[s:e], a_aug[s:]), h)  # (R, N-s): columns j >= s
-        r = np.arange(e - s)
-        k[:, :e - s][r[None, :] < r[:, None]] = 0.0            # j < i inside the square: seen by K^T
-        out[s:e] += k @ weights[s:]                            # pairs j >= i, row side
-        k[r, r] = 0.0                                          # the diagonal counts once
-        out[s:] += k.T @ weights[s:e]                          # pairs j > i, column side
+        q, p = k[:, :e - s], k[:, e - s:]                      # (R, R) square, (R, N-e) rectangle
+        out[s:e] += q @ weights[s:e] + p @ weights[e:]
+        out[e:] += p.T @ weights[s:e]
     return out
 
 
