@@ -1,0 +1,95 @@
+"""Prior trainer: learning, exact resume after an interrupt, the NaN guard, the CLI."""
+import json
+
+import numpy as np
+import pytest
+
+from minivq import checkpoint
+from minivq import train_prior as TP
+from minivq.progress import NonFiniteLoss
+from minivq.train import main as train_main
+from minivq.transformer import GPTConfig
+
+SMALL = GPTConfig(d_model=16, n_layer=1, n_head=2)
+HYPER = dict(epochs=3, batch_size=16, lr=3e-3, min_lr=3e-4, warmup=5, seed=0)
+
+
+@pytest.fixture(scope="module")
+def toks():
+    return TP.synthetic_tokens(n_train=96, n_test=32, K=16, grid=4, noise=0.05, seed=0)
+
+
+def _quiet(*a, **k):
+    pass
+
+
+def test_learns_and_conditioning_helps(tmp_path, toks):
+    res = {}
+    for cond in ("class", "none"):
+        s = TP.train(toks, tmp_path / cond, GPTConfig(**{**SMALL.to_dict(), "cond": cond}),
+                     log=_quiet, progress_every=1e9, **{**HYPER, "epochs": 6})
+        res[cond] = s
+        assert s["history"][-1]["train_nats"] < s["history"][0]["train_nats"]
+        assert s["test_nats"] < np.log(16) - 0.3  # well below a uniform guess over 16 codes
+        m = json.loads((tmp_path / cond / "metrics.json").read_text())
+        assert abs(m["test_bits"] - m["test_nats"] / np.log(2)) < 1e-9
+        assert len(m["test_bits_per_position"]) == 16
+    assert res["class"]["test_nats"] < res["none"]["test_nats"]
+
+
+def test_resume_after_interrupt_is_exact(tmp_path, toks):
+    cfg = GPTConfig(**{**SMALL.to_dict(), "dropout": 0.1})  # dropout: the RNG state must resume too
+    full = TP.train(toks, tmp_path / "full", cfg, log=_quiet, progress_every=1e9, **HYPER)
+
+    def interrupt(step, loss):
+        if step == 8:  # mid-epoch (6 steps per epoch)
+            raise KeyboardInterrupt
+
+    part = TP.train(toks, tmp_path / "cut", cfg, log=_quiet, progress_every=1e9, callback=interrupt, **HYPER)
+    assert part["interrupted"] and part["step"] == 8
+    assert checkpoint.load(tmp_path / "cut" / TP.CKPT_NAME)["meta"]["step"] == 8
+    rest = TP.train(toks, tmp_path / "cut", resume=True, log=_quiet, progress_every=1e9)
+    assert rest["step"] == full["step"] == 18
+    a = checkpoint.load(tmp_path / "full" / TP.CKPT_NAME)
+    b = checkpoint.load(tmp_path / "cut" / TP.CKPT_NAME)
+    for k in a["params"]:
+        assert np.array_equal(a["params"][k], b["params"][k]), k
+        assert np.array_equal(a["opt_state"][k]["m"], b["opt_state"][k]["m"]), k
+    assert rest["test_nats"] == full["test_nats"]
+    params, cfg2, meta = TP.load_prior(tmp_path / "full" / TP.CKPT_NAME)
+    assert cfg2 == GPTConfig(**{**cfg.to_dict(), "n_code": 16, "context": 16}) and meta["step"] == 18
+
+
+def test_nonfinite_loss_stops_and_keeps_last_checkpoint(tmp_path, toks, monkeypatch):
+    real_forward = TP.forward
+
+    def bad_forward(params, cfg, seq, rng=None):
+        loss, cache = real_forward(params, cfg, seq, rng)
+        return (float("nan") if bad_forward.calls >= 8 else loss), cache
+    bad_forward.calls = 0
+
+    def counting(*a, **k):
+        bad_forward.calls += 1
+        return bad_forward(*a, **k)
+
+    monkeypatch.setattr(TP, "forward", counting)
+    with pytest.raises(NonFiniteLoss, match="step 7"):
+        TP.train(toks, tmp_path, SMALL, log=_quiet, progress_every=1e9, **HYPER)
+    ck = checkpoint.load(tmp_path / TP.CKPT_NAME)
+    assert ck["meta"]["step"] == 6  # the end of epoch 1, the last good state
+    assert all(np.isfinite(v).all() for v in ck["params"].values())
+
+
+def test_cli(tmp_path, toks, capsys):
+    np.savez(tmp_path / "tokens.npz", **toks)
+    argv = ["prior", "--tokens", str(tmp_path / "tokens.npz"), "--out", str(tmp_path / "run"), "--cond", "class",
+            "--class-token", "shared", "--d-model", "16", "--n-layer", "1", "--n-head", "2", "--epochs", "1",
+            "--batch-size", "32"]
+    assert train_main(argv) == 0
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert m["model"]["class_token"] == "shared" and m["step"] == 3
+    assert train_main(["prior", "--tokens", str(tmp_path / "missing.npz"), "--out", str(tmp_path)]) == 2
+    assert "missing.npz does not exist" in capsys.readouterr().err
+    np.savez(tmp_path / "bad.npz", train_tokens=toks["train_tokens"])
+    assert train_main(["prior", "--tokens", str(tmp_path / "bad.npz"), "--out", str(tmp_path)]) == 2
+    assert "lacks the array" in capsys.readouterr().err
