@@ -27,14 +27,14 @@ def test_learns_and_conditioning_helps(tmp_path, toks):
     res = {}
     for cond in ("class", "none"):
         s = TP.train(toks, tmp_path / cond, GPTConfig(**{**SMALL.to_dict(), "cond": cond}),
-                     log=_quiet, progress_every=1e9, **{**HYPER, "epochs": 6})
+                     log=_quiet, progress_every=1e9, **{**HYPER, "epochs": 12, "lr": 1e-2, "min_lr": 1e-3})
         res[cond] = s
         assert s["history"][-1]["train_nats"] < s["history"][0]["train_nats"]
         assert s["test_nats"] < np.log(16) - 0.3  # well below a uniform guess over 16 codes
         m = json.loads((tmp_path / cond / "metrics.json").read_text())
         assert abs(m["test_bits"] - m["test_nats"] / np.log(2)) < 1e-9
         assert len(m["test_bits_per_position"]) == 16
-    assert res["class"]["test_nats"] < res["none"]["test_nats"]
+    assert res["class"]["test_nats"] < res["none"]["test_nats"] - 0.03  # 1.03 vs 1.10 nats when written
 
 
 def test_resume_after_interrupt_is_exact(tmp_path, toks):
