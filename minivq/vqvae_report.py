@@ -1,0 +1,120 @@
+"""End-of-training outputs of a VQ-VAE run (host side): test metrics, token grids for the
+transformer, a reconstruction/codebook-usage figure and a few reconstruction WAVs.
+
+Size letters: N clips, M mel bands, T frames, h/w token grid, K codebook size.
+"""
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from minivq import audio, checkpoint
+from minivq import quantizer as Q
+from minivq import vqvae as V
+from minivq.backend import to_numpy
+
+N_FIGURE = 6  # test clips shown in recon.png
+N_WAVS = 3    # test clips written as original/reconstruction WAV pairs
+
+
+def evaluate(params, cfg, norm, x_raw, batch=128):
+    """x_raw: (N, M, T) raw log-mel -> (tokens (N, h, w) int64, recon (N, M, T) raw log-mel,
+    mse in standardised units, mse in log-mel units)."""
+    from minivq.train_vqvae import _prep
+    toks, recs = [], []
+    for s in range(0, len(x_raw), batch):
+        xb = _prep(x_raw[s:s + batch], norm)  # (b, 1, M, T)
+        idx = V.encode(params, xb, cfg, batch)  # (b, h, w)
+        toks.append(to_numpy(idx))
+        recs.append(to_numpy(V.decode(params, idx, cfg, batch))[:, 0])  # (b, M, T) standardised
+    tokens = np.concatenate(toks)  # (N, h, w)
+    rec_std = np.concatenate(recs)  # (N, M, T)
+    x_std = (np.asarray(x_raw, np.float64) - norm["mean"]) / norm["std"]
+    mse = float(((rec_std - x_std) ** 2).mean())
+    return tokens, rec_std * norm["std"] + norm["mean"], mse, mse * norm["std"] ** 2
+
+
+def finish_run(params, cfg, norm, features, out, tcfg, history, train_seconds, verbose=True):
+    """Write vqvae.npz, metrics.json, tokens.npz, recon.png and WAVs to ``out``; return metrics."""
+    out = Path(out)
+    feat_cfg = features.cfg.to_dict() if hasattr(features.cfg, "to_dict") else dict(features.cfg or {})
+    checkpoint.save(out / "vqvae.npz", params, config={"vqvae": cfg.to_dict(), "train": tcfg.to_dict(),
+                                                       "features": feat_cfg},
+                    meta={"history": history, "train_seconds": train_seconds},
+                    extra={"norm_mean": np.float64(norm["mean"]), "norm_std": np.float64(norm["std"])})
+    te_tok, te_rec, te_mse, te_mse_raw = evaluate(params, cfg, norm, features.test.x) \
+        if len(features.test.x) else (np.zeros((0, cfg.grid, cfg.grid), np.int64), None, float("nan"), float("nan"))
+    tr_tok = np.concatenate([to_numpy(V.encode(params, _prep_chunk(features.train.x[s:s + 256], norm), cfg))
+                             for s in range(0, len(features.train.x), 256)])  # (N, h, w)
+    ste, stt = Q.usage_stats(te_tok, cfg.K), Q.usage_stats(tr_tok, cfg.K)
+    metrics = {"cr": cfg.cr, "grid": cfg.grid, "K": cfg.K, "ema": cfg.ema,
+               "test_mse": te_mse, "test_mse_logmel": te_mse_raw,
+               "test_perplexity": ste["perplexity"], "test_active": ste["active"],
+               "train_perplexity": stt["perplexity"], "train_active": stt["active"],
+               "train_seconds": train_seconds, "epochs": tcfg.epochs, "batch": tcfg.batch,
+               "n_train": len(features.train.x), "n_test": len(features.test.x),
+               "samples_per_second": (history[-1]["step"] * min(tcfg.batch, len(features.train.x)) / train_seconds)
+               if history and train_seconds > 0 else None,
+               "history": history}
+    checkpoint.write_json(out / "metrics.json", metrics)
+    tdt = np.int32
+    np.savez(out / "tokens.npz",
+             train_tokens=tr_tok.astype(tdt), train_digit=np.asarray(features.train.digit, np.int64),
+             train_speaker=np.asarray(features.train.speaker, dtype=str),
+             test_tokens=te_tok.astype(tdt), test_digit=np.asarray(features.test.digit, np.int64),
+             test_speaker=np.asarray(features.test.speaker, dtype=str), K=np.int64(cfg.K), cr=np.int64(cfg.cr))
+    if te_rec is not None:
+        _figure(out / "recon.png", features.test.x, te_rec, te_tok, ste["hist"], stt["hist"], history, cfg)
+        _wavs(out, features.test.x[:N_WAVS], te_rec[:N_WAVS], features.cfg)
+    if verbose:
+        print(f"wrote {out / 'vqvae.npz'}, metrics.json, tokens.npz, recon.png, WAVs", file=sys.stderr)
+    return metrics
+
+
+def _prep_chunk(x, norm):
+    from minivq.train_vqvae import _prep
+    return _prep(x, norm)
+
+
+def _figure(path, x, rec, tokens, hist_test, hist_train, history, cfg):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    n = min(N_FIGURE, len(x))
+    fig = plt.figure(figsize=(2.2 * n, 9.5))
+    gs = fig.add_gridspec(4, n, height_ratios=[1, 1, 1, 1.1])
+    lo, hi = np.percentile(x[:n], [1, 99.9])
+    for i in range(n):
+        for r, (img, title) in enumerate(((x[i], "input"), (rec[i], "reconstruction"), (tokens[i], "tokens"))):
+            ax = fig.add_subplot(gs[r, i])
+            if r < 2:
+                ax.imshow(img, origin="lower", aspect="auto", vmin=lo, vmax=hi, cmap="magma")
+            else:
+                ax.imshow(img, origin="lower", aspect="auto", cmap="tab20", interpolation="nearest")
+            ax.set_xticks([]), ax.set_yticks([])
+            if i == 0:
+                ax.set_ylabel(title)
+    ax = fig.add_subplot(gs[3, : max(1, n // 2)])
+    ax.bar(np.arange(cfg.K), np.sort(hist_train)[::-1], width=1.0, label="train")
+    ax.bar(np.arange(cfg.K), np.sort(hist_test)[::-1], width=1.0, label="test", alpha=0.7)
+    ax.set_yscale("log"), ax.set_xlabel("code (sorted by use)"), ax.set_ylabel("count"), ax.legend()
+    ax.set_title("codebook usage")
+    if history:
+        ax = fig.add_subplot(gs[3, max(1, n // 2):])
+        ep = [h["epoch"] for h in history]
+        ax.plot(ep, [h["perplexity"] for h in history], "o-", label="perplexity")
+        ax.plot(ep, [h["active"] * cfg.K for h in history], "s-", label="active codes")
+        ax.set_xlabel("epoch"), ax.set_title(f"usage per epoch (K={cfg.K})"), ax.legend()
+    fig.suptitle(f"VQ-VAE CR={cfg.cr} ({cfg.grid}x{cfg.grid} tokens): test inputs vs reconstructions")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def _wavs(out, x, rec, feat_cfg):
+    """Griffin-Lim of the original and reconstructed log-mels (same phase seed)."""
+    wav_in = audio.mel_to_audio(np.asarray(x), feat_cfg)  # (n, n_samples)
+    wav_rec = audio.mel_to_audio(np.asarray(rec), feat_cfg)  # (n, n_samples)
+    for i in range(len(x)):
+        audio.save_wav(out / f"recon_{i}_input.wav", wav_in[i], feat_cfg.sr)
+        audio.save_wav(out / f"recon_{i}_vqvae.wav", wav_rec[i], feat_cfg.sr)
