@@ -6,10 +6,18 @@ KH/KW kernel size, OH/OW output height/width, D feature size, V vocabulary, N ro
 
 Convolutions use im2col: the input patches are laid out as a (C*KH*KW, B*OH*OW) matrix so
 the whole convolution is ONE matrix product with the (F, C*KH*KW) weight matrix.
-Layout choice: the patch matrix has the reduction axis (C, KH, KW) first. That lets the
-weight matrix be used as stored (w.reshape(F, -1)), and the backward col2im scatters
-each of the KH*KW kernel offsets as one strided slice-add over the whole batch (the only
-Python loop is over kernel offsets, never over pixels or images).
+Layout choices (measured with benchmarks/layers.py; the matrix products themselves run at
+BLAS speed, so what costs time is moving data around them):
+- The patch matrix has the reduction axis (C, KH, KW) first. The weight matrix is used as
+  stored (w.reshape(F, -1)), im2col is one copy out of a strided view of the padded input,
+  and col2im scatters each of the KH*KW kernel offsets as one strided slice-add over the
+  whole batch (the only Python loop is over kernel offsets, never pixels or images).
+- The forward product gives (F, B*OH*OW); the (B, F, OH, OW) result is a transposed view of
+  it and the bias add makes the single copy (NumPy keeps the F-major memory order, which
+  later elementwise layers and the next im2col read through strides without extra copies).
+- Weight gradients are computed as (C*KH*KW, F) = cols @ dout_mat^T and transposed after
+  (a small array): OpenBLAS is several times slower for the (F, C*KH*KW) orientation, whose
+  output has few rows while the reduction over B*OH*OW is long.
 
 Nothing here writes into its inputs or into ``dout``: a residual branch may share them.
 """
