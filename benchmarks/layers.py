@@ -49,19 +49,19 @@ def flops(case, B):
     return 3 * 2 * macs
 
 
-def ours_step(case, x, w, b):
+def ours_step(case, x, w, b, dout):
     _, kind, C, F, K, s, p, H = case
     fwd, bwd = (L.conv2d_forward, L.conv2d_backward) if kind == "conv" else \
         (L.conv_transpose2d_forward, L.conv_transpose2d_backward)
     out, cache = fwd(x, w, b, stride=s, pad=p)
-    return bwd(out, cache)  # dout = out: any array of the right shape will do
+    return bwd(dout, cache)  # a fresh C-contiguous dout, as the next layer's backward makes
 
 
-def torch_step(case, tx, tw, tb, torch):
+def torch_step(case, tx, tw, tb, tdout, torch):
     _, kind, C, F, K, s, p, H = case
     f = torch.nn.functional.conv2d if kind == "conv" else torch.nn.functional.conv_transpose2d
     out = f(tx, tw, tb, stride=s, padding=p)
-    out.backward(out.detach())
+    out.backward(tdout)
     g = (tx.grad, tw.grad, tb.grad)
     tx.grad = tw.grad = tb.grad = None
     return g
@@ -76,7 +76,7 @@ def timeit(fn):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--repeats", type=int, default=7, help="timed repeats per layer (median reported)")
+    ap.add_argument("--repeats", type=int, default=9, help="timed repeats per layer (median reported)")
     ap.add_argument("--batch", type=int, default=32, help="batch size")
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
     ap.add_argument("--only", default="", help="run only rows whose name contains this text")
@@ -100,15 +100,19 @@ def main(argv=None):
         if args.only not in case[0]:
             continue
         x, w, b = make(case, args.batch, rng)
-        ours_step(case, x, w, b)  # warm-up
+        out_shape = L.conv2d_forward(x[:1], w, b, stride=case[5], pad=case[6])[0].shape if case[1] == "conv" \
+            else L.conv_transpose2d_forward(x[:1], w, b, stride=case[5], pad=case[6])[0].shape
+        dout = rng.standard_normal((args.batch,) + out_shape[1:]).astype(np.float32)  # (B, F, OH, OW)
+        ours_step(case, x, w, b, dout)  # warm-up
         if torch:
             tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
-            torch_step(case, tx, tw, tb, torch)
+            tdout = torch.tensor(dout)
+            torch_step(case, tx, tw, tb, tdout, torch)
         t_ours, t_torch = [], []
         for _ in range(args.repeats):
-            t_ours.append(timeit(lambda: ours_step(case, x, w, b)))
+            t_ours.append(timeit(lambda: ours_step(case, x, w, b, dout)))
             if torch:
-                t_torch.append(timeit(lambda: torch_step(case, tx, tw, tb, torch)))
+                t_torch.append(timeit(lambda: torch_step(case, tx, tw, tb, tdout, torch)))
         fl = flops(case, args.batch)
         mo = statistics.median(t_ours)
         row = f"{case[0]:26s} {mo * 1e3:9.1f} {fl / mo / 1e9:8.1f}"
