@@ -213,7 +213,7 @@ def train(tokens, out, cfg=None, resume=False, log=print, callback=None, progres
             signal.signal(signal.SIGINT, old_handler)
     summary = {"checkpoint": str(ckpt_path), "step": step, "total_steps": total, "interrupted": interrupted,
                "elapsed_s": meta["elapsed_s"], "history": meta["history"], "model": cfg.to_dict(),
-               "train": hyper, "n_params": n_params(params)}
+               "train": hyper, "n_params": n_params(params), "step_loss": meta["step_loss"]}
     if not interrupted:
         test_nats, per_pos = evaluate(params, cfg, test_seq)
         summary.update(test_nats=test_nats, test_bits=test_nats / LN2,

@@ -21,7 +21,7 @@ One block (pre-LayerNorm, as in GPT-2):
 """
 from dataclasses import asdict, dataclass, fields
 
-from minivq.attention import attention_backward, attention_forward, init_attention
+from minivq.attention import attention_backward, attention_forward, attention_probs, init_attention
 from minivq.backend import asarray, xp
 from minivq.layers import (embedding_backward, embedding_forward, gelu_backward, gelu_forward,
                            layernorm_backward, layernorm_forward, linear_backward, linear_forward,
@@ -199,6 +199,11 @@ def forward_logits(params, cfg, idx, rng=None):
     logits, c_head = linear_forward(h, params["head.w"], params["head.b"])  # (B, T, K)
     return logits, {"tok": c_tok, "do": c_do, "blocks": c_blocks, "lnf": c_lnf, "head": c_head,
                     "n_pos": params["wpe"].shape[0]}
+
+
+def attention_maps(cache):
+    """Attention probabilities of every layer from a forward_logits cache: list of (B, H, T, T)."""
+    return [attention_probs(c[1]) for c in cache["blocks"]]
 
 
 def split_sequence(seq):

@@ -1,0 +1,195 @@
+"""The transformer prior in PyTorch with OUR weights: parity check and training-step timing.
+
+    python benchmarks/torch_reference_gpt.py [--threads 2] [--batch 32] [--repeats 5] [--sampling]
+
+1. Parity (float64): the same GPTConfig and parameters loaded into a functional PyTorch
+   model (F.scaled_dot_product_attention, F.layer_norm, tanh-GELU, F.cross_entropy); the
+   loss and every parameter gradient must agree to 1e-8 relative, and so must the params
+   after one clipped AdamW step.
+2. Speed (float32): one training step (forward, backward, clip, AdamW) at B=32 sequences
+   of 257 tokens (the model reads T=256 positions), both ways with the same number of
+   threads, interleaved, median of --repeats. Prints the numpy/torch ratio and where the
+   numpy step spends its time.
+3. --sampling: tokens/s of minivq.sampling.sample (256-token sequences, batch 10), with
+   and without the KV cache.
+torch is only needed here, never by minivq itself.
+"""
+import argparse
+import os
+import sys
+
+
+def _set_threads(argv):
+    """BLAS reads its thread count at import, so set it before numpy is imported."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--threads", type=int, default=2)
+    n = p.parse_known_args(argv)[0].threads
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(n)
+    return n
+
+
+THREADS = _set_threads(sys.argv[1:])
+
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from minivq import backend  # noqa: E402
+from minivq import transformer as G  # noqa: E402
+from minivq.gradcheck import rel_error  # noqa: E402
+from minivq.optim import adam_step, clip_grad_norm  # noqa: E402
+
+try:
+    import torch
+    import torch.nn.functional as F
+except ImportError:  # pragma: no cover
+    sys.exit("this benchmark needs PyTorch (pip install torch); minivq itself does not")
+
+
+def torch_loss(tp, cfg, seq):
+    """The same forward as minivq.transformer.forward, written with torch ops. seq: (B, T+1) long."""
+    idx, tgt = seq[:, :-1], seq[:, 1:]
+    B, T = idx.shape
+    C, H = cfg.d_model, cfg.n_head
+    x = tp["wte"][idx] + tp["wpe"][:T]  # (B, T, C)
+    for l in range(cfg.n_layer):
+        p = lambda k: tp[f"h{l}.{k}"]  # noqa: E731
+        h = F.layer_norm(x, (C,), p("ln1.g"), p("ln1.b"), eps=1e-5)
+        qkv = h @ p("attn.w_qkv") + p("attn.b_qkv")  # (B, T, 3C)
+        q, k, v = (a.view(B, T, H, C // H).transpose(1, 2) for a in qkv.split(C, dim=-1))  # (B, H, T, E)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(B, T, C)
+        x = x + y @ p("attn.w_proj") + p("attn.b_proj")
+        h = F.layer_norm(x, (C,), p("ln2.g"), p("ln2.b"), eps=1e-5)
+        x = x + F.gelu(h @ p("mlp.w_fc") + p("mlp.b_fc"), approximate="tanh") @ p("mlp.w_proj") + p("mlp.b_proj")
+    h = F.layer_norm(x, (C,), tp["ln_f.g"], tp["ln_f.b"], eps=1e-5)
+    logits = h @ tp["head.w"] + tp["head.b"]  # (B, T, K)
+    return F.cross_entropy(logits.reshape(-1, cfg.n_code), tgt.reshape(-1))
+
+
+def to_torch(params):
+    return {k: torch.tensor(np.asarray(v)).requires_grad_(True) for k, v in params.items()}
+
+
+def make_optimizer(tp, params, lr, wd):
+    nd = set(G.no_decay_names(params))
+    groups = [{"params": [tp[k] for k in tp if k not in nd], "weight_decay": wd},
+              {"params": [tp[k] for k in tp if k in nd], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-8)
+
+
+def batch(cfg, B, seed):
+    rng = np.random.default_rng(seed)
+    prefix = backend.to_numpy(cfg.prefix(rng.integers(0, 10, B)))
+    return np.concatenate([prefix[:, None], rng.integers(0, cfg.n_code, (B, cfg.context))], axis=1)
+
+
+def parity(cfg, B=4, lr=1e-3, wd=0.01, clip=1.0):
+    params = {k: v.astype(np.float64) for k, v in G.init_params(cfg, seed=1).items()}
+    seq = batch(cfg, B, 0)
+    loss, cache = G.forward(params, cfg, seq)
+    grads = G.backward(cache)
+    tp = to_torch(params)
+    tloss = torch_loss(tp, cfg, torch.tensor(seq))
+    tloss.backward()
+    errs = {k: rel_error(grads[k], tp[k].grad.numpy()) for k in params}
+    worst = max(errs, key=errs.get)
+    print(f"parity float64 (B={B}, T={cfg.context}): loss numpy {loss:.12f} torch {tloss.item():.12f} "
+          f"(rel {abs(loss - tloss.item()) / abs(loss):.2e}); worst grad rel error {errs[worst]:.2e} ({worst}) "
+          f"over {len(errs)} tensors")
+    g, _ = clip_grad_norm(grads, clip)
+    adam_step(params, g, {}, lr, weight_decay=wd, no_decay=G.no_decay_names(params))
+    opt = make_optimizer(tp, params, lr, wd)
+    torch.nn.utils.clip_grad_norm_(list(tp.values()), clip)
+    opt.step()
+    step_err = max(rel_error(params[k], tp[k].detach().numpy()) for k in params)
+    print(f"parity after one clipped AdamW step: worst param rel error {step_err:.2e}")
+    ok = errs[worst] < 1e-8 and abs(loss - tloss.item()) / abs(loss) < 1e-8 and step_err < 1e-8
+    print("PARITY OK" if ok else "PARITY FAILED")
+    return ok
+
+
+def timing(cfg, B, repeats, lr=1e-3, wd=0.01, clip=1.0):
+    torch.set_num_threads(THREADS)
+    params = G.init_params(cfg, seed=2)  # float32
+    nd = G.no_decay_names(params)
+    seq = batch(cfg, B, 1)
+    opt = {}
+    tp = to_torch({k: backend.to_numpy(v) for k, v in params.items()})
+    topt = make_optimizer(tp, params, lr, wd)
+    tseq = torch.tensor(seq)
+
+    def np_step():
+        loss, cache = G.forward(params, cfg, seq)
+        grads, _ = clip_grad_norm(G.backward(cache), clip)
+        adam_step(params, grads, opt, lr, weight_decay=wd, no_decay=nd)
+
+    def torch_step():
+        topt.zero_grad(set_to_none=True)
+        torch_loss(tp, cfg, tseq).backward()
+        torch.nn.utils.clip_grad_norm_(list(tp.values()), clip)
+        topt.step()
+
+    np_step(), torch_step()  # warm up (allocations, first-call costs)
+    tn, tt = [], []
+    for _ in range(repeats):  # interleaved, so load changes hit both
+        t0 = time.perf_counter(); np_step(); tn.append(time.perf_counter() - t0)  # noqa: E702
+        t0 = time.perf_counter(); torch_step(); tt.append(time.perf_counter() - t0)  # noqa: E702
+    mn, mt = float(np.median(tn)), float(np.median(tt))
+    print(f"training step float32, B={B}, sequence {cfg.context + 1} tokens (T={cfg.context}), "
+          f"{THREADS} threads, median of {repeats}: numpy {mn:.3f} s, torch {mt:.3f} s, ratio {mn / mt:.2f}")
+    print(f"  numpy runs: {' '.join(f'{t:.2f}' for t in tn)}; torch runs: {' '.join(f'{t:.2f}' for t in tt)}")
+    profile_numpy(np_step)
+    return mn / mt
+
+
+def profile_numpy(step):
+    """Where the numpy step goes: cProfile by function (tottime), top entries."""
+    import cProfile
+    import pstats
+    pr = cProfile.Profile()
+    pr.enable()
+    step()
+    pr.disable()
+    st = pstats.Stats(pr)
+    rows = sorted(((v[2], f"{os.path.basename(k[0])}:{k[2]}") for k, v in st.stats.items()), reverse=True)
+    total = sum(r[0] for r in rows)
+    print("  numpy step by function (self time): " +
+          ", ".join(f"{name} {t:.2f}s ({100 * t / total:.0f}%)" for t, name in rows[:8]))
+
+
+def sampling_speed(cfg, n=10):
+    from minivq.sampling import sample
+    params = G.init_params(cfg, seed=3)
+    for use_cache in (True, False):
+        t0 = time.perf_counter()
+        s = sample(params, cfg, n, cond=list(range(n)), seed=0, use_cache=use_cache, top_k=50)
+        dt = time.perf_counter() - t0
+        print(f"sampling {'with' if use_cache else 'without'} KV cache: {n} x {s.shape[1]} tokens in {dt:.2f} s "
+              f"= {s.size / dt:.0f} tokens/s")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--threads", type=int, default=2, help="BLAS / torch threads (both sides)")
+    ap.add_argument("--batch", type=int, default=32, help="sequences per training step")
+    ap.add_argument("--repeats", type=int, default=5, help="timed steps per side")
+    ap.add_argument("--sampling", action="store_true", help="also time sampling (256 tokens, batch 10)")
+    ap.add_argument("--skip-timing", action="store_true", help="parity only")
+    args = ap.parse_args()
+    backend.use("cpu")
+    cfg = G.GPTConfig()  # the default prior: K=512, T=256, d=128, 4 layers, 4 heads
+    ok = parity(cfg)
+    if not args.skip_timing:
+        timing(cfg, args.batch, args.repeats)
+    if args.sampling:
+        sampling_speed(cfg)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
