@@ -39,6 +39,7 @@ GAIN = 1.0                  # max |gain| (nats of power; 1 nat = 4.3 dB)
 NOISE_P = 0.5               # probability of a raised noise floor
 NOISE_MAX = 7.0             # the raised floor lies up to this many nats above LOG_FLOOR
 MASK = 8                    # max width of each SpecAugment stripe (bands / frames)
+WARP = 0.1                  # mel-axis stretch factor in [1 - WARP, 1 + WARP] (a vocal-tract-length change)
 
 
 def _split(features, name):
@@ -58,6 +59,13 @@ def augment(x, g, norm):
     valid = (src >= 0) & (src < T)
     x = np.take_along_axis(x, np.clip(src, 0, T - 1)[:, None, :], axis=2)  # (B, M, T)
     x = np.where(valid[:, None, :], x, LOG_FLOOR)
+    # band m reads the (fractional) band m * alpha, linearly interpolated: formants move up
+    # (alpha < 1) or down (alpha > 1) as for a shorter / longer vocal tract
+    pos = np.minimum(np.arange(M)[None, :] * g.uniform(1 - WARP, 1 + WARP, size=(B, 1)), M - 1)  # (B, M)
+    lo = np.minimum(pos.astype(np.int64), M - 2)  # (B, M)
+    frac = (pos - lo)[:, :, None]  # (B, M, 1)
+    x = (np.take_along_axis(x, lo[:, :, None], axis=1) * (1 - frac)
+         + np.take_along_axis(x, lo[:, :, None] + 1, axis=1) * frac)  # (B, M, T)
     x = np.maximum(x + g.uniform(-GAIN, GAIN, size=(B, 1, 1)), LOG_FLOOR)
     floor = LOG_FLOOR + g.uniform(0, NOISE_MAX, size=(B, 1, 1))  # (B, 1, 1)
     x = np.where(g.random((B, 1, 1)) < NOISE_P, np.logaddexp(x, floor), x)
@@ -101,11 +109,20 @@ def save_confusion_png(path, conf, title):
     plt.close(fig)
 
 
+class _Null:
+    """A stream that swallows progress lines (quiet=True)."""
+    def write(self, _):
+        pass
+
+    def flush(self):
+        pass
+
+
 def _opt_to_backend(opt):
     return {k: {"m": asarray(s["m"]), "v": asarray(s["v"]), "t": int(s["t"])} for k, s in opt.items()}
 
 
-def train(features, out_dir, cfg=None, epochs=15, batch=64, lr=3e-3, seed=0, weight_decay=1e-2,
+def train(features, out_dir, cfg=None, epochs=20, batch=64, lr=3e-3, seed=0, weight_decay=1e-2,
           clip=5.0, use_augment=True, resume=False, quiet=False, every=2.0, meta=None):
     """Train on features.train, evaluate on features.test, write the files listed above.
 
@@ -127,59 +144,67 @@ def train(features, out_dir, cfg=None, epochs=15, batch=64, lr=3e-3, seed=0, wei
     out_dir.mkdir(parents=True, exist_ok=True)
     last = out_dir / "last.npz"
     norm = {k: to_numpy(v) for k, v in C.norm_stats(x_tr).items()}
-    params, opt, start_epoch, history, train_time, n_seen = C.init_params(cfg, seed), {}, 0, [], 0.0, 0
+    params, opt, start, history, train_time, n_seen, loss_sum = C.init_params(cfg, seed), {}, 0, [], 0.0, 0, 0.0
     if resume and last.is_file():
         ck = checkpoint.load(last)
         if ck["config"] != cfg.to_dict():
             raise ValueError(f"{last} was trained with config {ck['config']}, not {cfg.to_dict()}")
         params = {k: asarray(v) for k, v in ck["params"].items()}
         opt, norm = _opt_to_backend(ck["opt_state"]), {"mean": ck["extra"]["norm_mean"], "std": ck["extra"]["norm_std"]}
-        start_epoch, history = ck["meta"]["epoch"], ck["meta"]["history"]
-        train_time, n_seen = ck["meta"]["train_seconds"], ck["meta"]["samples_seen"]
+        m = ck["meta"]
+        start, history, train_time, n_seen, loss_sum = (m["step"], m["history"], m["train_seconds"],
+                                                        m["samples_seen"], m["epoch_loss_sum"])
         if not quiet:
-            print(f"resuming from {last} at epoch {start_epoch}", flush=True)
+            print(f"resuming from {last} at step {start}", flush=True)
     elif resume and not quiet:
         print(f"no {last} to resume from; starting fresh", flush=True)
 
     N = len(x_tr)
     steps_per_epoch = math.ceil(N / batch)
-    total = epochs * steps_per_epoch
+    total = epochs * steps_per_epoch  # the LR schedule spans this; resume with the same --epochs
     warmup = min(100, total // 10)
     no_decay = tuple(k for k in params if k.endswith("_b"))
-    prog = Progress(total, "classifier", every=every, start_step=start_epoch * steps_per_epoch,
-                    stream=open(os.devnull, "w") if quiet else None)
+    prog = Progress(total, "classifier", every=every, start_step=start, stream=_Null() if quiet else None)
 
-    def save_state(epoch, interrupted=False):
+    def save_state(step, interrupted=False):
         C.save_classifier(last, params, cfg, norm, opt_state=opt,
-                          meta={"epoch": epoch, "history": history, "train_seconds": train_time,
-                                "samples_seen": n_seen, "interrupted": interrupted, "seed": seed})
+                          meta={"step": step, "epoch": step / steps_per_epoch, "history": history,
+                                "train_seconds": train_time, "samples_seen": n_seen,
+                                "epoch_loss_sum": loss_sum, "interrupted": interrupted, "seed": seed})
 
-    epoch = start_epoch
+    # Every random draw depends only on (seed, epoch, step): the epoch's shuffle comes from
+    # rng([seed, epoch]) and each batch's augmentation from rng([seed, epoch, step]), so a
+    # run resumed at any step (after Ctrl-C, mid-epoch) continues bit for bit.
+    step, t0 = start, time.perf_counter()
     try:
-        for epoch in range(start_epoch, epochs):
-            g = np.random.default_rng([seed, epoch])
-            order = g.permutation(N)  # (N,)
-            t0, loss_sum = time.perf_counter(), 0.0
-            for i in range(steps_per_epoch):
-                step = epoch * steps_per_epoch + i
-                idx = order[i * batch:(i + 1) * batch]  # (B,)
-                xb = augment(x_tr[idx], g, norm) if use_augment else C.standardise(x_tr[idx], norm)
-                loss, _, cache = C.forward(params, xb, y_tr[idx])
-                loss = check_finite(loss, step)
-                grads, gnorm = clip_grad_norm(C.backward(cache), clip)
-                adam_step(params, grads, opt, lr_at(step, lr, warmup, total, min_lr=lr * 0.02),
-                          weight_decay=weight_decay, no_decay=no_decay)
-                loss_sum += loss * len(idx)
-                n_seen += len(idx)
-                prog.update(step + 1, len(idx), epoch=epoch + 1, loss=loss, gnorm=gnorm)
-            train_time += time.perf_counter() - t0
-            acc, _, _ = evaluate(params, norm, x_te, y_te)
-            history.append({"epoch": epoch + 1, "train_loss": loss_sum / N, "test_acc": acc})
-            save_state(epoch + 1)
-            if not quiet:
-                print(f"epoch {epoch + 1}/{epochs}: train loss {loss_sum / N:.4f}, test accuracy {acc:.4f}", flush=True)
+        while step < total:
+            epoch, i = divmod(step, steps_per_epoch)
+            order = np.random.default_rng([seed, epoch]).permutation(N)  # (N,)
+            idx = order[i * batch:(i + 1) * batch]  # (B,)
+            g = np.random.default_rng([seed, epoch, step])
+            xb = augment(x_tr[idx], g, norm) if use_augment else C.standardise(x_tr[idx], norm)
+            loss, _, cache = C.forward(params, xb, y_tr[idx])
+            loss = check_finite(loss, step)
+            grads, gnorm = clip_grad_norm(C.backward(cache), clip)
+            adam_step(params, grads, opt, lr_at(step, lr, warmup, total, min_lr=lr * 0.02),
+                      weight_decay=weight_decay, no_decay=no_decay)
+            loss_sum += loss * len(idx)
+            n_seen += len(idx)
+            step += 1
+            prog.update(step, len(idx), epoch=epoch + 1, loss=loss, gnorm=gnorm)
+            if step % steps_per_epoch == 0 or step == total:
+                train_time += time.perf_counter() - t0
+                acc, _, _ = evaluate(params, norm, x_te, y_te)
+                history.append({"epoch": epoch + 1, "train_loss": loss_sum / N, "test_acc": acc})
+                if not quiet:
+                    print(f"epoch {epoch + 1}/{epochs}: train loss {loss_sum / N:.4f}, "
+                          f"test accuracy {acc:.4f}", flush=True)
+                loss_sum = 0.0
+                save_state(step)
+                t0 = time.perf_counter()
     except KeyboardInterrupt:
-        save_state(epoch, interrupted=True)
+        train_time += time.perf_counter() - t0
+        save_state(step, interrupted=True)
         raise
 
     acc, pred, conf = evaluate(params, norm, x_te, y_te)
@@ -202,7 +227,7 @@ def add_arguments(p):
     p.add_argument("--data", default=os.environ.get("MINIVQ_FSDD"),
                    help="FSDD (or AudioMNIST) folder; defaults to $MINIVQ_FSDD")
     p.add_argument("--out", default="out/classifier", help="output folder")
-    p.add_argument("--epochs", type=int, default=15, help="passes over the training split")
+    p.add_argument("--epochs", type=int, default=20, help="passes over the training split")
     p.add_argument("--batch", type=int, default=64, help="clips per step")
     p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (warmup, then cosine)")
     p.add_argument("--seed", type=int, default=0, help="initialisation / shuffling / augmentation seed")
