@@ -10,7 +10,7 @@ channels, P = C4 * (M/16) * (T/16) flattened features, E embedding size, K class
 Architecture (fixed depth, so forward and backward are straight-line code side by side):
 
     x (B, 1, M, T) -> [conv3x3 stride 2 pad 1 -> relu] x 4 -> (B, C4, M/16, T/16)
-      -> flatten (B, P) -> linear -> relu = embedding (B, E) -> linear -> logits (B, K)
+      -> flatten (B, P) -> linear = embedding (B, E) -> relu -> linear -> logits (B, K)
 
 Stride-2 convolutions halve the image each time (no pooling layer needed); flattening
 (rather than global pooling) keeps *where* in frequency and time a pattern sits, which is
@@ -129,20 +129,21 @@ def forward(params, x, y=None):
     emb, r5 = relu_forward(h5)
     logits, c6 = linear_forward(emb, params["fc2_w"], params["fc2_b"])  # (B, K)
     loss, dlogits = (None, None) if y is None else softmax_cross_entropy(logits, asarray(y))
-    cache = (dlogits, c1, r1, c2, r2, c3, r3, c4, r4, a4.shape, c5, r5, c6)
+    cache = (dlogits, c1, r1, c2, r2, c3, r3, c4, r4, a4.shape, c5, r5, c6, h5)
     return loss, logits, cache
 
 
 def embedding_of(cache):
-    """The embedding (B, E) computed by a forward pass: the relu output of fc1, which is
-    exactly what that relu layer cached."""
-    return cache[11]
+    """The embedding (B, E) of a forward pass: fc1's output *before* its relu. After the relu
+    about half the units are exactly 0 on a given set (dead for those inputs), which makes
+    covariance-based metrics (Frechet) singular; the pre-activation keeps all E directions."""
+    return cache[13]
 
 
 def backward(cache):
     """Gradients of the mean cross-entropy w.r.t. every parameter (a dict like params).
     The exact mirror of forward, read bottom-up."""
-    dlogits, c1, r1, c2, r2, c3, r3, c4, r4, a4_shape, c5, r5, c6 = cache
+    dlogits, c1, r1, c2, r2, c3, r3, c4, r4, a4_shape, c5, r5, c6, _h5 = cache
     if dlogits is None:
         raise ValueError("backward needs a cache from forward(params, x, y) with labels y")
     g = {}
