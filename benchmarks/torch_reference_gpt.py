@@ -10,8 +10,8 @@
    of 257 tokens (the model reads T=256 positions), both ways with the same number of
    threads, interleaved, median of --repeats. Prints the numpy/torch ratio and where the
    numpy step spends its time.
-3. --sampling: tokens/s of minivq.sampling.sample (256-token sequences, batch 10), with
-   and without the KV cache.
+3. --sampling: tokens/s of minivq.sampling.sample (256-token sequences, batch 10) with the
+   KV cache, and without it on the first 64 tokens (each token re-runs the whole prefix).
 torch is only needed here, never by minivq itself.
 """
 import argparse
@@ -161,12 +161,14 @@ def profile_numpy(step):
           ", ".join(f"{name} {t:.2f}s ({100 * t / total:.0f}%)" for t, name in rows[:8]))
 
 
-def sampling_speed(cfg, n=10):
+def sampling_speed(cfg, n=10, uncached_tokens=64):
+    """Cached decoding of full 256-token sequences; the uncached path (a full forward per
+    token, O(T^2) each) is timed on the first ``uncached_tokens`` tokens only."""
     from minivq.sampling import sample
     params = G.init_params(cfg, seed=3)
-    for use_cache in (True, False):
+    for use_cache, n_tok in ((True, cfg.context), (False, uncached_tokens)):
         t0 = time.perf_counter()
-        s = sample(params, cfg, n, cond=list(range(n)), seed=0, use_cache=use_cache, top_k=50)
+        s = sample(params, cfg, n, cond=list(range(n)), seed=0, use_cache=use_cache, top_k=50, n_tokens=n_tok)
         dt = time.perf_counter() - t0
         print(f"sampling {'with' if use_cache else 'without'} KV cache: {n} x {s.shape[1]} tokens in {dt:.2f} s "
               f"= {s.size / dt:.0f} tokens/s")
