@@ -1,0 +1,162 @@
+"""Hear digits the model made: python -m minivq.generate [--digit 0-9|all] [--n N] ...
+
+Loads a model bundle (default: the shipped weights in data/pretrained/), samples token grids
+from the transformer prior (conditioned on the digit, or unconditionally with --uncond),
+decodes them with the VQ-VAE into log-mel spectrograms, turns those into sound (mel inversion
++ Griffin-Lim), and asks the digit classifier what it hears. Writes one WAV per sample and a
+PNG grid of their spectrograms, and prints a table: file, requested digit, classifier's
+digit, confidence.
+
+A bundle folder holds manifest.json, vqvae.npz, prior_class.npz (and/or prior_none.npz)
+and classifier.npz; ``python -m minivq.pipeline`` exports one.
+"""
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from minivq import audio, evaluate
+from minivq.classifier import load_classifier
+from minivq.sampling import sample
+from minivq.train_prior import load_prior
+from minivq.train_vqvae import decode_logmel, load_model
+
+BUNDLE_FORMAT = 1
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "data" / "pretrained"
+PRIOR_FILES = {"class": "prior_class.npz", "none": "prior_none.npz"}
+SAMPLING_DEFAULTS = dict(temperature=1.0, top_k=None, top_p=None)
+
+
+@dataclass
+class Bundle:
+    vqvae: tuple        # (params, VQVAEConfig, norm)
+    prior: tuple        # (params, GPTConfig, meta)
+    classifier: tuple   # (params, ClassifierConfig, norm)
+    features: audio.FeatureConfig
+    manifest: dict
+
+
+def load_bundle(folder, cond="class"):
+    """Load and cross-check a model bundle; every problem is one clear ValueError/FileNotFoundError."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"checkpoint folder {folder} does not exist")
+    mpath = folder / "manifest.json"
+    if not mpath.is_file():
+        raise FileNotFoundError(f"{mpath} is missing: {folder} is not a minivq model bundle "
+                                "(python -m minivq.pipeline --export DIR writes one)")
+    manifest = json.loads(mpath.read_text())
+    if manifest.get("format") != BUNDLE_FORMAT:
+        raise ValueError(f"{mpath} has bundle format {manifest.get('format')}; this minivq reads format {BUNDLE_FORMAT}")
+    prior_file = folder / PRIOR_FILES[cond]
+    if not prior_file.is_file():
+        other = "without --uncond" if cond == "none" else "with --uncond"
+        raise FileNotFoundError(f"{prior_file} is missing: this bundle has no {'unconditional' if cond == 'none' else 'conditional'} "
+                                f"prior (try {other})")
+    vq = load_model(folder / "vqvae.npz")
+    prior = load_prior(prior_file)
+    clf = load_classifier(folder / "classifier.npz")
+    vcfg, pcfg = vq[1], prior[1]
+    if pcfg.n_code != vcfg.K or pcfg.context != vcfg.grid ** 2:
+        raise ValueError(f"checkpoint versions do not match: the prior in {prior_file} models {pcfg.context} tokens "
+                         f"of {pcfg.n_code} codes, the VQ-VAE makes {vcfg.grid ** 2} tokens of {vcfg.K} codes")
+    if pcfg.cond != cond:
+        raise ValueError(f"{prior_file} was trained with cond={pcfg.cond!r}, expected {cond!r}")
+    feats = audio.FeatureConfig.from_dict(manifest["features"])
+    if feats.key() != manifest.get("features_key", feats.key()):
+        raise ValueError(f"{mpath}: feature settings do not match their recorded key")
+    ccfg = clf[1]
+    if (ccfg.n_mels, ccfg.n_frames) != (feats.n_mels, feats.n_frames) or vcfg.in_size != feats.n_mels:
+        raise ValueError(f"checkpoint versions do not match: classifier expects {ccfg.n_mels}x{ccfg.n_frames}, "
+                         f"VQ-VAE {vcfg.in_size}x{vcfg.in_size}, features are {feats.n_mels}x{feats.n_frames}")
+    return Bundle(vq, prior, clf, feats, manifest)
+
+
+def generate(bundle, digits=None, n=None, temperature=1.0, top_k=None, top_p=None, seed=0, gl_iters=64):
+    """Sample and judge clips. digits: (B,) requested digits (conditional bundle) or None with
+    n samples (unconditional). Returns dict: tokens (B, h, w), logmel (B, M, T) decoder output,
+    waves (B, n_samples), heard (B, M, T) log-mel of the waves, and the classifier's verdict
+    (probs, pred, confidence, embed; accuracy/confusion when digits are given)."""
+    pparams, pcfg, _ = bundle.prior
+    vparams, vcfg, vnorm = bundle.vqvae
+    if digits is not None:
+        digits = np.asarray(digits, dtype=np.int64).reshape(-1)
+        n = len(digits)
+    tokens = sample(pparams, pcfg, n, cond=digits, temperature=temperature, top_k=top_k, top_p=top_p,
+                    seed=seed).reshape(n, vcfg.grid, vcfg.grid)  # (B, h, w)
+    logmel = decode_logmel(vparams, vcfg, vnorm, tokens)  # (B, M, T)
+    waves, heard = evaluate.round_trip(logmel, bundle.features, n_iter=gl_iters, seed=seed)
+    verdict = evaluate.judge(bundle.classifier, heard, want=digits)
+    return {"tokens": tokens, "logmel": logmel, "waves": waves, "heard": heard, **verdict}
+
+
+def parse_digits(text, n):
+    """'all' -> 0..9 each n times; '7' -> n sevens. Anything else is a ValueError."""
+    if text == "all":
+        return np.repeat(np.arange(10), n)
+    if text.isdigit() and len(text) == 1:
+        return np.full(n, int(text))
+    raise ValueError(f"--digit must be a single digit 0-9 or 'all', got {text!r}")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m minivq.generate", description=__doc__.split("\n\n")[1],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--digit", default="all", help="digit to say (0-9) or 'all' (one set per digit)")
+    p.add_argument("--n", type=int, default=1, help="samples per requested digit (total with --uncond: 10*n)")
+    p.add_argument("--temperature", type=float, default=SAMPLING_DEFAULTS["temperature"], help="softmax temperature")
+    p.add_argument("--top-k", type=int, default=SAMPLING_DEFAULTS["top_k"], help="keep only the k most likely codes")
+    p.add_argument("--top-p", type=float, default=SAMPLING_DEFAULTS["top_p"], help="nucleus: smallest set with this mass")
+    p.add_argument("--seed", type=int, default=0, help="sampling and Griffin-Lim seed")
+    p.add_argument("--out", default="samples", help="output folder for WAVs and the PNG grid")
+    p.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT), help="model bundle folder")
+    p.add_argument("--uncond", action="store_true", help="sample from the unconditional prior")
+    p.add_argument("--gl-iters", type=int, default=64, help="Griffin-Lim iterations")
+    a = p.parse_args(argv)
+    t0 = time.perf_counter()
+    try:
+        if a.n < 1:
+            raise ValueError(f"--n must be at least 1, got {a.n}")
+        if a.temperature <= 0:
+            raise ValueError(f"--temperature must be positive, got {a.temperature}")
+        if a.top_k is not None and a.top_k < 1:
+            raise ValueError(f"--top-k must be at least 1, got {a.top_k}")
+        if a.top_p is not None and not 0 < a.top_p <= 1:
+            raise ValueError(f"--top-p must be in (0, 1], got {a.top_p}")
+        if a.uncond and a.digit != "all":
+            raise ValueError("--uncond samples without a digit; leave --digit at 'all'")
+        digits = None if a.uncond else parse_digits(a.digit, a.n)
+        bundle = load_bundle(a.checkpoint, cond="none" if a.uncond else "class")
+        res = generate(bundle, digits, n=10 * a.n if a.uncond else None, temperature=a.temperature,
+                       top_k=a.top_k, top_p=a.top_p, seed=a.seed, gl_iters=a.gl_iters)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows, titles = [], []
+    for i, (w, pred, conf) in enumerate(zip(res["waves"], res["pred"], res["confidence"])):
+        want = "-" if digits is None else str(digits[i])
+        name = f"{'uncond' if digits is None else 'digit' + want}_{i:03d}.wav"
+        audio.save_wav(out / name, w, bundle.features.sr)
+        rows.append((name, want, int(pred), float(conf)))
+        titles.append(f"{want}->{pred} ({conf:.2f})")
+    evaluate.plot_spectrogram_grid(out / "spectrograms.png", res["heard"], titles,
+                                   suptitle="generated clips: requested -> classifier's digit (confidence)")
+    print(f"{'file':<20} {'requested':>9} {'classifier':>10} {'confidence':>10}")
+    for name, want, pred, conf in rows:
+        print(f"{name:<20} {want:>9} {pred:>10} {conf:>10.3f}")
+    if digits is not None:
+        print(f"classifier agrees on {int((res['pred'] == digits).sum())}/{len(digits)} clips")
+    else:
+        print(f"classifier's digits: {np.bincount(res['pred'], minlength=10).tolist()}")
+    print(f"wrote {len(rows)} WAVs and spectrograms.png to {out}/ in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,327 @@
+"""The whole pipeline on real data, then the paper's evaluation:
+
+    python -m minivq.pipeline --data PATH --out DIR [--cr 16] [--uncond] [--quick] [--export DIR]
+
+Stages, each in its own sub-folder of OUT, each reused when already finished with the same
+settings and resumed when interrupted (a re-run picks up where the last one stopped):
+  classifier/      digit classifier on the real training split
+  vqvae_crCR/      VQ-VAE, then tokens.npz of the train/test clips
+  prior_class/     class-conditional transformer prior over those tokens
+  prior_none/      unconditional prior (with --uncond)
+Evaluation (report.md, results.json, figures in OUT): classifier accuracy and confidence on
+real test clips, on their Griffin-Lim round trips, on VQ-VAE reconstructions, and on
+generated clips (N per digit); TopP&R, PRDC and Frechet distance on classifier embeddings;
+for the unconditional prior the histogram of heard digits and its entropy.
+--export DIR writes the model bundle python -m minivq.generate loads (with model cards).
+"""
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from minivq import __version__, checkpoint, evaluate
+from minivq import train_classifier as TC
+from minivq import train_prior as TP
+from minivq import train_vqvae as TV
+from minivq import vqvae as V
+from minivq.generate import BUNDLE_FORMAT, PRIOR_FILES, SAMPLING_DEFAULTS, Bundle, generate
+from minivq.progress import fmt_time
+from minivq.transformer import GPTConfig
+
+QUICK = dict(max_per_digit=30, clf_epochs=3, vq_epochs=2, prior_epochs=2, d_model=64, n_layer=2, n_per_digit=20,
+             warmup=5)
+FULL = dict(max_per_digit=None, clf_epochs=20, vq_epochs=TV.TrainConfig().epochs,
+            prior_epochs=TP.TRAIN_DEFAULTS["epochs"], d_model=GPTConfig().d_model, n_layer=GPTConfig().n_layer,
+            n_per_digit=100, warmup=None)
+
+
+def log(msg):
+    print(f"[pipeline {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def _stage(folder, settings, final):
+    """'done' when ``final`` exists and was made with ``settings``; 'resume' when a partial run
+    with the same settings is there; 'fresh' otherwise (a run with other settings is set aside)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rec = folder / "stage.json"
+    same = rec.is_file() and json.loads(rec.read_text()) == settings
+    if same and final.is_file():
+        return "done"
+    if rec.is_file() and not same:
+        old = folder.with_name(folder.name + f".old{int(time.time())}")
+        log(f"{folder} was made with other settings; moving it to {old}")
+        shutil.move(str(folder), old)
+        folder.mkdir(parents=True)
+    checkpoint.write_json(rec, settings)
+    return "resume" if same else "fresh"
+
+
+def run_pipeline(data, out, cr=16, uncond=False, quick=False, seed=0, n_per_digit=None, export=None,
+                 sampling=None, overrides=None):
+    """Train (or reuse) every stage, evaluate, write report.md/results.json; returns results.
+    overrides: replaces entries of the QUICK/FULL settings (e.g. a smaller subset for tests)."""
+    from minivq.data import load_features
+    S = dict(QUICK if quick else FULL)
+    unknown = set(overrides or {}) - set(S)
+    if unknown:
+        raise ValueError(f"unknown pipeline settings {sorted(unknown)}; known: {sorted(S)}")
+    S.update(overrides or {})
+    if n_per_digit:
+        S["n_per_digit"] = int(n_per_digit)
+    sampling = {**SAMPLING_DEFAULTS, **(sampling or {})}
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    times, t_all = {}, time.perf_counter()
+
+    t = time.perf_counter()
+    feats = load_features(data, split="official", max_per_digit=S["max_per_digit"])
+    times["features"] = time.perf_counter() - t
+    data_id = {"root": str(Path(data).resolve()), "features": feats.cfg.key(), "max_per_digit": S["max_per_digit"],
+               "n_train": len(feats.train.x), "n_test": len(feats.test.x), "seed": seed}
+    log(f"data: {len(feats.train.x)} train / {len(feats.test.x)} test clips ({fmt_time(times['features'])})")
+
+    # 1. classifier
+    t = time.perf_counter()
+    d = out / "classifier"
+    st = _stage(d, {"stage": "classifier", "epochs": S["clf_epochs"], **data_id}, d / "classifier.npz")
+    log(f"stage 1/4 classifier: {st}")
+    if st != "done":
+        TC.train(feats, d, epochs=S["clf_epochs"], seed=seed, resume=st == "resume")
+    clf = TC.C.load_classifier(d / "classifier.npz")
+    times["classifier"] = time.perf_counter() - t
+
+    # 2. VQ-VAE + tokens
+    t = time.perf_counter()
+    d = out / f"vqvae_cr{cr}"
+    vcfg = V.VQVAEConfig(cr=cr)
+    tcfg = TV.TrainConfig(epochs=S["vq_epochs"], seed=seed)
+    if S["warmup"] is not None:
+        tcfg.warmup = S["warmup"]
+    st = _stage(d, {"stage": "vqvae", "vqvae": vcfg.to_dict(), "train": tcfg.to_dict(), **data_id}, d / "tokens.npz")
+    log(f"stage 2/4 VQ-VAE (CR={cr}): {st}")
+    if st != "done":
+        TV.train(vcfg, feats, d, tcfg, resume=st == "resume" and (d / "last.npz").is_file())
+    vq = TV.load_model(d / "vqvae.npz")
+    times["vqvae"] = time.perf_counter() - t
+
+    # 3. priors
+    priors = {}
+    for cond in ["class"] + (["none"] if uncond else []):
+        t = time.perf_counter()
+        d = out / f"prior_{cond}"
+        pcfg = GPTConfig(cond=cond, d_model=S["d_model"], n_layer=S["n_layer"])
+        hyper = {**TP.TRAIN_DEFAULTS, "epochs": S["prior_epochs"], "seed": seed}
+        if S["warmup"] is not None:
+            hyper["warmup"] = S["warmup"]
+        st = _stage(d, {"stage": "prior", "model": pcfg.to_dict(), "train": hyper, "vqvae": str(out / f"vqvae_cr{cr}"),
+                        **data_id}, d / "metrics.json")
+        log(f"stage 3/4 prior cond={cond}: {st}")
+        if st != "done":
+            TP.train(out / f"vqvae_cr{cr}" / "tokens.npz", d, pcfg, resume=st == "resume" and (d / TP.CKPT_NAME).is_file(),
+                     log=log, **hyper)
+        priors[cond] = TP.load_prior(d / TP.CKPT_NAME)
+        times[f"prior_{cond}"] = time.perf_counter() - t
+
+    # 4. evaluation
+    t = time.perf_counter()
+    log("stage 4/4 evaluation")
+    res = evaluate_all(feats, clf, vq, priors, out, S["n_per_digit"], seed, sampling)
+    times["evaluation"] = time.perf_counter() - t
+    times["total"] = time.perf_counter() - t_all
+    res["wall_seconds"] = times
+    res["settings"] = {"cr": cr, "quick": quick, "seed": seed, **S, "sampling": sampling}
+    res["train_seconds"] = _train_seconds(out, cr, priors)
+    checkpoint.write_json(out / "results.json", res)
+    write_report(out / "report.md", res)
+    log(f"done in {fmt_time(times['total'])}: {out / 'report.md'}")
+    if export:
+        export_bundle(out, export, cr, list(priors), feats.cfg, res, data)
+    return res
+
+
+def _train_seconds(out, cr, priors):
+    """Training time of each stage as recorded by its trainer (survives reuse and resume)."""
+    ts = {}
+    m = out / "classifier" / "metrics.json"
+    ts["classifier"] = json.loads(m.read_text()).get("train_seconds")
+    m = out / f"vqvae_cr{cr}" / "metrics.json"
+    ts["vqvae"] = json.loads(m.read_text()).get("train_seconds")
+    for cond in priors:
+        ts[f"prior_{cond}"] = json.loads((out / f"prior_{cond}" / "metrics.json").read_text()).get("elapsed_s")
+    return ts
+
+
+def evaluate_all(feats, clf, vq, priors, out, n_per_digit, seed, sampling):
+    fc = feats.cfg
+    x_te, y_te = feats.test.x, np.asarray(feats.test.digit)
+    r = {}
+    real = evaluate.judge(clf, x_te, want=y_te)
+    r["real"] = _summary(real)
+    log(f"  real test clips: accuracy {real['accuracy']:.4f}")
+    _, gl = evaluate.round_trip(x_te, fc, seed=seed)
+    gl = evaluate.judge(clf, gl, want=y_te)
+    r["griffin_lim"] = _summary(gl)
+    log(f"  Griffin-Lim round trips: accuracy {gl['accuracy']:.4f}")
+    vparams, vcfg, vnorm = vq
+    rec_mel = TV.decode_logmel(vparams, vcfg, vnorm, TV.encode_logmel(vparams, vcfg, vnorm, x_te))
+    _, rec = evaluate.round_trip(rec_mel, fc, seed=seed)
+    rec = evaluate.judge(clf, rec, want=y_te)
+    r["reconstruction"] = _summary(rec)
+    r["reconstruction"]["mse_standardised"] = float(np.mean(((rec_mel - x_te) / vnorm["std"]) ** 2))
+    r["reconstruction"]["metrics"] = evaluate.distribution_metrics(real["embed"], rec["embed"], seed)
+    log(f"  VQ-VAE reconstructions: accuracy {rec['accuracy']:.4f}")
+    evaluate.plot_confusion(out / "confusion_real.png", real["confusion"], f"real test clips: {real['accuracy']:.3f}")
+    samples = out / "samples"
+    samples.mkdir(exist_ok=True)
+    for cond, prior in priors.items():
+        bundle = Bundle(vq, prior, clf, fc, {})
+        digits = np.repeat(np.arange(10), n_per_digit) if cond == "class" else None
+        g = generate(bundle, digits, n=10 * n_per_digit, seed=seed, **sampling)
+        s = _summary(g)
+        s["metrics"] = evaluate.distribution_metrics(real["embed"], g["embed"], seed)
+        hist = np.bincount(g["pred"], minlength=10)
+        s["heard_histogram"] = hist.tolist()
+        s["heard_entropy_bits"] = evaluate.entropy_bits(hist)
+        s["digit_score"] = float(evaluate.metrics.digit_score(g["probs"]))
+        r[f"generated_{cond}"] = s
+        tag = "conditional" if cond == "class" else "unconditional"
+        if cond == "class":
+            evaluate.plot_confusion(out / "confusion_generated.png", g["confusion"],
+                                    f"conditional generations: {g['accuracy']:.3f}")
+            log(f"  conditional generations: accuracy {g['accuracy']:.4f}")
+            first = [np.flatnonzero(y_te == dg)[0] for dg in range(10)]
+            gen_first = [dg * n_per_digit for dg in range(10)]
+            evaluate.plot_spectrogram_grid(out / "real_vs_generated.png",
+                                           np.concatenate([x_te[first], g["heard"][gen_first]]),
+                                           [f"real {dg}" for dg in range(10)] +
+                                           [f"gen {dg}->{g['pred'][i]}" for dg, i in zip(range(10), gen_first)],
+                                           suptitle="top: real test clips; bottom: generated (heard digit)")
+        else:
+            log(f"  unconditional generations: heard-digit entropy {s['heard_entropy_bits']:.3f} bits")
+        for i in range(0, len(g["waves"]), max(1, n_per_digit // 2)):
+            want = "u" if digits is None else digits[i]
+            from minivq.audio import save_wav
+            save_wav(samples / f"{tag}_{want}_{i:04d}_heard{g['pred'][i]}.wav", g["waves"][i], fc.sr)
+    return r
+
+
+def _summary(j):
+    s = {"n": int(len(j["pred"])), "mean_confidence": float(np.mean(j["confidence"]))}
+    if "accuracy" in j:
+        s.update(accuracy=float(j["accuracy"]), p_wanted=j["p_wanted"], confusion=j["confusion"].tolist())
+    return s
+
+
+def write_report(path, r):
+    """A short human-readable report of results.json."""
+    def pct(v):
+        return "n/a" if v is None else f"{100 * v:.1f} %"
+
+    def num(v, f="{:.3f}"):
+        return "n/a" if v is None else f.format(v)
+    rows = [("real test clips", r["real"]), ("Griffin-Lim round trips", r["griffin_lim"]),
+            ("VQ-VAE reconstructions", r["reconstruction"])]
+    if "generated_class" in r:
+        rows.append(("conditional generations", r["generated_class"]))
+    lines = ["# minivq pipeline report", "", f"settings: `{json.dumps(r['settings'])}`", "",
+             "| clips | n | classifier accuracy | mean confidence | fidelity | diversity | TopF1 | "
+             "precision | recall | density | coverage | Fréchet |", "|---" * 12 + "|"]
+    for name, s in rows:
+        m = s.get("metrics", {})
+        lines.append(f"| {name} | {s['n']} | {pct(s.get('accuracy'))} | {num(s['mean_confidence'])} | "
+                     f"{num(m.get('fidelity'))} | {num(m.get('diversity'))} | {num(m.get('top_f1'))} | "
+                     f"{num(m.get('precision'))} | {num(m.get('recall'))} | {num(m.get('density'))} | "
+                     f"{num(m.get('coverage'))} | {num(m.get('frechet'), '{:.2f}')} |")
+    lines += ["", "Distribution metrics compare each set's classifier embeddings with the real test clips'.",
+              f"VQ-VAE test reconstruction MSE (standardised log-mel): {r['reconstruction']['mse_standardised']:.4f}"]
+    if "generated_none" in r:
+        u = r["generated_none"]
+        lines += ["", f"Unconditional generations ({u['n']}): heard-digit histogram {u['heard_histogram']}, "
+                  f"entropy {u['heard_entropy_bits']:.3f} bits (uniform: 3.322), digit score {u['digit_score']:.2f}, "
+                  f"fidelity {num(u['metrics'].get('fidelity'))}, diversity {num(u['metrics'].get('diversity'))}"]
+    lines += ["", "| stage | wall time this run | training time recorded by the trainer |", "|---|---|---|"]
+    for k, v in r["wall_seconds"].items():
+        lines.append(f"| {k} | {fmt_time(v)} | {fmt_time(r['train_seconds'][k]) if r['train_seconds'].get(k) else ''} |")
+    lines += ["", "Figures: confusion_real.png, confusion_generated.png, real_vs_generated.png; sounds: samples/."]
+    Path(path).write_text("\n".join(lines) + "\n")
+
+
+def export_bundle(out, dest, cr, conds, feat_cfg, res, data):
+    """Copy final weights (no optimiser state) into ``dest`` with manifest.json and one JSON card each."""
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    src = {"vqvae.npz": out / f"vqvae_cr{cr}" / "vqvae.npz", "classifier.npz": out / "classifier" / "classifier.npz"}
+    src.update({PRIOR_FILES[c]: out / f"prior_{c}" / TP.CKPT_NAME for c in conds})
+    common = {"data": {"name": "Free Spoken Digit Dataset (FSDD)", "path_used": str(Path(data).resolve()),
+                       "license": "CC BY-SA 4.0", "credit": "Zohar Jackson and the FSDD contributors",
+                       "split": "official (takes 0-4 test, 5-49 train)", "features": feat_cfg.to_dict()},
+              "minivq": __version__, "pipeline_command": " ".join(["python -m minivq.pipeline"] + sys.argv[1:]),
+              "pipeline_settings": res["settings"]}
+    files = {}
+    for name, path in src.items():
+        ck = checkpoint.load(path)
+        checkpoint.save(dest / name, ck["params"], config=ck["config"], extra=ck["extra"],
+                        meta={k: v for k, v in ck["meta"].items() if k not in ("step_loss", "rng_state")})
+        files[name] = {"bytes": (dest / name).stat().st_size}
+        card = {"file": name, "config": ck["config"], **common}
+        card["metrics"] = _card_metrics(name, out, cr, res)
+        checkpoint.write_json(dest / name.replace(".npz", ".json"), card)
+    checkpoint.write_json(dest / "manifest.json", {"format": BUNDLE_FORMAT, "minivq": __version__, "files": files,
+                                                   "features": feat_cfg.to_dict(), "features_key": feat_cfg.key()})
+    log(f"exported bundle to {dest} ({sum(f['bytes'] for f in files.values()) / 1e6:.1f} MB)")
+
+
+def _card_metrics(name, out, cr, res):
+    if name == "classifier.npz":
+        m = json.loads((out / "classifier" / "metrics.json").read_text())
+        return {k: m[k] for k in ("test_accuracy", "train_accuracy", "train_seconds", "epochs") if k in m}
+    if name == "vqvae.npz":
+        m = json.loads((out / f"vqvae_cr{cr}" / "metrics.json").read_text())
+        m = {k: v for k, v in m.items() if not isinstance(v, (list, dict))}
+        m["classifier_accuracy_on_reconstructions"] = res["reconstruction"]["accuracy"]
+        return m
+    cond = "class" if "class" in name else "none"
+    m = json.loads((out / f"prior_{cond}" / "metrics.json").read_text())
+    m = {k: m[k] for k in ("test_nats", "test_bits", "train_nats", "train_bits", "elapsed_s", "n_params") if k in m}
+    g = res.get(f"generated_{cond}", {})
+    m["classifier_accuracy_on_generations"] = g.get("accuracy")
+    m["heard_entropy_bits"] = g.get("heard_entropy_bits")
+    return m
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m minivq.pipeline", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data", default=None, help="FSDD folder (default $MINIVQ_FSDD)")
+    p.add_argument("--out", default="out/pipeline", help="working folder (re-runs reuse/resume it)")
+    p.add_argument("--cr", type=int, choices=(4, 16), default=16, help="VQ-VAE compression ratio")
+    p.add_argument("--uncond", action="store_true", help="also train and evaluate an unconditional prior")
+    p.add_argument("--quick", action="store_true", help="smoke run: 30 clips per digit, tiny models, few epochs")
+    p.add_argument("--seed", type=int, default=0, help="seed for every stage")
+    p.add_argument("--n-per-digit", type=int, default=None, help="generated clips per digit (default 100; quick 20)")
+    p.add_argument("--export", default=None, help="also write a model bundle for python -m minivq.generate here")
+    a = p.parse_args(argv)
+    import os
+    data = a.data or os.environ.get("MINIVQ_FSDD")
+    try:
+        if not data:
+            raise ValueError("no data folder: pass --data PATH or set MINIVQ_FSDD")
+        if a.cr != 16:
+            log("note: generation needs a prior over this CR's token grid; priors are sized from tokens.npz")
+        run_pipeline(data, a.out, cr=a.cr, uncond=a.uncond, quick=a.quick, seed=a.seed,
+                     n_per_digit=a.n_per_digit, export=a.export)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
