@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, fields
 
 from minivq.attention import attention_backward, attention_forward, attention_probs, init_attention
 from minivq.backend import asarray, xp
+from minivq.backend import rng as host_rng
 from minivq.layers import (embedding_backward, embedding_forward, gelu_backward, gelu_forward,
                            layernorm_backward, layernorm_forward, linear_backward, linear_forward,
                            softmax_cross_entropy)
@@ -95,7 +96,6 @@ BLOCK_KEYS = ("ln1.g", "ln1.b", "attn.w_qkv", "attn.b_qkv", "attn.w_proj", "attn
 def init_params(cfg, seed=0, std=0.02):
     """float32 parameter dict on the current backend. Names: wte (V, C), wpe (T, C),
     h{l}.<BLOCK_KEYS>, ln_f.g/b (C,), head.w (C, K), head.b (K,)."""
-    from minivq.backend import rng as host_rng
     rng = host_rng(seed)
     C, Hd = cfg.d_model, cfg.mlp_ratio * cfg.d_model
     f32 = lambda shape, s: asarray((rng.standard_normal(shape) * s).astype("float32"))  # noqa: E731
