@@ -18,6 +18,8 @@ temperature (divide the logits: < 1 sharper, > 1 flatter), top-k (keep the k mos
 codes), top-p (keep the smallest set holding probability p). Every setting uses the same
 seed, so the uniforms are the same and only the filtering differs.
 
+With real clips, the last section also compares real and generated clips in the classifier's
+embedding space (TopP&R, PRDC and Frechet distance; see lesson 09).
 Figures: generated_vs_real.png, token_grids.png, sampling_settings.png; WAVs: digitD.wav
 (one per digit, reference setting). With MINIVQ_FSDD set, embeddings.npz (real and generated
 classifier embeddings) is written too, for  python "lessons/09_topp&r.py" --checkpoint OUT.
@@ -277,6 +279,14 @@ def main():
         np.savez(out / "embeddings.npz", real=real_verdict["embed"], fake=ref["embed"])
         print("   embeddings.npz         classifier embeddings of real and generated clips; try")
         print(f"                          python \"lessons/09_topp&r.py\" --checkpoint {out}")
+        section(f"6. real vs generated ({ref_label}) in the classifier's embedding space")
+        dm = evaluate.distribution_metrics(real_verdict["embed"], ref["embed"], seed=args.seed)
+        for key in ("fidelity", "diversity", "top_f1", "precision", "recall", "density", "coverage", "frechet"):
+            if dm.get(key) is not None:
+                print(f"   {key:<10} {dm[key]:.3f}")
+        for key in ("top_pr_note", "prdc_note"):
+            if key in dm:
+                print(f"   note: {dm[key]} (raise PER_DIGIT and REAL_PER_DIGIT for more clips)")
     print(f"\ndone in {time.perf_counter() - t_start:.1f} s; outputs in {out}/")
     return 0
 
