@@ -121,8 +121,10 @@ def run_pipeline(data, out, cr=16, uncond=False, quick=False, seed=0, n_per_digi
                         **data_id}, d / "metrics.json")
         log(f"stage 3/4 prior cond={cond}: {st}")
         if st != "done":
-            TP.train(out / f"vqvae_cr{cr}" / "tokens.npz", d, pcfg, resume=st == "resume" and (d / TP.CKPT_NAME).is_file(),
-                     log=log, **hyper)
+            summary = TP.train(out / f"vqvae_cr{cr}" / "tokens.npz", d, pcfg,
+                               resume=st == "resume" and (d / TP.CKPT_NAME).is_file(), log=log, **hyper)
+            if summary["interrupted"]:  # the trainer saved its state; stop here, a re-run resumes
+                raise KeyboardInterrupt
         priors[cond] = TP.load_prior(d / TP.CKPT_NAME)
         times[f"prior_{cond}"] = time.perf_counter() - t
 
