@@ -74,12 +74,19 @@ def forward_step(params, cfg, tok, caches):
 
 
 def sample(params, cfg, n, cond=None, temperature=1.0, top_k=None, top_p=None, seed=0,
-           n_tokens=None, use_cache=True):
+           n_tokens=None, use_cache=True, guide=None, guidance=1.0):
     """Sample n code sequences -> NumPy int64 (n, n_tokens) (default n_tokens = cfg.context,
     i.e. 256 = one 16 x 16 grid in raster order; reshape to (n, 16, 16)).
 
     cond: None for an unconditional prior (cfg.cond == 'none'), else the digits: an int
-    (all n the same) or a length-n sequence. Only code tokens 0..K-1 are ever emitted."""
+    (all n the same) or a length-n sequence. Only code tokens 0..K-1 are ever emitted.
+
+    Classifier-free guidance: with guide=(params_u, cfg_u), an unconditional prior over the
+    same codes, and guidance = s != 1, each step samples from
+        logits = logits_u + s * (logits_cond - logits_u),
+    i.e. p ~ p_u * (p_cond / p_u)^s: s > 1 sharpens what the class token adds over the
+    unconditional model (Ho & Salimans 2022, applied to an autoregressive prior). Both
+    models keep their own KV cache; each step costs two forward steps."""
     n_tokens = cfg.context if n_tokens is None else int(n_tokens)
     if not 1 <= n_tokens <= cfg.context:
         raise ValueError(f"n_tokens must be in 1..{cfg.context}, got {n_tokens}")
@@ -94,12 +101,28 @@ def sample(params, cfg, n, cond=None, temperature=1.0, top_k=None, top_p=None, s
     out = xp.zeros((n, n_tokens + 1), dtype="int64")  # (n, 1 + n_tokens) prefix then codes
     out[:, 0] = prefix
     caches = new_caches(cfg, n, params["wte"].dtype) if use_cache else None
+    guided = guide is not None and guidance != 1.0
+    if guided:
+        params_u, cfg_u = guide
+        if cfg_u.cond != "none" or cfg_u.n_code != cfg.n_code or cfg_u.context < n_tokens:
+            raise ValueError("guide must be an unconditional prior (cond='none') over the same codes and context")
+        out_u = out.copy()
+        out_u[:, 0] = cfg_u.prefix(None, n=n)
+        caches_u = new_caches(cfg_u, n, params_u["wte"].dtype) if use_cache else None
     for t in range(n_tokens):
         if use_cache:
             logits = forward_step(params, cfg, out[:, t], caches)  # (n, K)
         else:
             logits = forward_logits(params, cfg, out[:, :t + 1])[0][:, -1]  # (n, K)
+        if guided:
+            if use_cache:
+                lu = forward_step(params_u, cfg_u, out_u[:, t], caches_u)  # (n, K)
+            else:
+                lu = forward_logits(params_u, cfg_u, out_u[:, :t + 1])[0][:, -1]  # (n, K)
+            logits = lu + guidance * (logits - lu)
         p = filter_logits(logits, temperature, top_k, top_p)  # (n, K)
         u = asarray(rng.random(n), dtype=p.dtype)  # (n,)
         out[:, t + 1] = draw(p, u)
+        if guided:
+            out_u[:, t + 1] = out[:, t + 1]
     return to_numpy(out[:, 1:])  # (n, n_tokens)
