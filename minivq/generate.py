@@ -28,7 +28,7 @@ from minivq.train_vqvae import decode_logmel, load_model
 BUNDLE_FORMAT = 1
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "data" / "pretrained"
 PRIOR_FILES = {"class": "prior_class.npz", "none": "prior_none.npz"}
-SAMPLING_DEFAULTS = dict(temperature=1.0, top_k=None, top_p=None)
+SAMPLING_DEFAULTS = dict(temperature=1.0, top_k=None, top_p=None, guidance=1.0)
 
 
 @dataclass
@@ -38,6 +38,7 @@ class Bundle:
     classifier: tuple   # (params, ClassifierConfig, norm)
     features: audio.FeatureConfig
     manifest: dict
+    guide: tuple = None  # (params, GPTConfig, meta) of an unconditional prior, for guidance
 
 
 def load_bundle(folder, cond="class"):
@@ -73,21 +74,39 @@ def load_bundle(folder, cond="class"):
     if (ccfg.n_mels, ccfg.n_frames) != (feats.n_mels, feats.n_frames) or vcfg.in_size != feats.n_mels:
         raise ValueError(f"checkpoint versions do not match: classifier expects {ccfg.n_mels}x{ccfg.n_frames}, "
                          f"VQ-VAE {vcfg.in_size}x{vcfg.in_size}, features are {feats.n_mels}x{feats.n_frames}")
-    return Bundle(vq, prior, clf, feats, manifest)
+    guide = None
+    if cond == "class" and (folder / PRIOR_FILES["none"]).is_file():
+        guide = load_prior(folder / PRIOR_FILES["none"])
+        if guide[1].n_code != pcfg.n_code or guide[1].context != pcfg.context:
+            raise ValueError(f"checkpoint versions do not match: {PRIOR_FILES['none']} and {PRIOR_FILES['class']} "
+                             "model different token grids")
+    return Bundle(vq, prior, clf, feats, manifest, guide)
 
 
-def generate(bundle, digits=None, n=None, temperature=1.0, top_k=None, top_p=None, seed=0, gl_iters=64):
+def bundle_sampling(bundle):
+    """Sampling defaults of a bundle: SAMPLING_DEFAULTS updated by its manifest's 'sampling'."""
+    return {**SAMPLING_DEFAULTS, **bundle.manifest.get("sampling", {})}
+
+
+def generate(bundle, digits=None, n=None, temperature=1.0, top_k=None, top_p=None, seed=0, gl_iters=64,
+             guidance=1.0):
     """Sample and judge clips. digits: (B,) requested digits (conditional bundle) or None with
     n samples (unconditional). Returns dict: tokens (B, h, w), logmel (B, M, T) decoder output,
     waves (B, n_samples), heard (B, M, T) log-mel of the waves, and the classifier's verdict
-    (probs, pred, confidence, embed; accuracy/confusion when digits are given)."""
+    (probs, pred, confidence, embed; accuracy/confusion when digits are given).
+    guidance != 1 samples with classifier-free guidance from the bundle's unconditional prior."""
     pparams, pcfg, _ = bundle.prior
     vparams, vcfg, vnorm = bundle.vqvae
     if digits is not None:
         digits = np.asarray(digits, dtype=np.int64).reshape(-1)
         n = len(digits)
+    guide = None
+    if guidance != 1.0 and digits is not None:
+        if bundle.guide is None:
+            raise ValueError(f"guidance {guidance} needs an unconditional prior ({PRIOR_FILES['none']}) in the bundle")
+        guide = bundle.guide[:2]
     tokens = sample(pparams, pcfg, n, cond=digits, temperature=temperature, top_k=top_k, top_p=top_p,
-                    seed=seed).reshape(n, vcfg.grid, vcfg.grid)  # (B, h, w)
+                    seed=seed, guide=guide, guidance=guidance).reshape(n, vcfg.grid, vcfg.grid)  # (B, h, w)
     logmel = decode_logmel(vparams, vcfg, vnorm, tokens)  # (B, M, T)
     waves, heard = evaluate.round_trip(logmel, bundle.features, n_iter=gl_iters, seed=seed)
     verdict = evaluate.judge(bundle.classifier, heard, want=digits)
@@ -108,9 +127,12 @@ def main(argv=None):
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--digit", default="all", help="digit to say (0-9) or 'all' (one set per digit)")
     p.add_argument("--n", type=int, default=1, help="samples per requested digit (total with --uncond: 10*n)")
-    p.add_argument("--temperature", type=float, default=SAMPLING_DEFAULTS["temperature"], help="softmax temperature")
-    p.add_argument("--top-k", type=int, default=SAMPLING_DEFAULTS["top_k"], help="keep only the k most likely codes")
-    p.add_argument("--top-p", type=float, default=SAMPLING_DEFAULTS["top_p"], help="nucleus: smallest set with this mass")
+    p.add_argument("--temperature", type=float, default=None, help="softmax temperature (default: the bundle's, else 1)")
+    p.add_argument("--top-k", type=int, default=None, help="keep only the k most likely codes")
+    p.add_argument("--top-p", type=float, default=None, help="nucleus: smallest set with this mass")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="classifier-free guidance scale with the bundle's unconditional prior (1: off; "
+                        "default: the bundle's)")
     p.add_argument("--seed", type=int, default=0, help="sampling and Griffin-Lim seed")
     p.add_argument("--out", default="samples", help="output folder for WAVs and the PNG grid")
     p.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT), help="model bundle folder")
@@ -121,7 +143,7 @@ def main(argv=None):
     try:
         if a.n < 1:
             raise ValueError(f"--n must be at least 1, got {a.n}")
-        if a.temperature <= 0:
+        if a.temperature is not None and a.temperature <= 0:
             raise ValueError(f"--temperature must be positive, got {a.temperature}")
         if a.top_k is not None and a.top_k < 1:
             raise ValueError(f"--top-k must be at least 1, got {a.top_k}")
@@ -131,8 +153,12 @@ def main(argv=None):
             raise ValueError("--uncond samples without a digit; leave --digit at 'all'")
         digits = None if a.uncond else parse_digits(a.digit, a.n)
         bundle = load_bundle(a.checkpoint, cond="none" if a.uncond else "class")
-        res = generate(bundle, digits, n=10 * a.n if a.uncond else None, temperature=a.temperature,
-                       top_k=a.top_k, top_p=a.top_p, seed=a.seed, gl_iters=a.gl_iters)
+        kw = bundle_sampling(bundle)
+        kw.update({k: v for k, v in (("temperature", a.temperature), ("top_k", a.top_k), ("top_p", a.top_p),
+                                     ("guidance", a.guidance)) if v is not None})
+        if a.uncond:
+            kw["guidance"] = 1.0
+        res = generate(bundle, digits, n=10 * a.n if a.uncond else None, seed=a.seed, gl_iters=a.gl_iters, **kw)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -180,9 +180,10 @@ def evaluate_all(feats, clf, vq, priors, out, n_per_digit, seed, sampling):
     samples = out / "samples"
     samples.mkdir(exist_ok=True)
     for cond, prior in priors.items():
-        bundle = Bundle(vq, prior, clf, fc, {})
+        bundle = Bundle(vq, prior, clf, fc, {}, guide=priors.get("none") if cond == "class" else None)
         digits = np.repeat(np.arange(10), n_per_digit) if cond == "class" else None
-        g = generate(bundle, digits, n=10 * n_per_digit, seed=seed, **sampling)
+        kw = dict(sampling) if cond == "class" else {**sampling, "guidance": 1.0}
+        g = generate(bundle, digits, n=10 * n_per_digit, seed=seed, **kw)
         s = _summary(g)
         s["metrics"] = evaluate.distribution_metrics(real["embed"], g["embed"], seed)
         hist = np.bincount(g["pred"], minlength=10)
@@ -273,7 +274,8 @@ def export_bundle(out, dest, cr, conds, feat_cfg, res, data):
         card["metrics"] = _card_metrics(name, out, cr, res)
         checkpoint.write_json(dest / name.replace(".npz", ".json"), card)
     checkpoint.write_json(dest / "manifest.json", {"format": BUNDLE_FORMAT, "minivq": __version__, "files": files,
-                                                   "features": feat_cfg.to_dict(), "features_key": feat_cfg.key()})
+                                                   "features": feat_cfg.to_dict(), "features_key": feat_cfg.key(),
+                                                   "sampling": res["settings"]["sampling"]})
     log(f"exported bundle to {dest} ({sum(f['bytes'] for f in files.values()) / 1e6:.1f} MB)")
 
 
@@ -306,6 +308,9 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0, help="seed for every stage")
     p.add_argument("--n-per-digit", type=int, default=None, help="generated clips per digit (default 100; quick 20)")
     p.add_argument("--export", default=None, help="also write a model bundle for python -m minivq.generate here")
+    p.add_argument("--guidance", type=float, default=1.0,
+                   help="classifier-free guidance scale for conditional generations (needs --uncond; 1: off)")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature for generations")
     a = p.parse_args(argv)
     import os
     data = a.data or os.environ.get("MINIVQ_FSDD")
@@ -314,8 +319,11 @@ def main(argv=None):
             raise ValueError("no data folder: pass --data PATH or set MINIVQ_FSDD")
         if a.cr != 16:
             log("note: generation needs a prior over this CR's token grid; priors are sized from tokens.npz")
+        if a.guidance != 1.0 and not a.uncond:
+            raise ValueError("--guidance needs the unconditional prior: add --uncond")
         run_pipeline(data, a.out, cr=a.cr, uncond=a.uncond, quick=a.quick, seed=a.seed,
-                     n_per_digit=a.n_per_digit, export=a.export)
+                     n_per_digit=a.n_per_digit, export=a.export,
+                     sampling={"guidance": a.guidance, "temperature": a.temperature})
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
