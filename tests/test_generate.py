@@ -1,0 +1,118 @@
+"""python -m minivq.generate on the shipped weights (data/pretrained), and its error cases."""
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from minivq import checkpoint, generate
+
+SHIPPED = generate.DEFAULT_CHECKPOINT
+
+
+def test_shipped_bundle_is_present_and_small():
+    files = {p.name: p.stat().st_size for p in SHIPPED.iterdir()}
+    for name in ("manifest.json", "vqvae.npz", "prior_class.npz", "classifier.npz",
+                 "vqvae.json", "prior_class.json", "classifier.json"):
+        assert name in files, f"{name} missing from {SHIPPED}"
+    assert sum(files.values()) <= 20e6
+
+
+def _agreement(tmp_path, capsys, seed=0):
+    assert generate.main(["--out", str(tmp_path), "--seed", str(seed)]) == 0
+    out = capsys.readouterr().out
+    rows = [line.split() for line in out.splitlines() if line.startswith("digit")]
+    assert len(rows) == 10
+    return sum(int(r[1]) == int(r[2]) for r in rows), out
+
+
+def test_generate_cli_end_to_end_on_shipped_weights(tmp_path, capsys):
+    """Fixed seed: ten digits, one each, written as WAVs + a PNG; the shipped classifier hears
+    at least 4 of them as requested (chance: 1). The shipped prior reaches 51 % on 1,000 clips;
+    the >= 8 of 10 target is tracked by the strict xfail below."""
+    assert generate.main(["--out", str(tmp_path), "--seed", "0"]) == 0
+    out = capsys.readouterr().out
+    wavs = sorted(tmp_path.glob("digit*_*.wav"))
+    assert len(wavs) == 10
+    wave, sr = sf.read(wavs[0])
+    assert sr == 8000 and wave.shape == (8192,) and np.abs(wave).max() > 1e-3
+    assert (tmp_path / "spectrograms.png").stat().st_size > 10_000
+    rows = [line.split() for line in out.splitlines() if line.startswith("digit")]
+    assert len(rows) == 10
+    agree = sum(int(r[1]) == int(r[2]) for r in rows)
+    assert agree >= 4, out
+
+
+@pytest.mark.xfail(strict=True, reason="target not reached yet: the shipped conditional prior makes clips the "
+                                       "classifier hears as requested 51 % of the time (needs longer prior training)")
+def test_generate_meets_eight_of_ten_target(tmp_path, capsys):
+    agree, out = _agreement(tmp_path, capsys)
+    assert agree >= 8, out
+
+
+def test_generate_one_digit_several_samples(tmp_path):
+    bundle = generate.load_bundle(SHIPPED)
+    res = generate.generate(bundle, digits=[7, 7, 7], seed=1, gl_iters=16)
+    assert res["tokens"].shape == (3, 16, 16) and res["waves"].shape == (3, 8192)
+    assert res["tokens"].min() >= 0 and res["tokens"].max() < bundle.vqvae[1].K
+    assert not np.array_equal(res["tokens"][0], res["tokens"][1])  # samples differ
+    again = generate.generate(bundle, digits=[7, 7, 7], seed=1, gl_iters=16)
+    assert np.array_equal(again["tokens"], res["tokens"])  # and a seed repeats them
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--digit", "12"], "--digit must be a single digit 0-9 or 'all'"),
+    (["--digit", "x"], "--digit must be a single digit 0-9 or 'all'"),
+    (["--n", "0"], "--n must be at least 1"),
+    (["--temperature", "0"], "--temperature must be positive"),
+    (["--top-p", "1.5"], "--top-p must be in (0, 1]"),
+    (["--checkpoint", "/nonexistent/minivq"], "checkpoint folder /nonexistent/minivq does not exist"),
+])
+def test_bad_arguments_give_one_clear_line(args, message, capsys, tmp_path):
+    assert generate.main(args + ["--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {err[7:]}" and message in err and "\n" not in err
+
+
+def test_cli_subprocess_exits_nonzero_without_traceback(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "minivq.generate", "--digit", "ten", "--out", str(tmp_path)],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.startswith("error: ")
+
+
+def _copy_bundle(tmp_path):
+    dst = tmp_path / "bundle"
+    shutil.copytree(SHIPPED, dst)
+    return dst
+
+
+def test_missing_manifest_and_wrong_format_are_clear(tmp_path):
+    b = _copy_bundle(tmp_path)
+    m = json.loads((b / "manifest.json").read_text())
+    (b / "manifest.json").write_text(json.dumps({**m, "format": 99}))
+    with pytest.raises(ValueError, match="bundle format 99"):
+        generate.load_bundle(b)
+    (b / "manifest.json").unlink()
+    with pytest.raises(FileNotFoundError, match="not a minivq model bundle"):
+        generate.load_bundle(b)
+
+
+def test_mismatched_checkpoint_versions_are_detected(tmp_path):
+    """A prior trained on another VQ-VAE's tokens (other codebook size) must be refused."""
+    b = _copy_bundle(tmp_path)
+    ck = checkpoint.load(b / "prior_class.npz")
+    cfg = dict(ck["config"])
+    cfg["model"] = {**cfg["model"], "n_code": 256}
+    checkpoint.save(b / "prior_class.npz", ck["params"], config=cfg, meta=ck["meta"])
+    with pytest.raises(ValueError, match="checkpoint versions do not match"):
+        generate.load_bundle(b)
+
+
+def test_uncond_without_unconditional_prior_is_clear(tmp_path):
+    b = _copy_bundle(tmp_path)
+    (b / "prior_none.npz").unlink(missing_ok=True)
+    with pytest.raises(FileNotFoundError, match="no unconditional prior"):
+        generate.load_bundle(b, cond="none")
