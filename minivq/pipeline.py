@@ -61,9 +61,10 @@ def _stage(folder, settings, final):
 
 
 def run_pipeline(data, out, cr=16, uncond=False, quick=False, seed=0, n_per_digit=None, export=None,
-                 sampling=None, overrides=None):
+                 sampling=None, overrides=None, latents=False):
     """Train (or reuse) every stage, evaluate, write report.md/results.json; returns results.
-    overrides: replaces entries of the QUICK/FULL settings (e.g. a smaller subset for tests)."""
+    overrides: replaces entries of the QUICK/FULL settings (e.g. a smaller subset for tests).
+    latents: also compute TopP&R between real and generated token grids in the VQ latent space."""
     from minivq.data import load_features
     S = dict(QUICK if quick else FULL)
     unknown = set(overrides or {}) - set(S)
@@ -131,7 +132,7 @@ def run_pipeline(data, out, cr=16, uncond=False, quick=False, seed=0, n_per_digi
     # 4. evaluation
     t = time.perf_counter()
     log("stage 4/4 evaluation")
-    res = evaluate_all(feats, clf, vq, priors, out, S["n_per_digit"], seed, sampling)
+    res = evaluate_all(feats, clf, vq, priors, out, S["n_per_digit"], seed, sampling, latents=latents)
     times["evaluation"] = time.perf_counter() - t
     times["total"] = time.perf_counter() - t_all
     res["wall_seconds"] = times
@@ -157,7 +158,22 @@ def _train_seconds(out, cr, priors):
     return ts
 
 
-def evaluate_all(feats, clf, vq, priors, out, n_per_digit, seed, sampling):
+def latent_top_pr(codebook, real_tokens, fake_tokens, seed=0):
+    """TopP&R between two sets of token grids in the VQ latent space: each grid becomes its
+    code vectors codebook[tokens] flattened (h*w*D dims), projected to 32-d by top_pr's seeded
+    Gaussian map. None (with the reason) when there are too few grids."""
+    from minivq.backend import to_numpy
+    cb = to_numpy(codebook)
+    real = cb[np.asarray(real_tokens)].reshape(len(real_tokens), -1)  # (N, h*w*D)
+    fake = cb[np.asarray(fake_tokens)].reshape(len(fake_tokens), -1)  # (M, h*w*D)
+    try:
+        r = evaluate.metrics.top_pr(real, fake, rng=np.random.RandomState(seed))
+        return {"fidelity": r.fidelity, "diversity": r.diversity, "top_f1": r.top_f1}
+    except ValueError as e:
+        return {"fidelity": None, "diversity": None, "top_f1": None, "note": str(e)}
+
+
+def evaluate_all(feats, clf, vq, priors, out, n_per_digit, seed, sampling, latents=False):
     fc = feats.cfg
     x_te, y_te = feats.test.x, np.asarray(feats.test.digit)
     r = {}
@@ -169,7 +185,8 @@ def evaluate_all(feats, clf, vq, priors, out, n_per_digit, seed, sampling):
     r["griffin_lim"] = _summary(gl)
     log(f"  Griffin-Lim round trips: accuracy {gl['accuracy']:.4f}")
     vparams, vcfg, vnorm = vq
-    rec_mel = TV.decode_logmel(vparams, vcfg, vnorm, TV.encode_logmel(vparams, vcfg, vnorm, x_te))
+    real_tokens = TV.encode_logmel(vparams, vcfg, vnorm, x_te)  # (N, h, w)
+    rec_mel = TV.decode_logmel(vparams, vcfg, vnorm, real_tokens)
     _, rec = evaluate.round_trip(rec_mel, fc, seed=seed)
     rec = evaluate.judge(clf, rec, want=y_te)
     r["reconstruction"] = _summary(rec)
@@ -190,6 +207,8 @@ def evaluate_all(feats, clf, vq, priors, out, n_per_digit, seed, sampling):
         s["heard_histogram"] = hist.tolist()
         s["heard_entropy_bits"] = evaluate.entropy_bits(hist)
         s["digit_score"] = float(evaluate.metrics.digit_score(g["probs"]))
+        if latents:
+            s["latent_top_pr"] = latent_top_pr(vparams["codebook"], real_tokens, g["tokens"], seed)
         r[f"generated_{cond}"] = s
         tag = "conditional" if cond == "class" else "unconditional"
         if cond == "class":
@@ -311,6 +330,8 @@ def main(argv=None):
     p.add_argument("--guidance", type=float, default=1.0,
                    help="classifier-free guidance scale for conditional generations (needs --uncond; 1: off)")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature for generations")
+    p.add_argument("--latent-metrics", action="store_true",
+                   help="also TopP&R of generated vs real token grids in the VQ latent space (projected to 32-d)")
     a = p.parse_args(argv)
     import os
     data = a.data or os.environ.get("MINIVQ_FSDD")
@@ -323,7 +344,7 @@ def main(argv=None):
             raise ValueError("--guidance needs the unconditional prior: add --uncond")
         run_pipeline(data, a.out, cr=a.cr, uncond=a.uncond, quick=a.quick, seed=a.seed,
                      n_per_digit=a.n_per_digit, export=a.export,
-                     sampling={"guidance": a.guidance, "temperature": a.temperature})
+                     sampling={"guidance": a.guidance, "temperature": a.temperature}, latents=a.latent_metrics)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

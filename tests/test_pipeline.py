@@ -15,7 +15,7 @@ TINY = dict(max_per_digit=6, clf_epochs=1, vq_epochs=1, prior_epochs=1, d_model=
 def tiny_run(fsdd_path, tmp_path_factory):
     out = tmp_path_factory.mktemp("pipe")
     res = pipeline.run_pipeline(fsdd_path, out / "work", quick=True, uncond=True, overrides=TINY,
-                                export=out / "bundle")
+                                export=out / "bundle", latents=True)
     return out, res
 
 
@@ -34,6 +34,7 @@ def test_pipeline_writes_results_report_and_figures(tiny_run):
     # 20 generated points are too few for TopP&R in 32-d: reported as such, not crashed
     assert on_disk["generated_class"]["metrics"]["fidelity"] is None
     assert "needs at least" in on_disk["generated_class"]["metrics"]["top_pr_note"]
+    assert "needs at least" in on_disk["generated_class"]["latent_top_pr"]["note"]
     for f in ("report.md", "confusion_real.png", "confusion_generated.png", "real_vs_generated.png"):
         assert (work / f).stat().st_size > 0, f
     assert "| real test clips | 60 |" in (work / "report.md").read_text()
@@ -80,3 +81,18 @@ def test_pipeline_cli_errors_are_one_line(capsys, monkeypatch, tmp_path):
     assert capsys.readouterr().err.startswith("error: ")
     with pytest.raises(ValueError, match="unknown pipeline settings"):
         pipeline.run_pipeline(tmp_path, tmp_path, overrides={"epochs": 1})
+
+
+def test_latent_top_pr_in_code_space():
+    """Token grids drawn from the same codes score high; grids made of unused codes score 0."""
+    rng = np.random.default_rng(0)
+    codebook = rng.standard_normal((1024, 2))  # (K, D)
+    codebook[512:] += 20.0  # the upper half of the codes lies far from the lower half
+    real = rng.integers(0, 512, (300, 1, 2))  # (N, h, w) grids of lower-half codes
+    same = rng.integers(0, 512, (300, 1, 2))
+    other = rng.integers(512, 1024, (300, 1, 2))
+    a = pipeline.latent_top_pr(codebook, real, same)
+    b = pipeline.latent_top_pr(codebook, real, other)
+    assert a["fidelity"] > 0.8 and a["diversity"] > 0.8
+    assert b["fidelity"] == 0.0 and b["diversity"] == 0.0
+    assert pipeline.latent_top_pr(codebook, real[:5], same[:5])["fidelity"] is None
