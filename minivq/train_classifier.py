@@ -30,6 +30,7 @@ import numpy as np
 from minivq import checkpoint
 from minivq import classifier as C
 from minivq.backend import asarray, to_numpy
+from minivq.evaluate import plot_confusion
 from minivq.optim import adam_step, clip_grad_norm, lr_at
 from minivq.progress import NonFiniteLoss, Progress, check_finite
 
@@ -86,27 +87,6 @@ def evaluate(params, norm, x, digit, batch=256):
     conf = np.zeros((K, K), dtype=np.int64)  # (K, K) rows: true digit, columns: predicted
     np.add.at(conf, (np.asarray(digit), pred), 1)
     return float((pred == np.asarray(digit)).mean()), pred, conf
-
-
-def save_confusion_png(path, conf, title):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(5, 4.4))
-    ax.imshow(conf, cmap="Blues")
-    for i in range(conf.shape[0]):
-        for j in range(conf.shape[1]):
-            if conf[i, j]:
-                ax.text(j, i, str(conf[i, j]), ha="center", va="center", fontsize=7,
-                        color="white" if conf[i, j] > conf.max() / 2 else "black")
-    ax.set_xlabel("predicted digit")
-    ax.set_ylabel("true digit")
-    ax.set_xticks(range(conf.shape[1]))
-    ax.set_yticks(range(conf.shape[0]))
-    ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 class _Null:
@@ -217,7 +197,7 @@ def train(features, out_dir, cfg=None, epochs=20, batch=64, lr=3e-3, seed=0, wei
     C.save_classifier(out_dir / "classifier.npz", params, cfg, norm,
                       meta={k: v for k, v in metrics.items() if k != "history"})
     checkpoint.write_json(out_dir / "metrics.json", metrics)
-    save_confusion_png(out_dir / "confusion.png", conf,
+    plot_confusion(out_dir / "confusion.png", conf,
                        f"classifier test accuracy {acc:.3f} (n={len(x_te)})")
     return {"params": params, "cfg": cfg, "norm": norm, "metrics": metrics}
 
