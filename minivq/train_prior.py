@@ -29,7 +29,7 @@ from minivq.transformer import (LN2, GPTConfig, backward, evaluate, forward, ini
                                 no_decay_names)
 
 CKPT_NAME = "prior.npz"
-TRAIN_DEFAULTS = dict(epochs=6, batch_size=32, lr=1e-3, min_lr=1e-4, warmup=100, weight_decay=0.01,
+TRAIN_DEFAULTS = dict(epochs=12, batch_size=32, lr=1e-3, min_lr=1e-4, warmup=100, weight_decay=0.01,
                       grad_clip=1.0, seed=0, max_train=None)
 
 
