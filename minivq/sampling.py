@@ -28,8 +28,9 @@ def filter_logits(logits, temperature=1.0, top_k=None, top_p=None):
     z = logits / temperature  # (N, K) fresh array
     K = z.shape[-1]
     if top_k is not None and 0 < top_k < K:
-        kth = xp.sort(z, axis=-1)[:, K - top_k][:, None]  # (N, 1) the k-th largest
-        z[z < kth] = -xp.inf
+        # exactly k survive, even with ties at the k-th value (a threshold test would keep them all)
+        drop = xp.argpartition(z, K - top_k, axis=-1)[:, :K - top_k]  # (N, K-k) ids of the smallest
+        z[xp.arange(z.shape[0])[:, None], drop] = -xp.inf
     z -= z.max(axis=-1, keepdims=True)
     p = xp.exp(z)
     p /= p.sum(axis=-1, keepdims=True)  # (N, K)

@@ -142,6 +142,9 @@ def test_filter_logits_and_draw(backend):
     logits = asarray(rng.standard_normal((3, 20)))
     p = to_numpy(S.filter_logits(logits, top_k=4))
     assert ((p > 0).sum(-1) == 4).all() and np.allclose(p.sum(-1), 1)
+    assert (np.argsort(-to_numpy(logits), -1)[:, :4] == np.argsort(-p, -1, kind="stable")[:, :4]).all()
+    ties = asarray(np.array([[3.0, 1.0, 3.0, 3.0, 0.0, 3.0]]))  # four-way tie at the top
+    assert (to_numpy(S.filter_logits(ties, top_k=2)) > 0).sum() == 2  # exactly k, not every tied token
     full = to_numpy(S.filter_logits(logits))
     q = to_numpy(S.filter_logits(logits, top_p=0.5))
     for r in range(3):  # the nucleus: the fewest top tokens whose mass reaches 0.5
