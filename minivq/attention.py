@@ -77,8 +77,8 @@ def attention_forward(x, params, n_head):
     k = _split_heads(qkv[..., C:2 * C], n_head)  # (B, H, T, E)
     v = _split_heads(qkv[..., 2 * C:], n_head)  # (B, H, T, E)
     scale = 1.0 / math.sqrt(E)
-    att = q @ k.transpose(0, 1, 3, 2)  # (B, H, T, T) scores
-    att *= scale
+    q = q * scale  # scaling q (B, H, T, E) is T/E times cheaper than scaling the scores
+    att = q @ k.transpose(0, 1, 3, 2)  # (B, H, T, T) scores q k^T / sqrt(E)
     att += causal_mask(T, dtype=att.dtype)  # future keys -> -inf
     softmax_lastaxis_(att)  # (B, H, T, T) probabilities, in place
     y = att @ v  # (B, H, T, E)
@@ -104,8 +104,9 @@ def attention_backward(dout, cache):
     ds = dy @ v.transpose(0, 1, 3, 2)  # (B, H, T, T) d(probabilities), a fresh array
     ds -= rowdot.transpose(0, 2, 1)[..., None]
     ds *= att  # masked entries have att = 0, so no gradient flows to future keys
-    ds *= scale  # now the gradient of the raw scores q k^T
-    dq = ds @ k  # (B, H, T, E)
+    # ds is now the gradient of the scores s = q_s k^T with q_s = q / sqrt(E) (the cached q)
+    dq = ds @ k  # (B, H, T, E) gradient of q_s ...
+    dq *= scale  # ... and of q
     dk = ds.transpose(0, 1, 3, 2) @ q  # (B, H, T, E)
     dqkv = xp.concatenate([_merge_heads(dq), _merge_heads(dk), _merge_heads(dv)], axis=-1)  # (B, T, 3C)
     dx, dw_qkv, db_qkv = linear_backward(dqkv, c_qkv)  # (B, T, C)

@@ -171,15 +171,36 @@ _GELU_C = 0.7978845608028654  # sqrt(2/pi)
 def gelu_forward(x):
     """tanh approximation: gelu(x) = 0.5 x (1 + tanh(c (x + 0.044715 x^3))), c = sqrt(2/pi)."""
     # x * (1 + a x^2) rather than x + a * x ** 3: float32 ** is a slow generic pow in NumPy
-    t = xp.tanh(_GELU_C * x * (1 + 0.044715 * x * x))
-    return 0.5 * x * (1 + t), (x, t)
+    # In-place steps on two buffers: each fresh (B, T, 4C) array costs page faults as well as
+    # a pass over memory, and this is one of the largest activations of the transformer.
+    t = x * x
+    t *= 0.044715
+    t += 1
+    t *= x
+    t *= _GELU_C
+    xp.tanh(t, out=t)  # t = tanh(c (x + 0.044715 x^3)), kept for backward
+    out = t + 1
+    out *= x
+    out *= 0.5
+    return out, (x, t)
 
 
 def gelu_backward(dout, cache):
     """d gelu/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) c (1 + 3*0.044715 x^2)."""
     x, t = cache
-    dgelu = 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * _GELU_C * (1 + 0.134145 * x * x)
-    return dout * dgelu
+    g = x * x
+    g *= 0.134145
+    g += 1  # 1 + 3*0.044715 x^2
+    g *= x
+    s = t * t
+    s -= 1
+    g *= s  # -x (1 - t^2)(1 + 3*0.044715 x^2)
+    g *= -_GELU_C
+    g += t
+    g *= 0.5
+    g += 0.5  # 0.5 (1 + t) + 0.5 x (1 - t^2) c (1 + 3*0.044715 x^2)
+    g *= dout
+    return g
 
 
 # ----------------------------------------------------------------------------- layernorm
@@ -226,21 +247,23 @@ def softmax_cross_entropy(logits, targets, mask=None):
     -> (loss, dlogits). loss = mean over unmasked positions of -log softmax(logits)[target].
     Stable: subtract the row max before exp.  dlogits = (softmax - onehot) * mask / n_unmasked."""
     V = logits.shape[-1]
-    z = logits - logits.max(axis=-1, keepdims=True)
-    logp = z - xp.log(xp.exp(z).sum(axis=-1, keepdims=True))  # (..., V)
     rows = xp.arange(targets.size)
     t = targets.reshape(-1)  # (N,)
-    nll = -logp.reshape(-1, V)[rows, t]  # (N,)
+    # one (N, V) buffer, reused: shifted logits -> exp -> softmax -> dlogits
+    e = logits.reshape(-1, V) - logits.reshape(-1, V).max(axis=-1, keepdims=True)  # (N, V) z = shifted logits
+    z_t = e[rows, t]  # (N,) the target's shifted logit
+    xp.exp(e, out=e)
+    sum_e = e.sum(axis=-1)  # (N,)
+    nll = xp.log(sum_e) - z_t  # (N,)  -log softmax(z)[t] = log sum exp(z) - z_t
     m = xp.ones(t.shape, dtype=logits.dtype) if mask is None else mask.reshape(-1).astype(logits.dtype)
     n = m.sum()
     if float(n) == 0:
         raise ValueError("softmax_cross_entropy: the mask selects no positions")
     loss = (nll * m).sum() / n
-    dlogits = xp.exp(logp).reshape(-1, V)  # softmax, (N, V) fresh array
-    dlogits[rows, t] -= 1
-    dlogits *= (m / n)[:, None]
-    dlogits = dlogits.reshape(logits.shape)  # (..., V)
-    return loss, dlogits
+    e /= sum_e[:, None]  # softmax
+    e[rows, t] -= 1
+    e *= (m / n)[:, None]
+    return loss, e.reshape(logits.shape)  # dlogits (..., V)
 
 
 def mse(pred, target):
