@@ -158,7 +158,7 @@ def backward(cache):
     dh2 = relu_backward(da2, r2)
     da1, g["conv2_w"], g["conv2_b"] = conv2d_backward(dh2, c2)  # (B, C1, M/2, T/2)
     dh1 = relu_backward(da1, r1)
-    _dx, g["conv1_w"], g["conv1_b"] = conv2d_backward(dh1, c1)  # (B, 1, M, T), unused
+    _, g["conv1_w"], g["conv1_b"] = conv2d_backward(dh1, c1, need_dx=False)  # the input needs no gradient
     return g
 
 

@@ -106,16 +106,20 @@ def conv2d_forward(x, w, b, stride=1, pad=0):
     return out, (x.shape, w, cols, stride, pad)
 
 
-def conv2d_backward(dout, cache):
+def conv2d_backward(dout, cache, need_dx=True):
     """dout: (B, F, OH, OW) -> dx (B, C, H, W), dw (F, C, KH, KW), db (F,).
     With out = W_mat @ cols:  dW_mat = dout_mat @ cols^T,  dcols = W_mat^T @ dout_mat,
-    and dx = col2im(dcols) (the adjoint of the patch extraction)."""
+    and dx = col2im(dcols) (the adjoint of the patch extraction).
+    need_dx=False (a network's first layer: nobody wants the input's gradient) skips dx and
+    returns None in its place."""
     (B, C, H, W), w, cols, stride, pad = cache
     F, _, KH, KW = w.shape
     OH, OW = dout.shape[2:]
     d2 = dout.transpose(1, 0, 2, 3).reshape(F, -1)  # (F, B*OH*OW)
     dw = _abt(d2, cols).reshape(w.shape)  # (F, C, KH, KW)
     db = d2.sum(axis=1)  # (F,)
+    if not need_dx:
+        return None, dw, db
     dcols = w.reshape(F, -1).T @ d2  # (C*KH*KW, B*OH*OW)
     dxp = _col2im(dcols, B, C, H + 2 * pad, W + 2 * pad, KH, KW, stride, OH, OW)  # (B, C, Hp, Wp)
     dx = xp.ascontiguousarray(_unpad(dxp, pad))  # (B, C, H, W)

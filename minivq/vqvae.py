@@ -151,7 +151,7 @@ def encoder_backward(dz_e, cache, cfg):
     dh, g["enc_conv_w"], g["enc_conv_b"] = L.conv2d_backward(dh, c_conv)
     for i in reversed(range(cfg.n_down)):
         dh = L.relu_backward(dh, caches[2 * i + 1])
-        dh, g[f"enc_down{i}_w"], g[f"enc_down{i}_b"] = L.conv2d_backward(dh, caches[2 * i])
+        dh, g[f"enc_down{i}_w"], g[f"enc_down{i}_b"] = L.conv2d_backward(dh, caches[2 * i], need_dx=i > 0)
     return g
 
 

@@ -141,6 +141,18 @@ def test_conv2d_gradcheck(backend, case):
     _check(L.conv2d_forward, L.conv2d_backward, inputs, kwargs={"stride": s, "pad": p})
 
 
+def test_conv2d_backward_without_dx(backend):
+    """need_dx=False (first layers) returns the same dw, db and no dx."""
+    rng = np.random.default_rng(4)
+    x, w, b = _rand(rng, 2, 1, 8, 8), _rand(rng, 3, 1, 4, 4), _rand(rng, 3)
+    out, c = L.conv2d_forward(x, w, b, stride=2, pad=1)
+    dout = _rand(rng, *out.shape)
+    dx, dw, db = L.conv2d_backward(dout, c)
+    none, dw2, db2 = L.conv2d_backward(dout, c, need_dx=False)
+    assert none is None and dx.shape == x.shape
+    assert np.array_equal(to_numpy(dw), to_numpy(dw2)) and np.array_equal(to_numpy(db), to_numpy(db2))
+
+
 @pytest.mark.parametrize("case", CONV_CASES[:3] + [CONV_CASES[3]])
 def test_conv_transpose2d_gradcheck(backend, case):
     B, C, H, W, F, KH, KW, s, p = case
