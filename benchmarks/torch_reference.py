@@ -21,6 +21,31 @@ from minivq.gradcheck import rel_error
 
 
 # ----------------------------------------------------------------------------- VQ-VAE
+def step_gflop(cfg, B):
+    """Multiply-adds of one training step (forward + backward), counted from the layer shapes,
+    as GFLOP (2 per multiply-add). Each conv forward costs F*C*KH*KW per output pixel (a
+    conv-transpose: per input pixel); backward costs twice that (weight and input gradients),
+    except the first conv, whose input gradient is not formed. The quantiser's distance
+    product is N*K*D. Element-wise work is left out: this is the matrix-product floor."""
+    shapes = V.param_shapes(cfg)
+    g, s = cfg.grid, cfg.in_size
+    macs = 0
+    for name, shp in shapes.items():
+        if not name.endswith("w") and not name.endswith(("w1", "w2")):
+            continue
+        if name.startswith("enc_down"):
+            i = int(name[len("enc_down")])
+            px, first = (s >> (i + 1)) ** 2, i == 0
+        elif name.startswith("dec_up"):
+            px, first = (g << int(name[len("dec_up")])) ** 2, False  # input pixels of the conv-transpose
+        else:
+            px, first = g * g, False
+        fwd = int(np.prod(shp)) * px * B
+        macs += fwd * (2 if first else 3)
+    macs += B * g * g * cfg.K * cfg.D  # nearest-code distances (no backward)
+    return 2 * macs / 1e9
+
+
 def _torch_vqvae(torch, cfg, params):
     """Same architecture as minivq.vqvae, as a function of a dict of torch tensors."""
     F = torch.nn.functional
@@ -109,8 +134,22 @@ def vqvae_section(cr=16, repeats=5, batch=32):
     mo, mt = statistics.median(t_ours), statistics.median(t_torch)
     print(f"numpy {mo * 1e3:.0f} ms/step ({batch / mo:.1f} samples/s) | torch {mt * 1e3:.0f} ms/step "
           f"({batch / mt:.1f} samples/s) | ratio numpy/torch {mo / mt:.2f}")
+    gf = step_gflop(cfg, batch)
+    a, bm = g.standard_normal((2048, 2048), dtype=np.float32), g.standard_normal((2048, 2048), dtype=np.float32)
+    a @ bm
+    t_mm = statistics.median([_time(lambda: a @ bm) for _ in range(5)])
+    peak = 2 * 2048 ** 3 / t_mm / 1e9
+    print(f"matrix-product work {gf:.1f} GFLOP/step: numpy reaches {gf / mo:.0f} GFLOP/s, torch {gf / mt:.0f}; "
+          f"one large float32 matmul here runs at {peak:.0f} GFLOP/s, so products alone need "
+          f"{gf / peak * 1e3:.0f} ms of the step")
     return {"worst_grad_rel_error": errs[worst], "loss_rel_error": lerr, "same_idx": same_idx,
-            "numpy_ms": mo * 1e3, "torch_ms": mt * 1e3, "ratio": mo / mt}
+            "numpy_ms": mo * 1e3, "torch_ms": mt * 1e3, "ratio": mo / mt, "gflop": gf, "matmul_gflops": peak}
+
+
+def _time(f):
+    t = time.perf_counter()
+    f()
+    return time.perf_counter() - t
 
 
 SECTIONS = {"vqvae": vqvae_section}
