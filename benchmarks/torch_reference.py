@@ -31,7 +31,7 @@ def step_gflop(cfg, B):
     g, s = cfg.grid, cfg.in_size
     macs = 0
     for name, shp in shapes.items():
-        if not name.endswith("w") and not name.endswith(("w1", "w2")):
+        if not name.endswith(("_w", "w1", "w2")):  # weights only (biases and the codebook are not convs)
             continue
         if name.startswith("enc_down"):
             i = int(name[len("enc_down")])
@@ -134,11 +134,7 @@ def vqvae_section(cr=16, repeats=5, batch=32):
     mo, mt = statistics.median(t_ours), statistics.median(t_torch)
     print(f"numpy {mo * 1e3:.0f} ms/step ({batch / mo:.1f} samples/s) | torch {mt * 1e3:.0f} ms/step "
           f"({batch / mt:.1f} samples/s) | ratio numpy/torch {mo / mt:.2f}")
-    gf = step_gflop(cfg, batch)
-    a, bm = g.standard_normal((2048, 2048), dtype=np.float32), g.standard_normal((2048, 2048), dtype=np.float32)
-    a @ bm
-    t_mm = statistics.median([_time(lambda: a @ bm) for _ in range(5)])
-    peak = 2 * 2048 ** 3 / t_mm / 1e9
+    gf, peak = step_gflop(cfg, batch), matmul_gflops()
     print(f"matrix-product work {gf:.1f} GFLOP/step: numpy reaches {gf / mo:.0f} GFLOP/s, torch {gf / mt:.0f}; "
           f"one large float32 matmul here runs at {peak:.0f} GFLOP/s, so products alone need "
           f"{gf / peak * 1e3:.0f} ms of the step")
@@ -146,10 +142,17 @@ def vqvae_section(cr=16, repeats=5, batch=32):
             "numpy_ms": mo * 1e3, "torch_ms": mt * 1e3, "ratio": mo / mt, "gflop": gf, "matmul_gflops": peak}
 
 
-def _time(f):
-    t = time.perf_counter()
-    f()
-    return time.perf_counter() - t
+def matmul_gflops(n=2048, repeats=5):
+    """GFLOP/s of one large float32 n x n matrix product (median of repeats): the rate a step
+    made only of big, well-shaped products could reach on this machine."""
+    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)  # (n, n)
+    a @ a  # warm up
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ a
+        times.append(time.perf_counter() - t)
+    return 2 * n ** 3 / statistics.median(times) / 1e9
 
 
 SECTIONS = {"vqvae": vqvae_section}

@@ -142,11 +142,8 @@ def timing(cfg, B, repeats, lr=1e-3, wd=0.01, clip=1.0):
     print(f"training step float32, B={B}, sequence {cfg.context + 1} tokens (T={cfg.context}), "
           f"{THREADS} threads, median of {repeats}: numpy {mn:.3f} s, torch {mt:.3f} s, ratio {mn / mt:.2f}")
     print(f"  numpy runs: {' '.join(f'{t:.2f}' for t in tn)}; torch runs: {' '.join(f'{t:.2f}' for t in tt)}")
-    gf = step_gflop(cfg, B)
-    a = np.random.default_rng(0).standard_normal((2048, 2048), dtype=np.float32)
-    a @ a
-    t_mm = float(np.median([_timed(lambda: a @ a) for _ in range(5)]))
-    peak = 2 * 2048 ** 3 / t_mm / 1e9
+    from torch_reference import matmul_gflops  # the sibling script (benchmarks/ is on sys.path when run)
+    gf, peak = step_gflop(cfg, B), matmul_gflops()
     print(f"  matrix-product work {gf:.1f} GFLOP/step: numpy reaches {gf / mn:.0f} GFLOP/s, torch {gf / mt:.0f}; "
           f"a large float32 matmul runs at {peak:.0f} GFLOP/s here, so products alone need {gf / peak * 1e3:.0f} ms")
     profile_numpy(np_step)
@@ -163,12 +160,6 @@ def step_gflop(cfg, B):
     lin = cfg.n_layer * 12 * C * C + C * V  # multiply-adds per token, forward
     att = cfg.n_layer * 2 * T * C
     return 2 * B * T * (3 * lin + 3 * att) / 1e9
-
-
-def _timed(f):
-    t0 = time.perf_counter()
-    f()
-    return time.perf_counter() - t0
 
 
 def profile_numpy(step):

@@ -174,9 +174,8 @@ _GELU_C = 0.7978845608028654  # sqrt(2/pi)
 
 def gelu_forward(x):
     """tanh approximation: gelu(x) = 0.5 x (1 + tanh(c (x + 0.044715 x^3))), c = sqrt(2/pi)."""
-    # x * (1 + a x^2) rather than x + a * x ** 3: float32 ** is a slow generic pow in NumPy
-    # In-place steps on two buffers: each fresh (B, T, 4C) array costs page faults as well as
-    # a pass over memory, and this is one of the largest activations of the transformer.
+    # In-place steps on two buffers (each fresh (B, T, 4C) array costs page faults as well as a
+    # pass over memory), and x (1 + a x^2) rather than x + a x**3 (float32 ** is a slow pow).
     t = x * x
     t *= 0.044715
     t += 1
@@ -254,7 +253,8 @@ def softmax_cross_entropy(logits, targets, mask=None):
     rows = xp.arange(targets.size)
     t = targets.reshape(-1)  # (N,)
     # one (N, V) buffer, reused: shifted logits -> exp -> softmax -> dlogits
-    e = logits.reshape(-1, V) - logits.reshape(-1, V).max(axis=-1, keepdims=True)  # (N, V) z = shifted logits
+    flat = logits.reshape(-1, V)  # (N, V) view
+    e = flat - flat.max(axis=-1, keepdims=True)  # (N, V) z = shifted logits
     z_t = e[rows, t]  # (N,) the target's shifted logit
     xp.exp(e, out=e)
     sum_e = e.sum(axis=-1)  # (N,)

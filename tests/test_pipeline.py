@@ -7,8 +7,8 @@ import pytest
 
 from minivq import generate, pipeline
 
-TINY = dict(max_per_digit=6, clf_epochs=1, vq_epochs=1, prior_epochs=1, uncond_epochs=1, d_model=32, n_layer=1, n_per_digit=2,
-            warmup=1)
+TINY = dict(max_per_digit=6, clf_epochs=1, vq_epochs=1, prior_epochs=1, uncond_epochs=1, d_model=32, n_layer=1,
+            n_per_digit=2, warmup=1)
 
 
 @pytest.fixture(scope="module")
