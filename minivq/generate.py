@@ -77,9 +77,9 @@ def load_bundle(folder, cond="class"):
     guide = None
     if cond == "class" and (folder / PRIOR_FILES["none"]).is_file():
         guide = load_prior(folder / PRIOR_FILES["none"])
-        if guide[1].n_code != pcfg.n_code or guide[1].context != pcfg.context:
+        if (guide[1].n_code, guide[1].context, guide[1].order) != (pcfg.n_code, pcfg.context, pcfg.order):
             raise ValueError(f"checkpoint versions do not match: {PRIOR_FILES['none']} and {PRIOR_FILES['class']} "
-                             "model different token grids")
+                             "model different token grids or read them in different orders")
     return Bundle(vq, prior, clf, feats, manifest, guide)
 
 
@@ -106,7 +106,8 @@ def generate(bundle, digits=None, n=None, temperature=1.0, top_k=None, top_p=Non
             raise ValueError(f"guidance {guidance} needs an unconditional prior ({PRIOR_FILES['none']}) in the bundle")
         guide = bundle.guide[:2]
     tokens = sample(pparams, pcfg, n, cond=digits, temperature=temperature, top_k=top_k, top_p=top_p,
-                    seed=seed, guide=guide, guidance=guidance).reshape(n, vcfg.grid, vcfg.grid)  # (B, h, w)
+                    seed=seed, guide=guide, guidance=guidance)  # (B, T)
+    tokens = pcfg.to_grid(tokens, vcfg.grid, vcfg.grid)  # (B, h, w)
     logmel = decode_logmel(vparams, vcfg, vnorm, tokens)  # (B, M, T)
     waves, heard = evaluate.round_trip(logmel, bundle.features, n_iter=gl_iters, seed=seed)
     verdict = evaluate.judge(bundle.classifier, heard, want=digits)

@@ -2,7 +2,7 @@
 
     python -m minivq.train prior --tokens DIR/tokens.npz --cond {class,none} --out DIR
 
-Size letters: N sequences, T = 256 code positions (a 16 x 16 grid in raster order), K codes.
+Size letters: N sequences, T = 256 code positions (a 16 x 16 grid read in GPTConfig.order), K codes.
 
 tokens.npz (written by the VQ-VAE trainer): train_tokens (N, 16, 16) int, train_digit (N,),
 test_tokens, test_digit, K. Each grid becomes one 257-token sequence: prefix + 256 codes.
@@ -85,8 +85,8 @@ def synthetic_tokens(n_train=600, n_test=100, K=64, grid=16, noise=0.1, seed=0):
 
 
 def make_sequences(tokens, digits, cfg):
-    """tokens (N, H, W) codes, digits (N,) -> int64 (N, 1 + H*W) = prefix + raster-order codes."""
-    codes = np.asarray(tokens).reshape(len(tokens), -1).astype(np.int64)  # (N, T)
+    """tokens (N, H, W) codes, digits (N,) -> int64 (N, 1 + H*W) = prefix + codes in cfg.order."""
+    codes = cfg.to_sequence(np.asarray(tokens)).astype(np.int64)  # (N, T)
     if codes.shape[1] != cfg.context:
         raise ValueError(f"token grids hold {codes.shape[1]} codes but the prior's context is {cfg.context}")
     prefix = to_numpy(cfg.prefix(digits if cfg.cond == "class" else None, n=len(codes)))  # (N,)
@@ -239,6 +239,8 @@ def add_arguments(p):
     p.add_argument("--n-layer", type=int, default=d.n_layer, help="transformer blocks")
     p.add_argument("--n-head", type=int, default=d.n_head, help="attention heads")
     p.add_argument("--dropout", type=float, default=d.dropout, help="dropout rate while training")
+    p.add_argument("--order", choices=("freq", "time"), default=d.order,
+                   help="read the code grid band by band (freq) or frame by frame (time)")
     t = TRAIN_DEFAULTS
     p.add_argument("--epochs", type=int, default=t["epochs"], help="passes over the training set")
     p.add_argument("--batch-size", type=int, default=t["batch_size"], help="sequences per step")
@@ -255,7 +257,7 @@ def run(args):
     if args.class_token == "shared" and args.cond != "class":
         raise ValueError("--class-token shared only applies with --cond class")
     cfg = GPTConfig(cond=args.cond, class_token=args.class_token, d_model=args.d_model, n_layer=args.n_layer,
-                    n_head=args.n_head, dropout=args.dropout)
+                    n_head=args.n_head, dropout=args.dropout, order=args.order)
     hyper = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, min_lr=args.min_lr,
                  warmup=args.warmup, weight_decay=args.weight_decay, grad_clip=args.grad_clip, seed=args.seed,
                  max_train=args.max_train)

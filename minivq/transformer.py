@@ -43,6 +43,10 @@ class GPTConfig:
     n_head: int = 4  # H: attention heads (d_model % n_head == 0)
     mlp_ratio: int = 4  # MLP hidden width = mlp_ratio * d_model
     dropout: float = 0.0  # dropout on embeddings and residual branches while training
+    # order in which the (mel row, time column) grid of codes is read into a sequence:
+    # "freq": row after row (one mel band across all frames, then the next band);
+    # "time": column after column (all bands of one frame, then the next frame).
+    order: str = "freq"
 
     def __post_init__(self):
         if self.cond not in ("class", "none"):
@@ -57,6 +61,8 @@ class GPTConfig:
             raise ValueError(f"d_model={self.d_model} is not divisible by n_head={self.n_head}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.order not in ("freq", "time"):
+            raise ValueError(f"GPTConfig.order must be 'freq' or 'time', got {self.order!r}")
 
     @property
     def vocab_size(self):
@@ -80,12 +86,24 @@ class GPTConfig:
             raise ValueError(f"digits must lie in 0..{self.n_class - 1}")
         return d if self.class_token == "shared" else d + self.n_code  # (N,)
 
+    def to_sequence(self, grids):
+        """Code grids (N, rows, cols) -> sequences (N, rows * cols) in this prior's order."""
+        g = grids if self.order == "freq" else grids.transpose(0, 2, 1)  # (N, rows, cols) or (N, cols, rows)
+        return g.reshape(len(g), -1)  # (N, T)
+
+    def to_grid(self, codes, rows, cols):
+        """Sequences (N, rows * cols) -> code grids (N, rows, cols): the inverse of to_sequence."""
+        if self.order == "freq":
+            return codes.reshape(len(codes), rows, cols)  # (N, rows, cols)
+        return codes.reshape(len(codes), cols, rows).transpose(0, 2, 1)  # (N, rows, cols)
+
     def to_dict(self):
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d):
         names = {f.name for f in fields(cls)}
+        d = {"order": "freq", **d}  # checkpoints written before `order` existed read rows
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
