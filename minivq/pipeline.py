@@ -37,11 +37,11 @@ from minivq.transformer import GPTConfig
 # the conditional model's extra sharpness to the class signal in l_c - l_u, and was the better
 # guide on FSDD (see README, "Measured results"); it also saves a third of the prior time.
 QUICK = dict(max_per_digit=30, clf_epochs=3, vq_epochs=2, prior_epochs=2, uncond_epochs=2, d_model=64, n_layer=2,
-             order=GPTConfig().order, n_per_digit=20, warmup=5)
+             order=GPTConfig().order, class_every=True, n_per_digit=20, warmup=5)
 FULL = dict(max_per_digit=None, clf_epochs=20, vq_epochs=TV.TrainConfig().epochs,
             prior_epochs=TP.TRAIN_DEFAULTS["epochs"], uncond_epochs=TP.TRAIN_DEFAULTS["epochs"] // 2,
-            d_model=GPTConfig().d_model, n_layer=GPTConfig().n_layer, order=GPTConfig().order, n_per_digit=100,
-            warmup=None)
+            d_model=GPTConfig().d_model, n_layer=GPTConfig().n_layer, order=GPTConfig().order, class_every=True,
+            n_per_digit=100, warmup=None)
 
 
 def log(msg):
@@ -119,7 +119,8 @@ def run_pipeline(data, out, cr=16, uncond=False, quick=False, seed=0, n_per_digi
     for cond in ["class"] + (["none"] if uncond else []):
         t = time.perf_counter()
         d = out / f"prior_{cond}"
-        pcfg = GPTConfig(cond=cond, d_model=S["d_model"], n_layer=S["n_layer"], order=S["order"])
+        pcfg = GPTConfig(cond=cond, d_model=S["d_model"], n_layer=S["n_layer"], order=S["order"],
+                         class_every=S["class_every"] and cond == "class")
         hyper = {**TP.TRAIN_DEFAULTS, "epochs": S["prior_epochs" if cond == "class" else "uncond_epochs"], "seed": seed}
         if S["warmup"] is not None:
             hyper["warmup"] = S["warmup"]

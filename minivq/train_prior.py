@@ -239,6 +239,8 @@ def add_arguments(p):
     p.add_argument("--n-layer", type=int, default=d.n_layer, help="transformer blocks")
     p.add_argument("--n-head", type=int, default=d.n_head, help="attention heads")
     p.add_argument("--dropout", type=float, default=d.dropout, help="dropout rate while training")
+    p.add_argument("--class-every", action="store_true",
+                   help="add the class embedding to every position's input, not only at the prefix")
     p.add_argument("--order", choices=("freq", "time"), default=d.order,
                    help="read the code grid band by band (freq) or frame by frame (time)")
     t = TRAIN_DEFAULTS
@@ -257,7 +259,8 @@ def run(args):
     if args.class_token == "shared" and args.cond != "class":
         raise ValueError("--class-token shared only applies with --cond class")
     cfg = GPTConfig(cond=args.cond, class_token=args.class_token, d_model=args.d_model, n_layer=args.n_layer,
-                    n_head=args.n_head, dropout=args.dropout, order=args.order)
+                    n_head=args.n_head, dropout=args.dropout, order=args.order,
+                    class_every=args.class_every)
     hyper = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, min_lr=args.min_lr,
                  warmup=args.warmup, weight_decay=args.weight_decay, grad_clip=args.grad_clip, seed=args.seed,
                  max_train=args.max_train)

@@ -47,6 +47,9 @@ class GPTConfig:
     # "freq": row after row (one mel band across all frames, then the next band);
     # "time": column after column (all bands of one frame, then the next frame).
     order: str = "freq"
+    # class_every: also add the class token's embedding to the input of every position, so each
+    # position reads the digit directly instead of only through attention to position 0.
+    class_every: bool = False
 
     def __post_init__(self):
         if self.cond not in ("class", "none"):
@@ -61,6 +64,8 @@ class GPTConfig:
             raise ValueError(f"d_model={self.d_model} is not divisible by n_head={self.n_head}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.class_every and (self.cond, self.class_token) != ("class", "dedicated"):
+            raise ValueError("class_every needs a class-conditional prior with dedicated class tokens")
         if self.order not in ("freq", "time"):
             raise ValueError(f"GPTConfig.order must be 'freq' or 'time', got {self.order!r}")
 
@@ -208,6 +213,10 @@ def forward_logits(params, cfg, idx, rng=None):
         raise ValueError(f"sequence of {T} positions is longer than the context ({cfg.context})")
     tok, c_tok = embedding_forward(idx, params["wte"])  # (B, T, C)
     x = tok + params["wpe"][:T]  # (B, T, C) learned absolute positions
+    c_every = None
+    if cfg.class_every:
+        cls, c_every = embedding_forward(idx[:, :1], params["wte"])  # (B, 1, C) the prefix token's row
+        x = x + cls  # (B, T, C) the same class vector at every position
     x, c_do = dropout_forward(x, cfg.dropout, rng)
     c_blocks = []
     for l in range(cfg.n_layer):
@@ -215,7 +224,7 @@ def forward_logits(params, cfg, idx, rng=None):
         c_blocks.append(c)
     h, c_lnf = layernorm_forward(x, params["ln_f.g"], params["ln_f.b"])  # (B, T, C)
     logits, c_head = linear_forward(h, params["head.w"], params["head.b"])  # (B, T, K)
-    return logits, {"tok": c_tok, "do": c_do, "blocks": c_blocks, "lnf": c_lnf, "head": c_head,
+    return logits, {"tok": c_tok, "every": c_every, "do": c_do, "blocks": c_blocks, "lnf": c_lnf, "head": c_head,
                     "n_pos": params["wpe"].shape[0]}
 
 
@@ -249,6 +258,8 @@ def backward(cache):
         grads.update({f"h{l}.{k}": v for k, v in g.items()})
     dx = dropout_backward(dx, cache["do"])
     grads["wte"] = embedding_backward(dx, cache["tok"])  # (V, C)
+    if cache["every"] is not None:  # the class row was also added at every position
+        grads["wte"] += embedding_backward(dx.sum(axis=1, keepdims=True), cache["every"])  # (V, C)
     T = dx.shape[1]
     dwpe = xp.zeros((cache["n_pos"], dx.shape[-1]), dtype=dx.dtype)  # (context, C)
     dwpe[:T] = dx.sum(axis=0)  # every sequence in the batch used the same position rows

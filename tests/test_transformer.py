@@ -49,9 +49,10 @@ def test_block_gradcheck_with_dropout(backend):
     assert max(errs.values()) < 1e-6, errs
 
 
-@pytest.mark.parametrize("cond,class_token", [("class", "dedicated"), ("none", "dedicated"), ("class", "shared")])
-def test_model_gradcheck(backend, cond, class_token):
-    cfg = G.GPTConfig(**TINY, cond=cond, class_token=class_token)
+@pytest.mark.parametrize("cond,class_token,every", [("class", "dedicated", False), ("none", "dedicated", False),
+                                                   ("class", "shared", False), ("class", "dedicated", True)])
+def test_model_gradcheck(backend, cond, class_token, every):
+    cfg = G.GPTConfig(**TINY, cond=cond, class_token=class_token, class_every=every)
     p = _params64(cfg)
     seq = asarray(_seq(cfg, 2))
     loss, cache = G.forward(p, cfg, seq)
@@ -59,7 +60,7 @@ def test_model_gradcheck(backend, cond, class_token):
     assert set(grads) == set(p) and all(grads[k].shape == p[k].shape for k in p)
     # every parameter for the default layout; the other layouts only differ in the embedding
     # rows and the prefix, so check the parameters the prefix reaches first (keeps the test fast)
-    names = list(p) if class_token == "dedicated" and cond == "class" else ["wte", "wpe", "h0.attn.w_qkv", "head.w"]
+    names = list(p) if class_token == "dedicated" and cond == "class" and not every else ["wte", "wpe", "h0.attn.w_qkv", "head.w"]
     worst = max(rel_error(grads[k], numerical_gradient(lambda: G.forward(p, cfg, seq)[0], p[k])) for k in names)
     assert worst < 1e-6, worst
 
@@ -124,6 +125,41 @@ def test_cached_and_uncached_sampling_agree(backend, kw):
         assert np.array_equal(lg.argmax(-1), a)
     c = S.sample(p, cfg, 4, cond=[0, 3, 3, 9], seed=6, **kw)
     assert kw.get("top_k") == 1 or not np.array_equal(a, c)
+
+
+def test_class_every_reaches_every_position_and_samples_alike(backend):
+    cfg = G.GPTConfig(**{**TINY, "context": 9, "n_layer": 1}, class_every=True)
+    p = _params64(cfg, std=0.5)
+    for k in ("h0.attn.w_qkv", "h0.attn.w_proj"):  # no attention output: only the embeddings reach position t
+        p[k] = p[k] * 0
+    idx = _seq(cfg, 2)[:, :-1]
+    other = idx.copy()
+    other[:, 0] = to_numpy(cfg.prefix([5, 5]))  # another class, the same codes
+    a, b = (to_numpy(G.forward_logits(p, cfg, asarray(i))[0]) for i in (idx, other))
+    assert np.abs(a - b).min() > 1e-6  # every position's logits read the class
+    plain = G.GPTConfig(**{**TINY, "context": 9, "n_layer": 1})
+    a, b = (to_numpy(G.forward_logits(p, plain, asarray(i))[0]) for i in (idx, other))
+    assert np.abs(a[:, 1:] - b[:, 1:]).max() < 1e-12  # without it, only through attention
+    p = _params64(cfg, std=0.5)
+    kw = dict(cond=[0, 3, 3, 9], seed=5, temperature=0.8)
+    assert np.array_equal(S.sample(p, cfg, 4, use_cache=True, **kw), S.sample(p, cfg, 4, use_cache=False, **kw))
+    for bad in (dict(cond="none"), dict(class_token="shared")):
+        with pytest.raises(ValueError, match="class_every"):
+            G.GPTConfig(**TINY, class_every=True, **bad)
+
+
+@pytest.mark.parametrize("order", ["freq", "time"])
+def test_grid_order_round_trips(order):
+    cfg = G.GPTConfig(n_code=50, context=12, order=order)
+    grids = np.arange(2 * 3 * 4).reshape(2, 3, 4)  # (N, rows, cols)
+    seq = cfg.to_sequence(grids)  # (N, 12)
+    first = [0, 1, 2] if order == "freq" else [0, 4, 8]  # along the first row, or down the first column
+    assert seq.shape == (2, 12) and seq[0, :3].tolist() == first
+    assert np.array_equal(cfg.to_grid(seq, 3, 4), grids)
+    old = {k: v for k, v in cfg.to_dict().items() if k != "order"}  # a checkpoint from before `order`
+    assert G.GPTConfig.from_dict(old).order == "freq"
+    with pytest.raises(ValueError, match="order"):
+        G.GPTConfig(order="diagonal")
 
 
 def test_unconditional_sampling_and_errors(backend):
