@@ -86,11 +86,13 @@ def quantize_backward(dz_q, cache, dloss=1.0):
 def init_state(codebook):
     """Bookkeeping for EMA and dead-code restart: a dict of arrays (saved in checkpoints).
     ema_count (K,): smoothed count of vectors per code; ema_sum (K, D): smoothed sum of them;
-    unused (K,): steps since each code was last chosen."""
+    unused (K,): steps since each code was last chosen; usage (K,): smoothed count of vectors per
+    code and step, for restarting rare codes (-1 until the first step sets it)."""
     K, D = codebook.shape
     return {"ema_count": xp.ones((K,), dtype=codebook.dtype),  # (K,)
             "ema_sum": codebook.copy(),  # (K, D)
-            "unused": xp.zeros((K,), dtype=xp.int64)}  # (K,)
+            "unused": xp.zeros((K,), dtype=xp.int64),  # (K,)
+            "usage": xp.full((K,), -1.0, dtype=codebook.dtype)}  # (K,)
 
 
 def ema_update(codebook, state, z_e, idx, decay=0.99, eps=1e-5):
@@ -149,17 +151,31 @@ def kmeans(z, K, iters=10, seed=0):
     return c.astype(z.dtype)
 
 
-def restart_dead_codes(codebook, state, z_e, idx, after=20, seed=0):
+def restart_dead_codes(codebook, state, z_e, idx, after=20, seed=0, min_share=0.0, decay=0.99):
     """Count how long each code has gone unused and move codes unused for ``after`` steps
     or more onto random current encoder outputs z_e: (N, D) (in place; idx: (N,) this step's
     choices). Their EMA statistics restart as if they had seen that one vector.
+
+    min_share > 0 also restarts codes that are used, but rarely: those whose smoothed usage
+    (an EMA of their count per step, with ``decay``) is below min_share * N / K, a fraction of
+    an even share. Their new positions are drawn from z_e, so they land where the encoder
+    outputs are dense and split the busiest codes' regions. A restarted code starts again
+    from an even share, so it gets about ln(1 / min_share) / (1 - decay) steps to win vectors.
     Returns the (R,) indices of restarted codes (so an optimiser can reset their moments)."""
-    K = codebook.shape[0]
-    hit = code_counts(idx, K) > 0  # (K,)
-    state["unused"] = xp.where(hit, 0, state["unused"] + 1)
-    if after <= 0:
+    K, N = codebook.shape[0], z_e.shape[0]
+    n_k = code_counts(idx, K)  # (K,)
+    state["unused"] = xp.where(n_k > 0, 0, state["unused"] + 1)
+    usage = state.setdefault("usage", xp.full((K,), -1.0, dtype=codebook.dtype))  # (K,) older checkpoints lack it
+    if float(usage[0]) < 0:  # first step: start from this step's counts
+        usage[...] = n_k
+    else:
+        usage *= decay
+        usage += (1 - decay) * n_k
+    if after <= 0 and min_share <= 0:
         return xp.zeros((0,), dtype=xp.int64)
-    dead = xp.nonzero(state["unused"] >= after)[0]  # (R,)
+    gone = state["unused"] >= after if after > 0 else xp.zeros((K,), dtype=bool)  # (K,)
+    rare = usage < min_share * N / K if min_share > 0 else xp.zeros((K,), dtype=bool)  # (K,)
+    dead = xp.nonzero(gone | rare)[0]  # (R,)
     R = int(dead.shape[0])
     if R:
         g = host_rng(seed)
@@ -168,6 +184,7 @@ def restart_dead_codes(codebook, state, z_e, idx, after=20, seed=0):
         state["ema_sum"][dead] = z_e[pick]
         state["ema_count"][dead] = 1.0
         state["unused"][dead] = 0
+        usage[dead] = N / K
     return dead
 
 

@@ -14,6 +14,7 @@ batches in the same order). A NaN/inf loss or gradient stops training with a mes
 leaves the last good checkpoint untouched. Losses are reported in nats and bits per code
 token (bits = nats / ln 2).
 """
+import argparse
 import math
 import signal
 import time
@@ -239,8 +240,9 @@ def add_arguments(p):
     p.add_argument("--n-layer", type=int, default=d.n_layer, help="transformer blocks")
     p.add_argument("--n-head", type=int, default=d.n_head, help="attention heads")
     p.add_argument("--dropout", type=float, default=d.dropout, help="dropout rate while training")
-    p.add_argument("--class-every", action="store_true",
-                   help="add the class embedding to every position's input, not only at the prefix")
+    p.add_argument("--class-every", action=argparse.BooleanOptionalAction, default=None,
+                   help="add the class embedding to every position's input, not only at the prefix "
+                        "(default: on for --cond class with dedicated class tokens)")
     p.add_argument("--order", choices=("freq", "time"), default=d.order,
                    help="read the code grid band by band (freq) or frame by frame (time)")
     t = TRAIN_DEFAULTS
@@ -258,9 +260,10 @@ def add_arguments(p):
 def run(args):
     if args.class_token == "shared" and args.cond != "class":
         raise ValueError("--class-token shared only applies with --cond class")
+    every = (args.cond, args.class_token) == ("class", "dedicated") if args.class_every is None else args.class_every
     cfg = GPTConfig(cond=args.cond, class_token=args.class_token, d_model=args.d_model, n_layer=args.n_layer,
                     n_head=args.n_head, dropout=args.dropout, order=args.order,
-                    class_every=args.class_every)
+                    class_every=every)
     hyper = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, min_lr=args.min_lr,
                  warmup=args.warmup, weight_decay=args.weight_decay, grad_clip=args.grad_clip, seed=args.seed,
                  max_train=args.max_train)

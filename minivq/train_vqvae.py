@@ -39,6 +39,7 @@ class TrainConfig:
     seed: int = 0               # initialisation, data order, k-means, restarts
     kmeans_init: bool = True    # initialise the codebook by k-means of the first batch's z_e
     restart_after: int = 10     # move codes unused for this many steps to encoder outputs (0: off)
+    restart_share: float = 0.0  # also move codes used less than this fraction of an even share (0: off)
     log_every: float = 10.0     # seconds between progress lines
 
     def to_dict(self):
@@ -197,7 +198,7 @@ def train(cfg, features, out_dir, tcfg=None, resume=False, finish=True, callback
                 if cfg.ema:
                     Q.ema_update(params["codebook"], qstate, z_e, idx, decay=cfg.ema_decay)
                 dead = Q.restart_dead_codes(params["codebook"], qstate, z_e, idx, after=tcfg.restart_after,
-                                            seed=[tcfg.seed, step, 11])
+                                            seed=[tcfg.seed, step, 11], min_share=tcfg.restart_share)
                 if dead.shape[0] and "codebook" in opt_state:  # fresh codes start with fresh moments
                     opt_state["codebook"]["m"][dead] = 0
                     opt_state["codebook"]["v"][dead] = 0
@@ -260,6 +261,8 @@ def add_arguments(p):
                    help="initialise the codebook with k-means of the first batch")
     p.add_argument("--restart-after", type=int, default=d.restart_after,
                    help="restart codes unused for this many steps (0: never)")
+    p.add_argument("--restart-share", type=float, default=d.restart_share,
+                   help="also restart codes whose smoothed usage is below this fraction of an even share (0: off)")
     p.add_argument("--K", type=int, default=512, help="codebook size")
     p.add_argument("--D", type=int, default=64, help="code dimension")
     p.add_argument("--hidden", type=int, default=128, help="trunk channels")
@@ -291,7 +294,7 @@ def run(args):
           f"loaded in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
     cfg = V.VQVAEConfig(cr=args.cr, K=args.K, D=args.D, hidden=args.hidden, ema=args.ema)
     tcfg = TrainConfig(epochs=epochs, batch=args.batch, lr=args.lr, seed=args.seed, kmeans_init=args.kmeans_init,
-                       restart_after=args.restart_after, log_every=args.log_every)
+                       restart_after=args.restart_after, restart_share=args.restart_share, log_every=args.log_every)
     try:
         res = train(cfg, features, out, tcfg, resume=args.resume)
     except KeyboardInterrupt:

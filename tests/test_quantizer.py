@@ -138,6 +138,26 @@ def test_dead_code_restart(backend):
     assert int(st["unused"][5]) == 0 and float(st["ema_count"][5]) == 1.0
 
 
+def test_rare_code_restart(backend):
+    z, cb = _data(backend, N=64, D=3, K=4)
+    zn = backend.to_numpy(z)
+    cb[:] = backend.asarray(zn[[0, 1, 2, 3]])
+    far = zn[0] + 50.0
+    zr = backend.asarray(np.concatenate([zn[:63], far[None]]))  # one vector far away from the rest
+    cb[3] = backend.asarray(far)  # code 3 wins only that vector: 1 of 64 each step, an even share is 16
+    for share, restarted in ((0.0, False), (0.1, True)):
+        c, st = cb.copy(), Q.init_state(cb)
+        hits = []
+        for step in range(40):
+            _, idx, _, _ = Q.quantize_forward(zr, c)
+            hits.append(3 in backend.to_numpy(Q.restart_dead_codes(c, st, zr, idx, after=3, seed=step,
+                                                                  min_share=share, decay=0.9)).tolist())
+        assert any(hits) == restarted, (share, hits)  # never 'unused', so only min_share moves it
+        if restarted:
+            first = hits.index(True)  # usage starts at 1 per step < 0.1 * 16: restarted at once
+            assert first == 0 and not any(hits[first + 1:first + 10])  # then a grace period
+
+
 def test_usage_stats():
     K = 8
     s = Q.usage_stats(np.arange(16) % K, K)

@@ -87,7 +87,15 @@ def test_cli(tmp_path, toks, capsys):
             "--batch-size", "32"]
     assert train_main(argv) == 0
     m = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert m["model"]["class_token"] == "shared" and m["step"] == 3
+    assert m["model"]["class_token"] == "shared" and m["step"] == 3 and not m["model"]["class_every"]
+    small = argv[:7] + argv[9:]  # dedicated class tokens
+    assert train_main(small + ["--order", "time"]) == 0  # class_every is on by default for these
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert m["model"]["class_every"] and m["model"]["order"] == "time"
+    assert train_main(small + ["--no-class-every", "--out", str(tmp_path / "plain")]) == 0
+    assert not json.loads((tmp_path / "plain" / "metrics.json").read_text())["model"]["class_every"]
+    assert train_main(small + ["--cond", "none", "--class-every", "--out", str(tmp_path / "bad")]) == 2
+    assert "class_every needs" in capsys.readouterr().err
     assert train_main(["prior", "--tokens", str(tmp_path / "missing.npz"), "--out", str(tmp_path)]) == 2
     assert "missing.npz does not exist" in capsys.readouterr().err
     np.savez(tmp_path / "bad.npz", train_tokens=toks["train_tokens"])
