@@ -81,7 +81,7 @@ def forward_step(params, cfg, tok, caches):
 def sample(params, cfg, n, cond=None, temperature=1.0, top_k=None, top_p=None, seed=0,
            n_tokens=None, use_cache=True, guide=None, guidance=1.0):
     """Sample n code sequences -> NumPy int64 (n, n_tokens) (default n_tokens = cfg.context,
-    i.e. 256 = one 16 x 16 grid in raster order; reshape to (n, 16, 16)).
+    i.e. 256 = one 16 x 16 grid in cfg.order; cfg.to_grid(codes, 16, 16) gives the grids).
 
     cond: None for an unconditional prior (cfg.cond == 'none'), else the digits: an int
     (all n the same) or a length-n sequence. Only code tokens 0..K-1 are ever emitted.
@@ -109,8 +109,9 @@ def sample(params, cfg, n, cond=None, temperature=1.0, top_k=None, top_p=None, s
     guided = guide is not None and guidance != 1.0
     if guided:
         params_u, cfg_u = guide
-        if cfg_u.cond != "none" or cfg_u.n_code != cfg.n_code or cfg_u.context < n_tokens:
-            raise ValueError("guide must be an unconditional prior (cond='none') over the same codes and context")
+        if cfg_u.cond != "none" or cfg_u.n_code != cfg.n_code or cfg_u.context < n_tokens or cfg_u.order != cfg.order:
+            raise ValueError("guide must be an unconditional prior (cond='none') over the same codes, context "
+                             "and grid order")
         out_u = out.copy()
         out_u[:, 0] = cfg_u.prefix(None, n=n)
         caches_u = new_caches(cfg_u, n, params_u["wte"].dtype) if use_cache else None

@@ -4,8 +4,9 @@ and a straight-line backward.
 Size letters: B batch, T positions fed to the model, C model width (d_model), H heads,
 V input vocabulary (codes + prefix tokens), K codebook size (the output vocabulary), L layers.
 
-Token layout. A VQ-VAE grid (16 x 16 codes) is flattened in raster order to 256 codes and
-one prefix token goes in front, so a sequence has 257 tokens:
+Token layout. A VQ-VAE grid (16 mel rows x 16 time columns of codes) is flattened to 256
+codes, row after row (``order="freq"``, default) or column after column (``order="time"``),
+and one prefix token goes in front, so a sequence has 257 tokens:
     conditional     [class_d, z_0, ..., z_255]
     unconditional   [start,   z_0, ..., z_255]
 The model reads tokens 0..255 (T = 256 = ``context``) and predicts tokens 1..256, which
@@ -14,6 +15,9 @@ K outputs: a sampled token can never be a prefix token.
 Input vocabulary, ``class_token="dedicated"`` (default): codes 0..K-1, class tokens
 K..K+9, start token K+10 (V = K + 11). ``class_token="shared"`` is the paper's variant
 "without creating an embedding": digit d is fed as code token d (V = K), conditional only.
+``class_every=True`` also adds the class token's embedding to every position's input:
+    x_t = wte[token_t] + wpe[t] + wte[class_d]
+so the digit reaches each position directly, not only through attention to position 0.
 
 One block (pre-LayerNorm, as in GPT-2):
     x = x + Dropout(Attn(LN1(x)))
