@@ -305,4 +305,6 @@ def run(args):
     m = res["metrics"]
     print(f"test recon MSE {m['test_mse']:.4f} (standardised log-mel) | perplexity {m['test_perplexity']:.1f} "
           f"of {cfg.K} | active {m['test_active']:.1%} | {res['train_seconds']:.0f} s training -> {out}")
+    print(f"{m['test_silent_fraction']:.1%} of the test positions are digital silence (padding); perplexity over "
+          f"the others {m['test_perplexity_sound']:.1f}")
     return 0

@@ -34,6 +34,16 @@ def evaluate(params, cfg, norm, x_raw, batch=128):
     return tokens, rec_std * norm["std"] + norm["mean"], mse, mse * norm["std"] ** 2
 
 
+def silent_positions(x_raw, grid, log_floor):
+    """x_raw: (N, M, T) raw log-mel -> (N, grid, grid) bool: token positions whose whole patch
+    of cells sits at the log floor, i.e. digital silence (mostly the zero padding that brings
+    every clip to the same length). Their codes say nothing about the speech."""
+    N, M, T = x_raw.shape
+    floor = np.log(log_floor) + 1e-4  # log-mel of silence is log(log_floor)
+    cells = np.asarray(x_raw).reshape(N, grid, M // grid, grid, T // grid) <= floor
+    return cells.all(axis=(2, 4))  # (N, grid, grid)
+
+
 def finish_run(params, cfg, norm, features, out, tcfg, history, train_seconds, verbose=True):
     """Write vqvae.npz, metrics.json, tokens.npz, recon.png and WAVs to ``out``; return metrics."""
     out = Path(out)
@@ -47,9 +57,15 @@ def finish_run(params, cfg, norm, features, out, tcfg, history, train_seconds, v
     tr_tok = np.concatenate([to_numpy(V.encode(params, _prep_chunk(features.train.x[s:s + 256], norm), cfg))
                              for s in range(0, len(features.train.x), 256)])  # (N, h, w)
     ste, stt = Q.usage_stats(te_tok, cfg.K), Q.usage_stats(tr_tok, cfg.K)
+    log_floor = feat_cfg.get("log_floor")
+    silent = silent_positions(features.test.x, cfg.grid, log_floor) if log_floor and len(te_tok) \
+        else np.zeros(te_tok.shape, bool)  # (N, h, w)
+    sound = Q.usage_stats(te_tok[~silent], cfg.K)
     metrics = {"cr": cfg.cr, "grid": cfg.grid, "K": cfg.K, "ema": cfg.ema,
                "test_mse": te_mse, "test_mse_logmel": te_mse_raw,
                "test_perplexity": ste["perplexity"], "test_active": ste["active"],
+               "test_silent_fraction": float(silent.mean()) if silent.size else float("nan"),
+               "test_perplexity_sound": sound["perplexity"],
                "train_perplexity": stt["perplexity"], "train_active": stt["active"],
                "train_seconds": train_seconds, "epochs": tcfg.epochs, "batch": tcfg.batch,
                "n_train": len(features.train.x), "n_test": len(features.test.x),

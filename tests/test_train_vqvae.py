@@ -120,6 +120,18 @@ def test_training_reduces_loss_and_writes_outputs(tmp_path):
     assert raw_mse == pytest.approx(m["test_mse_logmel"], rel=1e-3)
 
 
+def test_silent_positions_mark_patches_of_pure_floor():
+    from minivq.vqvae_report import silent_positions
+    floor = np.log(1e-5)
+    x = np.full((2, 8, 8), floor, np.float32)  # (N, M, T): two clips of silence ...
+    x[0, :, :3] = -2.0  # ... the first with sound in frames 0-2
+    x[1, 5, 6] = floor + 0.01  # ... the second with one cell just above the floor
+    s = silent_positions(x, 4, 1e-5)  # 2 x 2 cells per position
+    assert s.shape == (2, 4, 4)
+    assert not s[0, :, :2].any() and s[0, :, 2:].all()  # frames 0-3 hold sound, 4-7 do not
+    assert s[1].sum() == 15 and not s[1, 2, 3]
+
+
 def test_cli_bad_data_folder(tmp_path):
     r = subprocess.run([sys.executable, "-m", "minivq.train", "vqvae", "--data", str(tmp_path / "nope"),
                         "--out", str(tmp_path / "o")], capture_output=True, text=True)
@@ -134,4 +146,6 @@ def test_cli_quick_on_fsdd(fsdd_path, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert m["n_train"] == 20 and m["grid"] == 16 and np.isfinite(m["test_mse"])
+    assert 0.2 < m["test_silent_fraction"] < 0.9  # FSDD clips are padded to 1.024 s with silence
+    assert 1.0 <= m["test_perplexity_sound"] <= 32 and "digital silence" in r.stdout
     assert np.load(tmp_path / "tokens.npz")["train_tokens"].shape == (20, 16, 16)
