@@ -43,7 +43,8 @@ def main():
         name = f"{'EMA ' if ema else 'loss'} kmeans={'y' if kmeans else 'n'} restart={'y' if restart else 'n'}"
         cfg = V.VQVAEConfig(cr=args.cr, ema=ema, **model)
         tcfg = T.TrainConfig(epochs=args.epochs, batch=batch, kmeans_init=kmeans,
-                             restart_after=10 if restart else 0, log_every=1e9)
+                             restart_after=10 if restart else 0, restart_share=None if restart else 0.0,
+                             log_every=1e9)
         t0 = time.perf_counter()
         res = T.train(cfg, feats, out / name.replace(" ", "_").replace("=", ""), tcfg, finish=False, verbose=False)
         tokens, _, mse, _ = evaluate(res["params"], cfg, res["norm"], feats.test.x)

@@ -57,6 +57,7 @@ def test_interrupt_and_resume_is_exact(tmp_path, stop_at):
     for k in a["opt_state"]:
         np.testing.assert_array_equal(a["opt_state"][k]["m"], b["opt_state"][k]["m"])
         assert a["opt_state"][k]["t"] == b["opt_state"][k]["t"]
+    assert "q_usage" in a["extra"]  # the rare-code restart's usage EMA (on by default at CR=4) resumes too
     for k in a["extra"]:
         np.testing.assert_array_equal(a["extra"][k], b["extra"][k], err_msg=k)
     # training changed the model (a stub that returns the initial params would fail here)
