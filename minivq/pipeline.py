@@ -15,6 +15,7 @@ for the unconditional prior the histogram of heard digits and its entropy.
 --export DIR writes the model bundle python -m minivq.generate loads (with model cards).
 """
 import argparse
+import hashlib
 import json
 import shutil
 import sys
@@ -114,7 +115,8 @@ def run_pipeline(data, out, cr=16, uncond=False, quick=False, seed=0, n_per_digi
     vq = TV.load_model(d / "vqvae.npz")
     times["vqvae"] = time.perf_counter() - t
 
-    # 3. priors
+    # 3. priors (their settings name the exact tokens they learn, so a retrained VQ-VAE retrains them)
+    tokens_id = hashlib.sha256((d / "tokens.npz").read_bytes()).hexdigest()[:16]
     priors = {}
     for cond in ["class"] + (["none"] if uncond else []):
         t = time.perf_counter()
@@ -125,7 +127,7 @@ def run_pipeline(data, out, cr=16, uncond=False, quick=False, seed=0, n_per_digi
         if S["warmup"] is not None:
             hyper["warmup"] = S["warmup"]
         st = _stage(d, {"stage": "prior", "model": pcfg.to_dict(), "train": hyper, "vqvae": str(out / f"vqvae_cr{cr}"),
-                        **data_id}, d / "metrics.json")
+                        "tokens": tokens_id, **data_id}, d / "metrics.json")
         log(f"stage 3/4 prior cond={cond}: {st}")
         if st != "done":
             summary = TP.train(out / f"vqvae_cr{cr}" / "tokens.npz", d, pcfg,

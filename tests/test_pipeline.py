@@ -1,6 +1,7 @@
 """The end-to-end pipeline on a small real FSDD subset: every stage trains, the evaluation
 and report are written, the exported bundle loads, and a re-run reuses finished stages."""
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -61,6 +62,19 @@ def test_rerun_reuses_finished_stages(tiny_run, capsys):
     assert {p: p.stat().st_mtime_ns for p in work.glob("*/*.npz")} == mtimes  # nothing retrained
     assert "classifier: done" in capsys.readouterr().err
     assert again["real"]["accuracy"] == first["real"]["accuracy"]
+
+
+def test_new_tokens_retrain_the_priors(tiny_run, tmp_path, capsys):
+    out, _ = tiny_run
+    work = tmp_path / "work"
+    shutil.copytree(out / "work", work)
+    z = dict(np.load(work / "vqvae_cr16" / "tokens.npz"))
+    z["train_tokens"] = (z["train_tokens"] + 1) % int(z["K"])  # as if the VQ-VAE had been retrained
+    np.savez(work / "vqvae_cr16" / "tokens.npz", **z)
+    data = json.loads((work / "classifier" / "stage.json").read_text())["root"]
+    pipeline.run_pipeline(data, work, quick=True, uncond=False, overrides={**TINY, "n_per_digit": 1})
+    err = capsys.readouterr().err
+    assert "VQ-VAE (CR=16): done" in err and "prior cond=class: fresh" in err
 
 
 def test_changed_settings_retrain_and_set_old_run_aside(tmp_path):
