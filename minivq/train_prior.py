@@ -260,10 +260,9 @@ def add_arguments(p):
 def run(args):
     if args.class_token == "shared" and args.cond != "class":
         raise ValueError("--class-token shared only applies with --cond class")
-    every = (args.cond, args.class_token) == ("class", "dedicated") if args.class_every is None else args.class_every
     cfg = GPTConfig(cond=args.cond, class_token=args.class_token, d_model=args.d_model, n_layer=args.n_layer,
                     n_head=args.n_head, dropout=args.dropout, order=args.order,
-                    class_every=every)
+                    class_every=args.class_every)
     hyper = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, min_lr=args.min_lr,
                  warmup=args.warmup, weight_decay=args.weight_decay, grad_clip=args.grad_clip, seed=args.seed,
                  max_train=args.max_train)

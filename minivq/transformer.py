@@ -53,9 +53,12 @@ class GPTConfig:
     order: str = "freq"
     # class_every: also add the class token's embedding to the input of every position, so each
     # position reads the digit directly instead of only through attention to position 0.
-    class_every: bool = False
+    # None: on for class-conditional priors with dedicated class tokens, off otherwise.
+    class_every: bool = None
 
     def __post_init__(self):
+        if self.class_every is None:
+            self.class_every = (self.cond, self.class_token) == ("class", "dedicated")
         if self.cond not in ("class", "none"):
             raise ValueError(f"GPTConfig.cond must be 'class' or 'none', got {self.cond!r}")
         if self.class_token not in ("dedicated", "shared"):
@@ -112,7 +115,7 @@ class GPTConfig:
     @classmethod
     def from_dict(cls, d):
         names = {f.name for f in fields(cls)}
-        d = {"order": "freq", **d}  # checkpoints written before `order` existed read rows
+        d = {"order": "freq", "class_every": False, **d}  # what checkpoints from before these fields did
         return cls(**{k: v for k, v in d.items() if k in names})
 
 

@@ -137,7 +137,7 @@ def test_class_every_reaches_every_position_and_samples_alike(backend):
     other[:, 0] = to_numpy(cfg.prefix([5, 5]))  # another class, the same codes
     a, b = (to_numpy(G.forward_logits(p, cfg, asarray(i))[0]) for i in (idx, other))
     assert np.abs(a - b).min() > 1e-6  # every position's logits read the class
-    plain = G.GPTConfig(**{**TINY, "context": 9, "n_layer": 1})
+    plain = G.GPTConfig(**{**TINY, "context": 9, "n_layer": 1}, class_every=False)
     a, b = (to_numpy(G.forward_logits(p, plain, asarray(i))[0]) for i in (idx, other))
     assert np.abs(a[:, 1:] - b[:, 1:]).max() < 1e-12  # without it, only through attention
     p = _params64(cfg, std=0.5)
@@ -156,8 +156,9 @@ def test_grid_order_round_trips(order):
     first = [0, 1, 2] if order == "freq" else [0, 4, 8]  # along the first row, or down the first column
     assert seq.shape == (2, 12) and seq[0, :3].tolist() == first
     assert np.array_equal(cfg.to_grid(seq, 3, 4), grids)
-    old = {k: v for k, v in cfg.to_dict().items() if k != "order"}  # a checkpoint from before `order`
-    assert G.GPTConfig.from_dict(old).order == "freq"
+    old = {k: v for k, v in cfg.to_dict().items() if k not in ("order", "class_every")}  # an older checkpoint
+    assert G.GPTConfig.from_dict(old).order == "freq" and not G.GPTConfig.from_dict(old).class_every
+    assert cfg.class_every and not G.GPTConfig(cond="none").class_every  # the default: on where it applies
     with pytest.raises(ValueError, match="order"):
         G.GPTConfig(order="diagonal")
 
