@@ -171,11 +171,12 @@ def restart_dead_codes(codebook, state, z_e, idx, after=20, seed=0, min_share=0.
     else:
         usage *= decay
         usage += (1 - decay) * n_k
-    if after <= 0 and min_share <= 0:
-        return xp.zeros((0,), dtype=xp.int64)
-    gone = state["unused"] >= after if after > 0 else xp.zeros((K,), dtype=bool)  # (K,)
-    rare = usage < min_share * N / K if min_share > 0 else xp.zeros((K,), dtype=bool)  # (K,)
-    dead = xp.nonzero(gone | rare)[0]  # (R,)
+    restart = xp.zeros((K,), dtype=bool)  # (K,)
+    if after > 0:
+        restart |= state["unused"] >= after  # unused for too long
+    if min_share > 0:
+        restart |= usage < min_share * N / K  # used, but rarely
+    dead = xp.nonzero(restart)[0]  # (R,)
     R = int(dead.shape[0])
     if R:
         g = host_rng(seed)

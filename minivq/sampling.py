@@ -61,10 +61,11 @@ def forward_step(params, cfg, tok, caches):
     """One decoding step: tok (N,) the tokens at the next position -> logits (N, K) for the
     position after it. Appends to every layer's KV cache (the same math as forward_logits)."""
     t = caches[0]["n"]
-    x = params["wte"][tok][:, None] + params["wpe"][t]  # (N, 1, C)
+    e = params["wte"][tok][:, None]  # (N, 1, C)
+    if cfg.class_every and t == 0:  # tok is the class token: keep its embedding for every later position
+        caches[0]["class"] = e
+    x = e + params["wpe"][t]  # (N, 1, C)
     if cfg.class_every:
-        if t == 0:  # tok is the class token: keep its embedding for the positions after it
-            caches[0]["class"] = params["wte"][tok][:, None]  # (N, 1, C)
         x = x + caches[0]["class"]
     for l in range(cfg.n_layer):
         bp = block_params(params, l)
