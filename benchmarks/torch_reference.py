@@ -2,7 +2,8 @@
 
 Sections (each a function; main() runs them):
   vqvae_section(): builds the same VQ-VAE in PyTorch, copies our initial weights into it,
-      checks that the loss and every gradient match ours in float64 (rel. error < 1e-8),
+      checks that the code indices, the loss and every gradient match ours in float64
+      (rel. error < 1e-8; the model is torch_models.vqvae_forward),
       then times one Adam training step both ways at B=32 in float32 with
       torch.set_num_threads(2) and prints the numpy/torch step-time ratio (median of repeats,
       interleaved so machine load hits both alike).
@@ -11,13 +12,23 @@ Run: python benchmarks/torch_reference.py [--sections vqvae] [--repeats 5] [--cr
 """
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
-from minivq import optim
-from minivq import vqvae as V
-from minivq.gradcheck import rel_error
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from minivq import optim  # noqa: E402
+from minivq import vqvae as V  # noqa: E402
+
+try:
+    import torch
+except ImportError:  # pragma: no cover
+    sys.exit("this benchmark needs PyTorch (pip install torch); minivq itself does not")
+
+import torch_models as TM  # noqa: E402  the PyTorch models (benchmarks/ is on sys.path when run)
 
 
 # ----------------------------------------------------------------------------- VQ-VAE
@@ -46,43 +57,7 @@ def step_gflop(cfg, B):
     return 2 * macs / 1e9
 
 
-def _torch_vqvae(torch, cfg, params):
-    """Same architecture as minivq.vqvae, as a function of a dict of torch tensors."""
-    F = torch.nn.functional
-    tp = {k: torch.tensor(np.asarray(v), requires_grad=True) for k, v in params.items()}
-
-    def res(h, p):
-        return h + F.conv2d(F.relu(F.conv2d(F.relu(h), tp[p + "w1"], tp[p + "b1"], padding=1)), tp[p + "w2"], tp[p + "b2"])
-
-    def forward(x):
-        h = x
-        for i in range(cfg.n_down):
-            h = F.relu(F.conv2d(h, tp[f"enc_down{i}_w"], tp[f"enc_down{i}_b"], stride=2, padding=1))
-        h = F.conv2d(h, tp["enc_conv_w"], tp["enc_conv_b"], padding=1)
-        for j in range(cfg.n_res):
-            h = res(h, f"enc_res{j}_")
-        z_e = F.conv2d(F.relu(h), tp["enc_out_w"], tp["enc_out_b"])  # (B, D, h, w)
-        B, D, hh, ww = z_e.shape
-        zv = z_e.permute(0, 2, 3, 1).reshape(-1, D)
-        cb = tp["codebook"]
-        idx = ((cb * cb).sum(1)[None] - 2 * zv @ cb.T).argmin(1)
-        e = cb[idx]
-        vq = cfg.beta * F.mse_loss(zv, e.detach())
-        if not cfg.ema:
-            vq = vq + F.mse_loss(e, zv.detach())
-        zq = (zv + (e - zv).detach()).reshape(B, hh, ww, D).permute(0, 3, 1, 2)
-        h = F.conv2d(zq, tp["dec_in_w"], tp["dec_in_b"], padding=1)
-        for j in range(cfg.n_res):
-            h = res(h, f"dec_res{j}_")
-        for i in range(cfg.n_down):
-            h = F.conv_transpose2d(F.relu(h), tp[f"dec_up{i}_w"], tp[f"dec_up{i}_b"], stride=2, padding=1)
-        return F.mse_loss(h, x) + vq, idx
-
-    return tp, forward
-
-
 def vqvae_section(cr=16, repeats=5, batch=32):
-    import torch
     torch.set_num_threads(2)
     print(f"== VQ-VAE CR={cr}: parity with PyTorch {torch.__version__} (float64) ==")
     cfg = V.VQVAEConfig(cr=cr, ema=False)
@@ -95,16 +70,18 @@ def vqvae_section(cr=16, repeats=5, batch=32):
     params["codebook"] = zv[g.choice(len(zv), cfg.K, replace=len(zv) < cfg.K)] + 0.01 * g.standard_normal((cfg.K, cfg.D))
     loss, parts, cache = V.forward(params, x, cfg)
     grads = V.backward(cache)
-    tp, tforward = _torch_vqvae(torch, cfg, params)
-    tloss, tidx = tforward(torch.tensor(x))
+    tp = TM.to_torch(params)
+    tloss, _, tidx = TM.vqvae_forward(tp, cfg, torch.tensor(x))
     tloss.backward()
-    same_idx = bool((tidx.numpy().reshape(cache["idx"].shape) == cache["idx"]).all())
+    same_idx = bool((tidx.numpy() == cache["idx"]).all())
     lerr = abs(float(tloss.detach()) - float(loss)) / abs(float(loss))
-    errs = {k: rel_error(grads[k], tp[k].grad.numpy()) for k in params}
+    errs = TM.grad_errors(grads, tp)
     worst = max(errs, key=errs.get)
     print(f"same code indices: {same_idx}; loss {float(loss):.10f} vs torch {float(tloss.detach()):.10f} (rel {lerr:.1e})")
     print(f"worst gradient rel. error {errs[worst]:.2e} ({worst}); all {len(errs)} < 1e-8: "
           f"{all(v < 1e-8 for v in errs.values())}")
+    ok = same_idx and lerr < 1e-8 and errs[worst] < 1e-8
+    print("PARITY OK" if ok else "PARITY FAILED")
 
     print(f"== one Adam training step, B={batch}, float32, 2 threads (median of {repeats}) ==")
     p32 = {k: v.astype(np.float32) for k, v in params.items()}
@@ -116,13 +93,13 @@ def vqvae_section(cr=16, repeats=5, batch=32):
         gr = V.backward(c)
         optim.adam_step(p32, gr, opt_state, 1e-4)
 
-    tp32, tf32 = _torch_vqvae(torch, cfg, p32)
+    tp32 = TM.to_torch(p32)
     topt = torch.optim.Adam(list(tp32.values()), lr=1e-4)
     xt = torch.tensor(xb)
 
     def theirs():
         topt.zero_grad(set_to_none=True)
-        lo, _ = tf32(xt)
+        lo, _, _ = TM.vqvae_forward(tp32, cfg, xt)
         lo.backward()
         topt.step()
 
@@ -138,7 +115,7 @@ def vqvae_section(cr=16, repeats=5, batch=32):
     print(f"matrix-product work {gf:.1f} GFLOP/step: numpy reaches {gf / mo:.0f} GFLOP/s, torch {gf / mt:.0f}; "
           f"one large float32 matmul here runs at {peak:.0f} GFLOP/s, so products alone need "
           f"{gf / peak * 1e3:.0f} ms of the step")
-    return {"worst_grad_rel_error": errs[worst], "loss_rel_error": lerr, "same_idx": same_idx,
+    return {"parity_ok": ok, "worst_grad_rel_error": errs[worst], "loss_rel_error": lerr, "same_idx": same_idx,
             "numpy_ms": mo * 1e3, "torch_ms": mt * 1e3, "ratio": mo / mt, "gflop": gf, "matmul_gflops": peak}
 
 
@@ -165,12 +142,14 @@ def main():
     ap.add_argument("--repeats", type=int, default=5, help="timed repeats per side")
     ap.add_argument("--cr", type=int, default=16, choices=(4, 16), help="VQ-VAE compression ratio")
     args = ap.parse_args()
+    ok = True
     for name in args.sections:
         if name == "vqvae":
-            vqvae_section(cr=args.cr, repeats=args.repeats)
+            ok = vqvae_section(cr=args.cr, repeats=args.repeats)["parity_ok"] and ok
         else:
             SECTIONS[name]()
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -2,10 +2,11 @@
 
     python benchmarks/torch_reference_gpt.py [--threads 2] [--batch 32] [--repeats 5] [--sampling]
 
-1. Parity (float64): the same GPTConfig and parameters loaded into a functional PyTorch
-   model (F.scaled_dot_product_attention, F.layer_norm, tanh-GELU, F.cross_entropy); the
-   loss and every parameter gradient must agree to 1e-8 relative, and so must the params
-   after one clipped AdamW step.
+1. Parity (float64): the same GPTConfig and parameters loaded into the functional PyTorch
+   model of torch_models.py (F.scaled_dot_product_attention, F.layer_norm, tanh-GELU,
+   F.cross_entropy), for the default prior (dedicated class tokens, class_every), the shared
+   class token and the unconditional prior; the loss and every parameter gradient must agree
+   to 1e-8 relative, and so must the params after one clipped AdamW step.
 2. Speed (float32): one training step (forward, backward, clip, AdamW) at B=32 sequences
    of 257 tokens (the model reads T=256 positions), both ways with the same number of
    threads, interleaved, median of --repeats. Prints the numpy/torch ratio and where the
@@ -45,71 +46,45 @@ from minivq.optim import adam_step, clip_grad_norm  # noqa: E402
 
 try:
     import torch
-    import torch.nn.functional as F
 except ImportError:  # pragma: no cover
     sys.exit("this benchmark needs PyTorch (pip install torch); minivq itself does not")
 
-
-def torch_loss(tp, cfg, seq):
-    """The same forward as minivq.transformer.forward, written with torch ops. seq: (B, T+1) long."""
-    idx, tgt = seq[:, :-1], seq[:, 1:]
-    B, T = idx.shape
-    C, H = cfg.d_model, cfg.n_head
-    x = tp["wte"][idx] + tp["wpe"][:T]  # (B, T, C)
-    for l in range(cfg.n_layer):
-        p = lambda k: tp[f"h{l}.{k}"]  # noqa: E731
-        h = F.layer_norm(x, (C,), p("ln1.g"), p("ln1.b"), eps=1e-5)
-        qkv = h @ p("attn.w_qkv") + p("attn.b_qkv")  # (B, T, 3C)
-        q, k, v = (a.view(B, T, H, C // H).transpose(1, 2) for a in qkv.split(C, dim=-1))  # (B, H, T, E)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(B, T, C)
-        x = x + y @ p("attn.w_proj") + p("attn.b_proj")
-        h = F.layer_norm(x, (C,), p("ln2.g"), p("ln2.b"), eps=1e-5)
-        x = x + F.gelu(h @ p("mlp.w_fc") + p("mlp.b_fc"), approximate="tanh") @ p("mlp.w_proj") + p("mlp.b_proj")
-    h = F.layer_norm(x, (C,), tp["ln_f.g"], tp["ln_f.b"], eps=1e-5)
-    logits = h @ tp["head.w"] + tp["head.b"]  # (B, T, K)
-    return F.cross_entropy(logits.reshape(-1, cfg.n_code), tgt.reshape(-1))
-
-
-def to_torch(params):
-    return {k: torch.tensor(np.asarray(v)).requires_grad_(True) for k, v in params.items()}
-
-
-def make_optimizer(tp, params, lr, wd):
-    nd = set(G.no_decay_names(params))
-    groups = [{"params": [tp[k] for k in tp if k not in nd], "weight_decay": wd},
-              {"params": [tp[k] for k in tp if k in nd], "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-8)
+import torch_models as TM  # noqa: E402  the PyTorch models (benchmarks/ is on sys.path when run)
 
 
 def batch(cfg, B, seed):
+    """B random sequences (B, T+1) int64 for cfg: a prefix token (random digits), then codes."""
     rng = np.random.default_rng(seed)
-    prefix = backend.to_numpy(cfg.prefix(rng.integers(0, 10, B)))
+    prefix = backend.to_numpy(cfg.prefix(None if cfg.cond == "none" else rng.integers(0, cfg.n_class, B), n=B))
     return np.concatenate([prefix[:, None], rng.integers(0, cfg.n_code, (B, cfg.context))], axis=1)
 
 
 def parity(cfg, B=4, lr=1e-3, wd=0.01, clip=1.0):
+    """float64: loss and every gradient, then the params after one clipped AdamW step, against
+    torch. Prints one line each and returns True when all agree to 1e-8 relative."""
     params = {k: v.astype(np.float64) for k, v in G.init_params(cfg, seed=1).items()}
     seq = batch(cfg, B, 0)
     loss, cache = G.forward(params, cfg, seq)
     grads = G.backward(cache)
-    tp = to_torch(params)
-    tloss = torch_loss(tp, cfg, torch.tensor(seq))
+    tp = TM.to_torch(params)
+    tloss, _ = TM.gpt_loss(tp, cfg, torch.tensor(seq))
     tloss.backward()
-    errs = {k: rel_error(grads[k], tp[k].grad.numpy()) for k in params}
+    errs = TM.grad_errors(grads, tp)
     worst = max(errs, key=errs.get)
-    print(f"parity float64 (B={B}, T={cfg.context}): loss numpy {loss:.12f} torch {tloss.item():.12f} "
-          f"(rel {abs(loss - tloss.item()) / abs(loss):.2e}); worst grad rel error {errs[worst]:.2e} ({worst}) "
-          f"over {len(errs)} tensors")
+    lerr = abs(loss - tloss.item()) / abs(loss)
+    name = f"cond={cfg.cond}" + ("" if cfg.cond == "none" else f", class_token={cfg.class_token}, "
+                                 f"class_every={cfg.class_every}")
+    print(f"parity float64 ({name}; B={B}, T={cfg.context}): loss numpy {loss:.12f} torch {tloss.item():.12f} "
+          f"(rel {lerr:.2e}); worst grad rel error {errs[worst]:.2e} ({worst}) over {len(errs)} tensors")
     g, _ = clip_grad_norm(grads, clip)
-    adam_step(params, g, {}, lr, weight_decay=wd, no_decay=G.no_decay_names(params))
-    opt = make_optimizer(tp, params, lr, wd)
-    torch.nn.utils.clip_grad_norm_(list(tp.values()), clip)
+    nd = G.no_decay_names(params)
+    adam_step(params, g, {}, lr, weight_decay=wd, no_decay=nd)
+    opt = TM.adamw(tp, nd, lr, wd)
+    TM.clip_grad_norm_(list(tp.values()), clip)  # minivq's guard (torch's own adds 1e-6 to the norm)
     opt.step()
     step_err = max(rel_error(params[k], tp[k].detach().numpy()) for k in params)
-    print(f"parity after one clipped AdamW step: worst param rel error {step_err:.2e}")
-    ok = errs[worst] < 1e-8 and abs(loss - tloss.item()) / abs(loss) < 1e-8 and step_err < 1e-8
-    print("PARITY OK" if ok else "PARITY FAILED")
-    return ok
+    print(f"  after one clipped AdamW step: worst param rel error {step_err:.2e}")
+    return errs[worst] < 1e-8 and lerr < 1e-8 and step_err < 1e-8
 
 
 def timing(cfg, B, repeats, lr=1e-3, wd=0.01, clip=1.0):
@@ -118,8 +93,8 @@ def timing(cfg, B, repeats, lr=1e-3, wd=0.01, clip=1.0):
     nd = G.no_decay_names(params)
     seq = batch(cfg, B, 1)
     opt = {}
-    tp = to_torch({k: backend.to_numpy(v) for k, v in params.items()})
-    topt = make_optimizer(tp, params, lr, wd)
+    tp = TM.to_torch(params)
+    topt = TM.adamw(tp, nd, lr, wd)
     tseq = torch.tensor(seq)
 
     def np_step():
@@ -129,7 +104,7 @@ def timing(cfg, B, repeats, lr=1e-3, wd=0.01, clip=1.0):
 
     def torch_step():
         topt.zero_grad(set_to_none=True)
-        torch_loss(tp, cfg, tseq).backward()
+        TM.gpt_loss(tp, cfg, tseq)[0].backward()
         torch.nn.utils.clip_grad_norm_(list(tp.values()), clip)
         topt.step()
 
@@ -200,8 +175,11 @@ def main():
     ap.add_argument("--skip-timing", action="store_true", help="parity only")
     args = ap.parse_args()
     backend.use("cpu")
-    cfg = G.GPTConfig()  # the default prior: K=512, T=256, d=128, 4 layers, 4 heads
-    ok = parity(cfg)
+    cfg = G.GPTConfig()  # the default prior: K=512, T=256, d=128, 4 layers, 4 heads, class_every
+    # parity for each kind of prefix the pipeline trains: dedicated class tokens (class_every on),
+    # the shared class token (class_every off), and the unconditional prior (start token)
+    ok = all([parity(c) for c in (cfg, G.GPTConfig(class_token="shared"), G.GPTConfig(cond="none"))])
+    print("PARITY OK" if ok else "PARITY FAILED")
     if not args.skip_timing:
         timing(cfg, args.batch, args.repeats)
     if args.sampling:
