@@ -39,8 +39,8 @@ def grad_errors(grads, tp):
     """rel_error of each of our gradients against torch's .grad -> {name: error}.
     A parameter the torch loss never reaches (the codebook under EMA) has grad None: zeros."""
     assert set(grads) == set(tp), f"gradient names differ: {sorted(set(grads) ^ set(tp))}"
-    return {k: rel_error(grads[k], torch.zeros_like(tp[k]).numpy() if tp[k].grad is None else tp[k].grad.numpy())
-            for k in tp}
+    theirs = {k: torch.zeros_like(t) if t.grad is None else t.grad for k, t in tp.items()}
+    return {k: rel_error(grads[k], theirs[k].detach().numpy()) for k in tp}
 
 
 # ----------------------------------------------------------------------------- VQ-VAE
@@ -48,7 +48,8 @@ def vqvae_forward(tp, cfg, x):
     """x: (B, 1, H, W) tensor -> (loss, parts {'recon', 'codebook', 'commit'} (tensors), idx (B, h, w)).
     The architecture of minivq.vqvae for cfg (a VQVAEConfig), with the params tp."""
     def res(h, p):  # h + conv1x1(relu(conv3x3(relu(h))))
-        return h + F.conv2d(F.relu(F.conv2d(F.relu(h), tp[p + "w1"], tp[p + "b1"], padding=1)), tp[p + "w2"], tp[p + "b2"])
+        a = F.relu(F.conv2d(F.relu(h), tp[p + "w1"], tp[p + "b1"], padding=1))
+        return h + F.conv2d(a, tp[p + "w2"], tp[p + "b2"])
 
     h = x
     for i in range(cfg.n_down):
