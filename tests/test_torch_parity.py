@@ -183,12 +183,12 @@ GPT_CASES = {  # name: (GPTConfig fields, class_every the config must resolve to
 
 
 def _gpt_case(name, dropout=0.0, B=3):
-    """GPTConfig for the case (K=13, T=15, C=15, H=3 of width 5, 2 layers, MLP 3C), float64
+    """GPTConfig for the case (K=13, 7 classes, T=15, C=15, H=3 of width 5, 2 layers, MLP 3C), float64
     params with every entry moved off its initial value (LayerNorm gains off 1, biases off 0,
     weights large enough for uneven attention), and B sequences built from code grids and
     digits both ways: by the config (minivq) and by torch_models.gpt_sequence."""
     fields, every = GPT_CASES[name]
-    cfg = G.GPTConfig(n_code=13, context=ROWS * COLS, d_model=15, n_layer=2, n_head=3, mlp_ratio=3,
+    cfg = G.GPTConfig(n_code=13, n_class=7, context=ROWS * COLS, d_model=15, n_layer=2, n_head=3, mlp_ratio=3,
                       dropout=dropout, **fields)
     assert cfg.class_every is every
     g = np.random.default_rng(7)
