@@ -20,8 +20,10 @@ Bad input, and what happens (``strict=True`` turns every "skipped" into a ValueE
 - a non-audio file named ``.wav``, a zero-length WAV, NaN/inf samples -> skipped with
   :func:`minivq.audio.load_wav`'s reason (any non-finite sample marks the file as damaged);
 - an all-silent clip (max |sample| < 1e-4, about -80 dBFS) -> skipped, reason "silent";
-Each skipped file is reported once (in ``Features.skipped`` and one stderr line each when the
-features are built) and the rest load normally. The feature cache remembers skipped files too.
+Skipped files are listed in ``Features.skipped`` and on stderr, one line each and a count, on
+every load (the feature cache remembers them); the rest load normally. Clips holding more than
+``LONG_SOUND_WINDOWS`` windows of sound after silence trimming are centre-cropped like every
+clip, and counted in ``Features.cropped`` and a stderr note, with an example file.
 
 Feature cache: ``$MINIVQ_CACHE`` or ``~/.cache/minivq``; the file name hashes the data folder,
 the selected files' names/sizes/mtimes, the metadata files and ``FeatureConfig.key()``, so any
@@ -50,6 +52,7 @@ from minivq.progress import Progress
 
 CACHE_VERSION = 1
 SILENT_PEAK = 1e-4          # a clip whose max |sample| is below this (about -80 dBFS) has no speech
+LONG_SOUND_WINDOWS = 2      # more sound than this many feature windows (2 x 1.024 s) after trimming: noted
 TEST_SPEAKER_FRACTION = 0.2
 _NAME = re.compile(r"^(\d)_([A-Za-z0-9\-]+)_(\d+)\.wav$", re.IGNORECASE)
 
@@ -96,6 +99,7 @@ class Features:
     skipped: list       # [(path str, reason)]
     layout: str
     root: Path
+    cropped: list = dataclasses.field(default_factory=list)  # [(path str, seconds of sound after trimming)]
 
 
 # ------------------------------------------------------------------------------ scanning
@@ -229,9 +233,11 @@ def _cache_key(listing: Listing, clips, cfg: audio.FeatureConfig) -> str:
 
 
 def compute_features(clips, cfg: audio.FeatureConfig, strict: bool = False, progress: bool = True, chunk: int = 256):
-    """log-mel of each clip: (x (N_ok, M, T) float32, ok paths [str], skipped [(path, reason)])."""
+    """log-mel of each clip: (x (N_ok, M, T) float32, ok paths [str], skipped [(path, reason)],
+    cropped [(path, seconds)]): cropped lists the clips with more than LONG_SOUND_WINDOWS windows
+    of sound after silence trimming (the seconds of sound), which the window cuts short."""
     bar = Progress(len(clips), desc="log-mel features", every=1.0) if progress and len(clips) >= 200 else None
-    xs, ok, skipped, waves = [], [], [], []
+    xs, ok, skipped, waves, cropped = [], [], [], [], []
     for i, c in enumerate(clips):
         try:
             w = audio.load_wav(c.path, cfg.sr)
@@ -242,6 +248,9 @@ def compute_features(clips, cfg: audio.FeatureConfig, strict: bool = False, prog
                 raise
             skipped.append((str(c.path), str(e).removeprefix(f"{c.path} ")))  # the path is listed beside it
             continue
+        n_sound = len(audio.trim_silence(w, top_db=cfg.trim_db))  # what prepare() centre-crops to n_samples
+        if n_sound > LONG_SOUND_WINDOWS * cfg.n_samples:
+            cropped.append((str(c.path), n_sound / cfg.sr))
         waves.append(audio.prepare(w, cfg))
         ok.append(str(c.path))
         if len(waves) == chunk or i == len(clips) - 1:
@@ -252,7 +261,7 @@ def compute_features(clips, cfg: audio.FeatureConfig, strict: bool = False, prog
     if waves:
         xs.append(audio.log_mel(np.stack(waves), cfg))
     x = np.concatenate(xs) if xs else np.zeros((0, cfg.n_mels, cfg.n_frames), np.float32)  # (N_ok, M, T)
-    return x, ok, skipped
+    return x, ok, skipped, cropped
 
 
 def _write_atomic_npz(path: Path, **arrays):
@@ -280,6 +289,21 @@ def _make_split(clips, x_by_path, cfg: audio.FeatureConfig) -> Split:
                  path=[str(c.path) for c in clips])
 
 
+def _report_loading(listing: Listing, n_loaded: int, skipped: list, cropped: list, cfg: audio.FeatureConfig):
+    """stderr: one line per skipped file and a count, then a note on long clips (on every load)."""
+    for p, why in skipped:
+        print(f"skipped {p}: {why}", file=sys.stderr)
+    if skipped:
+        print(f"{len(skipped)} of {n_loaded + len(skipped)} files in {listing.root} were skipped (listed above)",
+              file=sys.stderr)
+    if cropped:
+        p, secs = max(cropped, key=lambda c: c[1])
+        print(f"note: {len(cropped)} clip{'s' if len(cropped) > 1 else ''} in {listing.root} "
+              f"hold{'' if len(cropped) > 1 else 's'} more than {LONG_SOUND_WINDOWS * cfg.n_samples / cfg.sr:.3f} s "
+              f"of sound after silence trimming; only the central {cfg.n_samples / cfg.sr:.3f} s is used, "
+              f"e.g. {p} ({secs:.1f} s of sound)", file=sys.stderr)
+
+
 def load_features(root, split: str = "official", cache_dir=None, strict: bool = False,
                   max_per_digit: int | None = None, cfg: audio.FeatureConfig = audio.FeatureConfig(),
                   progress: bool = True) -> Features:
@@ -289,6 +313,7 @@ def load_features(root, split: str = "official", cache_dir=None, strict: bool = 
     call computes the features of every selected clip; later calls with the same files and cfg
     read them from ``cache_dir`` (default :func:`default_cache_dir`). ``max_per_digit`` keeps a
     deterministic subset of each split (see :func:`subset`). Bad files: see the module docstring.
+    Every call lists the skipped files and notes the long clips on stderr, cached or not.
     """
     listing = scan(root, strict=strict)
     train, test = split_clips(listing, split)
@@ -303,20 +328,22 @@ def load_features(root, split: str = "official", cache_dir=None, strict: bool = 
             with np.load(cpath, allow_pickle=False) as z:
                 x, ok = z["x"], list(z["paths"])
                 bad = list(zip(z["skipped_paths"].tolist(), z["skipped_reasons"].tolist()))
+                cropped = list(zip(z["cropped_paths"].tolist(), z["cropped_seconds"].tolist()))
         except (OSError, ValueError, KeyError):
             x = None  # unreadable cache (e.g. an old format): rebuild it
     if x is None:
-        x, ok, bad = compute_features(clips, cfg, strict=strict, progress=progress)
-        for p, why in listing.skipped + bad:
-            print(f"skipped {p}: {why}", file=sys.stderr)
+        x, ok, bad, cropped = compute_features(clips, cfg, strict=strict, progress=progress)
         _write_atomic_npz(cpath, x=x, paths=np.array(ok, dtype=str),
                           skipped_paths=np.array([p for p, _ in bad], dtype=str),
-                          skipped_reasons=np.array([r for _, r in bad], dtype=str))
+                          skipped_reasons=np.array([r for _, r in bad], dtype=str),
+                          cropped_paths=np.array([p for p, _ in cropped], dtype=str),
+                          cropped_seconds=np.array([s for _, s in cropped], dtype=np.float64))
     elif strict and bad:
         raise ValueError(f"{bad[0][0]}: {bad[0][1]}")
+    _report_loading(listing, len(ok), listing.skipped + bad, cropped, cfg)
     x_by_path = dict(zip(ok, x))
     return Features(train=_make_split(train, x_by_path, cfg), test=_make_split(test, x_by_path, cfg), cfg=cfg,
-                    skipped=listing.skipped + bad, layout=listing.layout, root=listing.root)
+                    skipped=listing.skipped + bad, layout=listing.layout, root=listing.root, cropped=cropped)
 
 
 # ---------------------------------------------------------------------------------- CLI

@@ -1,0 +1,87 @@
+"""Data that is not what the pipeline expects, one section per case; tiny WAV folders written here."""
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from minivq import audio as A
+from minivq import data as D
+from minivq import pipeline, train
+
+SR = 8000
+
+
+def _word(n, f0=160.0, seed=0):
+    """A vowel-like burst of n samples at 8 kHz: harmonics under a Hann envelope, (n,) float64."""
+    t = np.arange(n) / SR
+    x = sum(np.sin(2 * np.pi * f0 * k * t + seed * k) / k for k in range(1, 12) if f0 * k < 3800)
+    return 0.4 * x * np.hanning(n) / np.abs(x).max()
+
+
+def fsdd(root, plan, speakers=("ann", "bob")):
+    """FSDD layout from plan = {digit: takes}: one 0.3 s word per speaker, digit and take."""
+    rec = Path(root) / "recordings"
+    rec.mkdir(parents=True)
+    for i, s in enumerate(speakers):
+        for d, takes in plan.items():
+            for k in takes:
+                sf.write(rec / f"{d}_{s}_{k}.wav", _word(2400, 120 + 30 * d + 7 * i, k), SR, subtype="PCM_16")
+    return Path(root)
+
+
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("MINIVQ_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def _no_escape(fn, *a):
+    """Call a CLI main; a KeyboardInterrupt escaping it fails the test instead of stopping pytest."""
+    try:
+        return fn(*a)
+    except KeyboardInterrupt as e:
+        pytest.fail(f"KeyboardInterrupt escaped the CLI ({e!r})")
+
+
+# -------------------------------------------------------------------------- 4. very long clips
+
+def test_long_clips_are_counted_and_named(tmp_path, capsys):
+    root = fsdd(tmp_path / "long", {0: (0, 5), 1: (0, 5)})
+    talk = np.concatenate([_word(2400, 150 + 10 * (i % 7), i) for i in range(200)])  # 60 s without a pause
+    sf.write(root / "recordings" / "1_ann_6.wav", talk, SR, subtype="PCM_16")
+    quiet = 1e-4 * np.random.default_rng(0).standard_normal(28000)                # 3.5 s, 0.3 s of speech
+    quiet[9000:11400] += _word(2400)
+    sf.write(root / "recordings" / "0_bob_7.wav", quiet, SR, subtype="PCM_16")
+    f = D.load_features(root)
+    assert [(os.path.basename(p), round(s, 1)) for p, s in f.cropped] == [("1_ann_6.wav", 60.0)]
+    assert len(f.train) == 6 and not f.skipped                                # kept, cropped as before
+    note = ("note: 1 clip in {} holds more than 2.048 s of sound after silence trimming; only the central "
+            "1.024 s is used, e.g. {} (60.0 s of sound)").format(f.root, root.resolve() / "recordings" / "1_ann_6.wav")
+    assert note in capsys.readouterr().err
+    again = D.load_features(root)                                             # from the cache: said again
+    assert again.cropped == f.cropped and note in capsys.readouterr().err
+
+
+# ------------------------------------------------------ 6. skipped files on every (cached) load
+
+def test_skipped_files_are_reported_on_every_load(tmp_path, monkeypatch, capsys):
+    root = fsdd(tmp_path / "d", {0: (0, 5), 1: (0, 5)})
+    bad = root / "recordings" / "1_ann_7.wav"
+    bad.write_text("not audio")
+    (root / "recordings" / "one.wav").write_bytes(b"")                        # name outside the layout
+    first = D.load_features(root)
+    err1 = capsys.readouterr().err
+
+    def boom(*a, **k):
+        raise AssertionError("features recomputed although cached")
+    monkeypatch.setattr(D, "compute_features", boom)
+    second = D.load_features(root)
+    err2 = capsys.readouterr().err
+    assert sorted(second.skipped) == sorted(first.skipped) and len(first.skipped) == 2
+    for err in (err1, err2):
+        assert f"skipped {bad}: is not a readable audio file" in err
+        assert "one.wav: name does not match" in err
+        assert err.strip().splitlines()[-1] == f"2 of 10 files in {root} were skipped (listed above)"
