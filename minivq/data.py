@@ -20,6 +20,8 @@ Bad input, and what happens (``strict=True`` turns every "skipped" into a ValueE
 - a non-audio file named ``.wav``, a zero-length WAV, NaN/inf samples -> skipped with
   :func:`minivq.audio.load_wav`'s reason (any non-finite sample marks the file as damaged);
 - an all-silent clip (max |sample| < 1e-4, about -80 dBFS) -> skipped, reason "silent";
+- a PCM WAV cut short (its header promises more sample bytes than the file holds) -> skipped,
+  reason "truncated ..." (libsndfile would silently read the part that is there);
 Skipped files are listed in ``Features.skipped`` and on stderr, one line each and a count, on
 every load (the feature cache remembers them); the rest load normally. Clips holding more than
 ``LONG_SOUND_WINDOWS`` windows of sound after silence trimming are centre-cropped like every
@@ -108,6 +110,43 @@ def _wavs(folder: Path):
     with os.scandir(folder) as it:  # DirEntry.is_file() needs no extra system call
         names = sorted(e.name for e in it if e.name.lower().endswith(".wav") and e.is_file())
     return [folder / n for n in names]
+
+
+def wav_truncation(path) -> str | None:
+    """Why a RIFF/WAVE file is cut short, or None when it is whole (or not a RIFF/WAVE file).
+
+    A WAV header states the byte size of its ``data`` chunk; when the file ends before that
+    many bytes (a copy or download stopped half-way), libsndfile reads what is there without
+    complaint, so a cut clip would pass as a shorter one. Compares the promised size with the
+    bytes after the chunk's start. A size of 0 or 0xFFFFFFFF (a writer that could not go back
+    and fill it in) is not checked; nor are other containers (RF64, AIFF, FLAC: libsndfile's own
+    checks apply).
+    """
+    try:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            head = fh.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return None
+            pos, rate_bytes = 12, 0
+            while pos + 8 <= size:  # walk the chunks: id (4 bytes), size (4, little-endian), body, pad byte
+                fh.seek(pos)
+                cid, n = fh.read(4), int.from_bytes(fh.read(4), "little")
+                if cid == b"fmt ":
+                    fmt = fh.read(min(n, 16))
+                    if len(fmt) >= 12:
+                        rate_bytes = int.from_bytes(fmt[8:12], "little")  # bytes per second of audio
+                elif cid == b"data":
+                    have = size - (pos + 8)
+                    if n in (0, 0xFFFFFFFF) or have >= n:
+                        return None
+                    secs = (lambda b: f" ({b / rate_bytes:.3f} s)") if rate_bytes else (lambda b: "")
+                    return (f"is truncated: its WAV header promises {n} bytes of samples{secs(n)} "
+                            f"but the file holds only {have}{secs(have)}")
+                pos += 8 + n + (n & 1)
+    except OSError:
+        return None  # unreadable: load_wav reports it
+    return None
 
 
 def _speaker_dirs(folder: Path):
@@ -240,6 +279,9 @@ def compute_features(clips, cfg: audio.FeatureConfig, strict: bool = False, prog
     xs, ok, skipped, waves, cropped = [], [], [], [], []
     for i, c in enumerate(clips):
         try:
+            cut = wav_truncation(c.path)
+            if cut:
+                raise ValueError(f"{c.path} {cut}")
             w = audio.load_wav(c.path, cfg.sr)
             if np.abs(w).max() < SILENT_PEAK:
                 raise ValueError(f"{c.path} is silent (max |sample| {np.abs(w).max():.1e} < {SILENT_PEAK:g})")
@@ -364,6 +406,10 @@ def info(root) -> str:
                 raise ValueError("contains no samples (zero-length audio)")
         except Exception as e:
             skipped.append((str(c.path), f"unreadable header: {str(e).strip() or type(e).__name__}"))
+            continue
+        cut = wav_truncation(c.path)
+        if cut:
+            skipped.append((str(c.path), cut))
             continue
         durs.append(h.frames / h.samplerate)
         rates[h.samplerate] += 1

@@ -46,6 +46,45 @@ def _no_escape(fn, *a):
         pytest.fail(f"KeyboardInterrupt escaped the CLI ({e!r})")
 
 
+# ------------------------------------------------------------------------- 2. a WAV cut in half
+
+def test_truncated_wav_is_skipped_with_its_reason(tmp_path, capsys):
+    root = fsdd(tmp_path / "cut", {0: (0, 5), 1: (0, 5)})
+    target = root / "recordings" / "1_bob_5.wav"
+    whole = target.read_bytes()
+    target.write_bytes(whole[:44 + (len(whole) - 44) // 2])                  # header kept, half the samples
+    assert sf.info(str(target)).frames == 1200                               # libsndfile reads the half quietly
+    f = D.load_features(root)
+    assert [os.path.basename(p) for p, _ in f.skipped] == ["1_bob_5.wav"]
+    reason = f.skipped[0][1]
+    assert reason == "is truncated: its WAV header promises 4800 bytes of samples (0.300 s) but the file holds only 2400 (0.150 s)"
+    assert len(f.train) + len(f.test) == 7 and str(target) not in f.train.path
+    err = capsys.readouterr().err
+    assert f"skipped {target}: is truncated" in err and "1 of 8 files" in err
+    with pytest.raises(ValueError, match="1_bob_5.wav is truncated"):
+        D.load_features(root, cache_dir=tmp_path / "c2", strict=True)
+    assert f"skipped {target}: is truncated" in D.info(root) and "clips: 7 readable, 1 skipped" in D.info(root)
+
+
+def test_whole_wavs_are_not_flagged(tmp_path):
+    w = _word(2400)
+    sf.write(tmp_path / "plain.wav", w, SR, subtype="PCM_16")
+    sf.write(tmp_path / "stereo48k.wav", np.stack([w, w], 1), 48000, subtype="PCM_24")
+    sf.write(tmp_path / "float.wav", w.astype(np.float32), SR, subtype="FLOAT")
+    sf.write(tmp_path / "odd.wav", w[:2399], SR, subtype="PCM_U8")            # odd data size, padded
+    for name in ("plain", "stereo48k", "float", "odd"):
+        assert D.wav_truncation(tmp_path / f"{name}.wav") is None, name
+    b = bytearray((tmp_path / "plain.wav").read_bytes())
+    (tmp_path / "tail.wav").write_bytes(bytes(b) + b"LIST\x04\x00\x00\x00INFO")  # a chunk after the samples
+    assert D.wav_truncation(tmp_path / "tail.wav") is None
+    i = b.index(b"data")
+    b[i + 4:i + 8] = b"\xff\xff\xff\xff"                                     # streamed: size left unknown
+    (tmp_path / "stream.wav").write_bytes(bytes(b[:-100]))
+    assert D.wav_truncation(tmp_path / "stream.wav") is None
+    (tmp_path / "text.wav").write_text("not audio")
+    assert D.wav_truncation(tmp_path / "text.wav") is None                   # load_wav reports that one
+
+
 # -------------------------------------------------------------------------- 4. very long clips
 
 def test_long_clips_are_counted_and_named(tmp_path, capsys):
