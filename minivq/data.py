@@ -22,6 +22,8 @@ Bad input, and what happens (``strict=True`` turns every "skipped" into a ValueE
 - an all-silent clip (max |sample| < 1e-4, about -80 dBFS) -> skipped, reason "silent";
 - a PCM WAV cut short (its header promises more sample bytes than the file holds) -> skipped,
   reason "truncated ..." (libsndfile would silently read the part that is there);
+- a split without any clip (e.g. FSDD files that are all takes >= 5: no test set) -> ValueError
+  naming the folder and the split rule, before any training.
 Skipped files are listed in ``Features.skipped`` and on stderr, one line each and a count, on
 every load (the feature cache remembers them); the rest load normally. Clips holding more than
 ``LONG_SOUND_WINDOWS`` windows of sound after silence trimming are centre-cropped like every
@@ -243,6 +245,24 @@ def split_clips(listing: Listing, split: str = "official") -> tuple[list, list]:
             [c for c, t in zip(listing.clips, is_test) if t])
 
 
+def split_rule(listing: Listing, split: str) -> str:
+    """How the test split is chosen, in words, for error messages."""
+    if split == "official" and listing.layout == "fsdd":
+        return "takes 0-4 of every speaker are the test set, the other takes the training set"
+    return (f"the held-out speakers {test_speakers(c.speaker for c in listing.clips)} are the test set, "
+            "the other speakers the training set")
+
+
+def _check_split(listing: Listing, split: str, n_train: int, n_test: int, after_skips: bool = False):
+    """ValueError naming the folder and the split rule when a side of the split has no clip."""
+    for name, n in (("test", n_test), ("training", n_train)):
+        if n == 0:
+            why = ("every one of them was skipped (see the 'skipped' lines above)" if after_skips else
+                   f"none of its {len(listing.clips)} recordings is one")
+            raise ValueError(f"data folder {listing.root} has no {name} clips under the {split} split "
+                             f"({split_rule(listing, split)}): {why}")
+
+
 def subset(clips, max_per_digit: int | None):
     """At most ``max_per_digit`` clips per digit, chosen by sha256 of the file name (spreads over
     speakers and takes, same choice every run); order by path is kept."""
@@ -358,7 +378,11 @@ def load_features(root, split: str = "official", cache_dir=None, strict: bool = 
     Every call lists the skipped files and notes the long clips on stderr, cached or not.
     """
     listing = scan(root, strict=strict)
-    train, test = split_clips(listing, split)
+    try:
+        train, test = split_clips(listing, split)
+    except ValueError as e:
+        raise ValueError(f"data folder {listing.root}: {e}") from None
+    _check_split(listing, split, len(train), len(test))
     train, test = subset(train, max_per_digit), subset(test, max_per_digit)
     clips = sorted(train + test, key=lambda c: str(c.path))
     key = _cache_key(listing, clips, cfg)
@@ -384,8 +408,10 @@ def load_features(root, split: str = "official", cache_dir=None, strict: bool = 
         raise ValueError(f"{bad[0][0]}: {bad[0][1]}")
     _report_loading(listing, len(ok), listing.skipped + bad, cropped, cfg)
     x_by_path = dict(zip(ok, x))
-    return Features(train=_make_split(train, x_by_path, cfg), test=_make_split(test, x_by_path, cfg), cfg=cfg,
-                    skipped=listing.skipped + bad, layout=listing.layout, root=listing.root, cropped=cropped)
+    feats = Features(train=_make_split(train, x_by_path, cfg), test=_make_split(test, x_by_path, cfg), cfg=cfg,
+                     skipped=listing.skipped + bad, layout=listing.layout, root=listing.root, cropped=cropped)
+    _check_split(listing, split, len(feats.train), len(feats.test), after_skips=True)
+    return feats
 
 
 # ---------------------------------------------------------------------------------- CLI

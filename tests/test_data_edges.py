@@ -85,6 +85,41 @@ def test_whole_wavs_are_not_flagged(tmp_path):
     assert D.wav_truncation(tmp_path / "text.wav") is None                   # load_wav reports that one
 
 
+# ------------------------------------------------------------------------------ 3. no test split
+
+def test_no_test_clips_is_a_clear_error_before_training(tmp_path, capsys):
+    root = fsdd(tmp_path / "late", {0: (5, 6), 1: (5, 6)})                   # FSDD takes 0-4 are the test set
+    with pytest.raises(ValueError) as e:
+        D.load_features(root)
+    assert str(e.value) == (f"data folder {root} has no test clips under the official split (takes 0-4 of every "
+                            "speaker are the test set, the other takes the training set): none of its 8 recordings is one")
+    for model, extra in (("classifier", []), ("vqvae", ["--batch", "4"])):
+        out = tmp_path / model
+        rc = _no_escape(train.main, [model, "--data", str(root), "--out", str(out), "--epochs", "1", *extra])
+        err = capsys.readouterr().err
+        assert rc == 2 and err.strip().splitlines() == [f"error: {e.value}"], (model, err)
+        assert not out.exists()
+
+
+def test_a_test_split_of_skipped_files_and_a_single_speaker(tmp_path):
+    root = fsdd(tmp_path / "bad", {0: (0, 5), 1: (0, 5)}, speakers=("ann",))
+    for k in (0,):
+        for d in (0, 1):
+            (root / "recordings" / f"{d}_ann_{k}.wav").write_text("not audio")
+    with pytest.raises(ValueError, match=r"has no test clips under the official split \(takes 0-4 .*\): "
+                                         r"every one of them was skipped"):
+        D.load_features(root)
+    with pytest.raises(ValueError, match=f"data folder {root}: a speaker-disjoint split needs at least 2 speakers"):
+        D.load_features(root, split="speakers")
+    amn = tmp_path / "amn"
+    for s in ("01", "02", "03"):
+        (amn / s).mkdir(parents=True)
+        sf.write(amn / s / f"0_{s}_0.wav", _word(2400), SR)
+    (amn / D.test_speakers(["01", "02", "03"])[0] / f"0_{D.test_speakers(['01', '02', '03'])[0]}_0.wav").write_text("x")
+    with pytest.raises(ValueError, match=r"under the official split \(the held-out speakers \['0\d'\] are the test set"):
+        D.load_features(amn)
+
+
 # -------------------------------------------------------------------------- 4. very long clips
 
 def test_long_clips_are_counted_and_named(tmp_path, capsys):
