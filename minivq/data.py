@@ -28,6 +28,8 @@ Skipped files are listed in ``Features.skipped`` and on stderr, one line each an
 every load (the feature cache remembers them); the rest load normally. Clips holding more than
 ``LONG_SOUND_WINDOWS`` windows of sound after silence trimming are centre-cropped like every
 clip, and counted in ``Features.cropped`` and a stderr note, with an example file.
+Ctrl-C while loading raises :class:`LoadInterrupted` (a KeyboardInterrupt) whose message says
+whether the feature cache was written (it never is half-written).
 
 Feature cache: ``$MINIVQ_CACHE`` or ``~/.cache/minivq``; the file name hashes the data folder,
 the selected files' names/sizes/mtimes, the metadata files and ``FeatureConfig.key()``, so any
@@ -104,6 +106,10 @@ class Features:
     layout: str
     root: Path
     cropped: list = dataclasses.field(default_factory=list)  # [(path str, seconds of sound after trimming)]
+
+
+class LoadInterrupted(KeyboardInterrupt):
+    """Ctrl-C while features load; the message says what was (not) written. CLIs print it and exit 130."""
 
 
 # ------------------------------------------------------------------------------ scanning
@@ -376,7 +382,20 @@ def load_features(root, split: str = "official", cache_dir=None, strict: bool = 
     read them from ``cache_dir`` (default :func:`default_cache_dir`). ``max_per_digit`` keeps a
     deterministic subset of each split (see :func:`subset`). Bad files: see the module docstring.
     Every call lists the skipped files and notes the long clips on stderr, cached or not.
+    Ctrl-C raises :class:`LoadInterrupted` saying whether the cache was written.
     """
+    wrote = []  # the cache file once written, for the Ctrl-C message
+    try:
+        return _load_features(root, split, cache_dir, strict, max_per_digit, cfg, progress, wrote)
+    except LoadInterrupted:
+        raise
+    except KeyboardInterrupt:
+        done = (f"the feature cache {wrote[0]} had been written complete" if wrote else
+                "nothing was written (the feature cache is only saved once every clip is done)")
+        raise LoadInterrupted(f"interrupted while loading features from {root}; {done}") from None
+
+
+def _load_features(root, split, cache_dir, strict, max_per_digit, cfg, progress, wrote) -> Features:
     listing = scan(root, strict=strict)
     try:
         train, test = split_clips(listing, split)
@@ -404,6 +423,7 @@ def load_features(root, split: str = "official", cache_dir=None, strict: bool = 
                           skipped_reasons=np.array([r for _, r in bad], dtype=str),
                           cropped_paths=np.array([p for p, _ in cropped], dtype=str),
                           cropped_seconds=np.array([s for _, s in cropped], dtype=np.float64))
+        wrote.append(cpath)
     elif strict and bad:
         raise ValueError(f"{bad[0][0]}: {bad[0][1]}")
     _report_loading(listing, len(ok), listing.skipped + bad, cropped, cfg)

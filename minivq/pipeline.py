@@ -29,6 +29,7 @@ from minivq import train_classifier as TC
 from minivq import train_prior as TP
 from minivq import train_vqvae as TV
 from minivq import vqvae as V
+from minivq.data import LoadInterrupted
 from minivq.generate import BUNDLE_FORMAT, PRIOR_FILES, SAMPLING_DEFAULTS, Bundle, generate
 from minivq.progress import fmt_time
 from minivq.transformer import GPTConfig
@@ -356,6 +357,9 @@ def main(argv=None):
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except LoadInterrupted as e:
+        print(e, file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print("interrupted: run the same command again to resume", file=sys.stderr)
         return 130

@@ -139,6 +139,63 @@ def test_long_clips_are_counted_and_named(tmp_path, capsys):
     assert again.cropped == f.cropped and note in capsys.readouterr().err
 
 
+# ---------------------------------------------------------------- 5. Ctrl-C while features load
+
+def _interrupt_on_call(monkeypatch, n):
+    real, calls = A.load_wav, []
+
+    def load(*a, **k):
+        calls.append(1)
+        if len(calls) == n:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+    monkeypatch.setattr(A, "load_wav", load)
+
+
+def test_ctrl_c_while_loading_leaves_no_cache_and_says_so(tmp_path, monkeypatch, own_cache):
+    root = fsdd(tmp_path / "d", {0: (0, 5), 1: (0, 5)})
+    _interrupt_on_call(monkeypatch, 3)
+    with pytest.raises(D.LoadInterrupted, match=f"interrupted while loading features from {root}; nothing was written"):
+        D.load_features(root)
+    assert not own_cache.exists() or not os.listdir(own_cache)
+    monkeypatch.undo()
+    monkeypatch.setenv("MINIVQ_CACHE", str(own_cache))
+
+    def half_then_interrupt(fh, **arrays):                                    # Ctrl-C in the middle of the write
+        fh.write(b"PK\x03\x04 half a zip")
+        raise KeyboardInterrupt
+    monkeypatch.setattr(np, "savez", half_then_interrupt)
+    with pytest.raises(KeyboardInterrupt, match="nothing was written"):
+        D.load_features(root)
+    assert os.listdir(own_cache) == []                                       # no half-written file, no temp file
+    monkeypatch.undo()
+    monkeypatch.setenv("MINIVQ_CACHE", str(own_cache))
+    assert len(D.load_features(root).train) == 4                              # the next run starts over
+
+    def late(*a, **k):                                                        # Ctrl-C once the cache is saved
+        raise KeyboardInterrupt
+    monkeypatch.setattr(D, "_report_loading", late)
+    with pytest.raises(D.LoadInterrupted, match=r"the feature cache .*\.npz had been written complete"):
+        D.load_features(root, cache_dir=tmp_path / "c3")
+    assert [p.suffix for p in (tmp_path / "c3").iterdir()] == [".npz"]
+
+
+@pytest.mark.parametrize("cli", ["train", "pipeline"])
+def test_ctrl_c_while_loading_is_one_line_and_exit_130(cli, tmp_path, monkeypatch, capsys, own_cache):
+    root = fsdd(tmp_path / "d", {0: (0, 5), 1: (0, 5)})
+    _interrupt_on_call(monkeypatch, 2)
+    out = tmp_path / "out"
+    if cli == "train":
+        rc = _no_escape(train.main, ["classifier", "--data", str(root), "--out", str(out)])
+    else:
+        rc = _no_escape(pipeline.main, ["--data", str(root), "--out", str(out), "--quick"])
+    err = capsys.readouterr().err
+    assert rc == 130 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (f"interrupted while loading features from {root}; nothing was written "
+                                            "(the feature cache is only saved once every clip is done)")
+    assert not own_cache.exists() or not os.listdir(own_cache)
+
+
 # ------------------------------------------------------ 6. skipped files on every (cached) load
 
 def test_skipped_files_are_reported_on_every_load(tmp_path, monkeypatch, capsys):
