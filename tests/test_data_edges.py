@@ -46,6 +46,54 @@ def _no_escape(fn, *a):
         pytest.fail(f"KeyboardInterrupt escaped the CLI ({e!r})")
 
 
+# ---------------------------------------------------------------- 1. digits missing from a split
+
+TINY = dict(max_per_digit=None, clf_epochs=1, vq_epochs=1, prior_epochs=1, uncond_epochs=1, d_model=32,
+            n_layer=1, n_per_digit=1, warmup=1)
+
+
+def test_pipeline_evaluates_the_digits_there_are(tmp_path, capsys):
+    # digits 3 and 4 in both splits, 5 in training only (takes >= 5), the other seven nowhere
+    # (the prior trains on batches of 32 sequences, hence 4 speakers x 3 digits x 3 training takes)
+    root = fsdd(tmp_path / "d345", {3: (0, 5, 6, 7), 4: (0, 5, 6, 7), 5: (5, 6, 7)}, speakers=("a", "b", "c", "d"))
+    res = pipeline.run_pipeline(root, tmp_path / "out", quick=True, overrides=TINY)
+    err = capsys.readouterr().err
+    assert "coverage, clips per digit 0-9: train [0, 0, 0, 12, 12, 12, 0, 0, 0, 0], test [0, 0, 0, 4, 4, 0, 0, 0, 0, 0]" in err
+    assert "digit(s) [5] have no test clips" in err and "digit(s) [0, 1, 2, 6, 7, 8, 9] have no clips at all" in err
+    assert err.index("coverage") < err.index("stage 1/4")                      # said before any training
+    on_disk = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert on_disk["real"]["n"] == 8 and on_disk["reconstruction"]["n"] == 8
+    assert on_disk["generated_digits"] == [3, 4, 5] and on_disk["generated_class"]["n"] == 3
+    assert np.asarray(on_disk["generated_class"]["confusion"]).sum(axis=1).tolist() == [0, 0, 0, 1, 1, 1, 0, 0, 0, 0]
+    assert res["clips_per_digit"]["test"][3:5] == [4, 4]
+    for f in ("report.md", "confusion_real.png", "confusion_generated.png", "real_vs_generated.png"):
+        assert (tmp_path / "out" / f).stat().st_size > 0, f
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "| real test clips | 8 |" in report and "conditional generations cover digits [3, 4, 5]" in report
+    assert sorted(p.name.split("_")[1] for p in (tmp_path / "out" / "samples").glob("conditional_*.wav")) == \
+        ["3", "4", "5"]
+
+
+def test_a_test_digit_without_training_clips_stops_before_training(tmp_path, capsys):
+    root = fsdd(tmp_path / "d347", {3: (0, 5), 4: (0, 5), 7: (0, 1)})           # 7: test takes only
+    rc = _no_escape(pipeline.main, ["--data", str(root), "--out", str(tmp_path / "out"), "--quick"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"error: data folder {root}") and "digit(s) [7] have test clips but no training clips" in last
+    assert not (tmp_path / "out" / "classifier").exists()                    # nothing was trained
+
+
+def test_check_coverage_returns_the_digits_with_training_clips(capsys):
+    split = lambda digits: type("S", (), {"digit": np.array(digits)})       # noqa: E731
+    feats = type("F", (), {"root": "DATA", "train": split([1, 1, 2, 9]), "test": split([1, 9])})
+    assert pipeline.check_coverage(feats) == [1, 2, 9]
+    assert "digit(s) [2] have no test clips" in capsys.readouterr().err
+    feats.test = split([1, 3])
+    with pytest.raises(ValueError, match=r"DATA: digit\(s\) \[3\] have test clips but no training clips"):
+        pipeline.check_coverage(feats)
+
+
 # ------------------------------------------------------------------------- 2. a WAV cut in half
 
 def test_truncated_wav_is_skipped_with_its_reason(tmp_path, capsys):
