@@ -20,8 +20,16 @@ Bad input, and what happens (``strict=True`` turns every "skipped" into a ValueE
 - a non-audio file named ``.wav``, a zero-length WAV, NaN/inf samples -> skipped with
   :func:`minivq.audio.load_wav`'s reason (any non-finite sample marks the file as damaged);
 - an all-silent clip (max |sample| < 1e-4, about -80 dBFS) -> skipped, reason "silent";
-Each skipped file is reported once (in ``Features.skipped`` and one stderr line each when the
-features are built) and the rest load normally. The feature cache remembers skipped files too.
+- a PCM WAV cut short (its header promises more sample bytes than the file holds) -> skipped,
+  reason "truncated ..." (libsndfile would silently read the part that is there);
+- a split without any clip (e.g. FSDD files that are all takes >= 5: no test set) -> ValueError
+  naming the folder and the split rule, before any training.
+Skipped files are listed in ``Features.skipped`` and on stderr, one line each and a count, on
+every load (the feature cache remembers them); the rest load normally. Clips holding more than
+``LONG_SOUND_WINDOWS`` windows of sound after silence trimming are centre-cropped like every
+clip, and counted in ``Features.cropped`` and a stderr note, with an example file.
+Ctrl-C while loading raises :class:`LoadInterrupted` (a KeyboardInterrupt) whose message says
+whether the feature cache was written (it never is half-written).
 
 Feature cache: ``$MINIVQ_CACHE`` or ``~/.cache/minivq``; the file name hashes the data folder,
 the selected files' names/sizes/mtimes, the metadata files and ``FeatureConfig.key()``, so any
@@ -50,6 +58,7 @@ from minivq.progress import Progress
 
 CACHE_VERSION = 1
 SILENT_PEAK = 1e-4          # a clip whose max |sample| is below this (about -80 dBFS) has no speech
+LONG_SOUND_WINDOWS = 2      # more sound than this many feature windows (2 x 1.024 s) after trimming: noted
 TEST_SPEAKER_FRACTION = 0.2
 _NAME = re.compile(r"^(\d)_([A-Za-z0-9\-]+)_(\d+)\.wav$", re.IGNORECASE)
 
@@ -96,6 +105,11 @@ class Features:
     skipped: list       # [(path str, reason)]
     layout: str
     root: Path
+    cropped: list = dataclasses.field(default_factory=list)  # [(path str, seconds of sound after trimming)]
+
+
+class LoadInterrupted(KeyboardInterrupt):
+    """Ctrl-C while features load; the message says what was (not) written. CLIs print it and exit 130."""
 
 
 # ------------------------------------------------------------------------------ scanning
@@ -104,6 +118,43 @@ def _wavs(folder: Path):
     with os.scandir(folder) as it:  # DirEntry.is_file() needs no extra system call
         names = sorted(e.name for e in it if e.name.lower().endswith(".wav") and e.is_file())
     return [folder / n for n in names]
+
+
+def wav_truncation(path) -> str | None:
+    """Why a RIFF/WAVE file is cut short, or None when it is whole (or not a RIFF/WAVE file).
+
+    A WAV header states the byte size of its ``data`` chunk; when the file ends before that
+    many bytes (a copy or download stopped half-way), libsndfile reads what is there without
+    complaint, so a cut clip would pass as a shorter one. Compares the promised size with the
+    bytes after the chunk's start. A size of 0 or 0xFFFFFFFF (a writer that could not go back
+    and fill it in) is not checked; nor are other containers (RF64, AIFF, FLAC: libsndfile's own
+    checks apply).
+    """
+    try:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            head = fh.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return None
+            pos, rate_bytes = 12, 0
+            while pos + 8 <= size:  # walk the chunks: id (4 bytes), size (4, little-endian), body, pad byte
+                fh.seek(pos)
+                cid, n = fh.read(4), int.from_bytes(fh.read(4), "little")
+                if cid == b"fmt ":
+                    fmt = fh.read(min(n, 16))
+                    if len(fmt) >= 12:
+                        rate_bytes = int.from_bytes(fmt[8:12], "little")  # bytes per second of audio
+                elif cid == b"data":
+                    have = size - (pos + 8)
+                    if n in (0, 0xFFFFFFFF) or have >= n:
+                        return None
+                    secs = (lambda b: f" ({b / rate_bytes:.3f} s)") if rate_bytes else (lambda b: "")
+                    return (f"is truncated: its WAV header promises {n} bytes of samples{secs(n)} "
+                            f"but the file holds only {have}{secs(have)}")
+                pos += 8 + n + (n & 1)
+    except OSError:
+        return None  # unreadable: load_wav reports it
+    return None
 
 
 def _speaker_dirs(folder: Path):
@@ -200,6 +251,24 @@ def split_clips(listing: Listing, split: str = "official") -> tuple[list, list]:
             [c for c, t in zip(listing.clips, is_test) if t])
 
 
+def split_rule(listing: Listing, split: str) -> str:
+    """How the test split is chosen, in words, for error messages."""
+    if split == "official" and listing.layout == "fsdd":
+        return "takes 0-4 of every speaker are the test set, the other takes the training set"
+    return (f"the held-out speakers {test_speakers(c.speaker for c in listing.clips)} are the test set, "
+            "the other speakers the training set")
+
+
+def _check_split(listing: Listing, split: str, n_train: int, n_test: int, after_skips: bool = False):
+    """ValueError naming the folder and the split rule when a side of the split has no clip."""
+    for name, n in (("test", n_test), ("training", n_train)):
+        if n == 0:
+            why = ("every one of them was skipped (see the 'skipped' lines above)" if after_skips else
+                   f"none of its {len(listing.clips)} recordings is one")
+            raise ValueError(f"data folder {listing.root} has no {name} clips under the {split} split "
+                             f"({split_rule(listing, split)}): {why}")
+
+
 def subset(clips, max_per_digit: int | None):
     """At most ``max_per_digit`` clips per digit, chosen by sha256 of the file name (spreads over
     speakers and takes, same choice every run); order by path is kept."""
@@ -229,11 +298,16 @@ def _cache_key(listing: Listing, clips, cfg: audio.FeatureConfig) -> str:
 
 
 def compute_features(clips, cfg: audio.FeatureConfig, strict: bool = False, progress: bool = True, chunk: int = 256):
-    """log-mel of each clip: (x (N_ok, M, T) float32, ok paths [str], skipped [(path, reason)])."""
+    """log-mel of each clip: (x (N_ok, M, T) float32, ok paths [str], skipped [(path, reason)],
+    cropped [(path, seconds)]): cropped lists the clips with more than LONG_SOUND_WINDOWS windows
+    of sound after silence trimming (the seconds of sound), which the window cuts short."""
     bar = Progress(len(clips), desc="log-mel features", every=1.0) if progress and len(clips) >= 200 else None
-    xs, ok, skipped, waves = [], [], [], []
+    xs, ok, skipped, waves, cropped = [], [], [], [], []
     for i, c in enumerate(clips):
         try:
+            cut = wav_truncation(c.path)
+            if cut:
+                raise ValueError(f"{c.path} {cut}")
             w = audio.load_wav(c.path, cfg.sr)
             if np.abs(w).max() < SILENT_PEAK:
                 raise ValueError(f"{c.path} is silent (max |sample| {np.abs(w).max():.1e} < {SILENT_PEAK:g})")
@@ -242,6 +316,9 @@ def compute_features(clips, cfg: audio.FeatureConfig, strict: bool = False, prog
                 raise
             skipped.append((str(c.path), str(e).removeprefix(f"{c.path} ")))  # the path is listed beside it
             continue
+        n_sound = len(audio.trim_silence(w, top_db=cfg.trim_db))  # what prepare() centre-crops to n_samples
+        if n_sound > LONG_SOUND_WINDOWS * cfg.n_samples:
+            cropped.append((str(c.path), n_sound / cfg.sr))
         waves.append(audio.prepare(w, cfg))
         ok.append(str(c.path))
         if len(waves) == chunk or i == len(clips) - 1:
@@ -252,7 +329,7 @@ def compute_features(clips, cfg: audio.FeatureConfig, strict: bool = False, prog
     if waves:
         xs.append(audio.log_mel(np.stack(waves), cfg))
     x = np.concatenate(xs) if xs else np.zeros((0, cfg.n_mels, cfg.n_frames), np.float32)  # (N_ok, M, T)
-    return x, ok, skipped
+    return x, ok, skipped, cropped
 
 
 def _write_atomic_npz(path: Path, **arrays):
@@ -280,6 +357,21 @@ def _make_split(clips, x_by_path, cfg: audio.FeatureConfig) -> Split:
                  path=[str(c.path) for c in clips])
 
 
+def _report_loading(listing: Listing, n_loaded: int, skipped: list, cropped: list, cfg: audio.FeatureConfig):
+    """stderr: one line per skipped file and a count, then a note on long clips (on every load)."""
+    for p, why in skipped:
+        print(f"skipped {p}: {why}", file=sys.stderr)
+    if skipped:
+        print(f"{len(skipped)} of {n_loaded + len(skipped)} files in {listing.root} were skipped (listed above)",
+              file=sys.stderr)
+    if cropped:
+        p, secs = max(cropped, key=lambda c: c[1])
+        print(f"note: {len(cropped)} clip{'s' if len(cropped) > 1 else ''} in {listing.root} "
+              f"hold{'' if len(cropped) > 1 else 's'} more than {LONG_SOUND_WINDOWS * cfg.n_samples / cfg.sr:.3f} s "
+              f"of sound after silence trimming; only the central {cfg.n_samples / cfg.sr:.3f} s is used, "
+              f"e.g. {p} ({secs:.1f} s of sound)", file=sys.stderr)
+
+
 def load_features(root, split: str = "official", cache_dir=None, strict: bool = False,
                   max_per_digit: int | None = None, cfg: audio.FeatureConfig = audio.FeatureConfig(),
                   progress: bool = True) -> Features:
@@ -289,9 +381,27 @@ def load_features(root, split: str = "official", cache_dir=None, strict: bool = 
     call computes the features of every selected clip; later calls with the same files and cfg
     read them from ``cache_dir`` (default :func:`default_cache_dir`). ``max_per_digit`` keeps a
     deterministic subset of each split (see :func:`subset`). Bad files: see the module docstring.
+    Every call lists the skipped files and notes the long clips on stderr, cached or not.
+    Ctrl-C raises :class:`LoadInterrupted` saying whether the cache was written.
     """
+    wrote = []  # the cache file once written, for the Ctrl-C message
+    try:
+        return _load_features(root, split, cache_dir, strict, max_per_digit, cfg, progress, wrote)
+    except LoadInterrupted:
+        raise
+    except KeyboardInterrupt:
+        done = (f"the feature cache {wrote[0]} had been written complete" if wrote else
+                "nothing was written (the feature cache is only saved once every clip is done)")
+        raise LoadInterrupted(f"interrupted while loading features from {root}; {done}") from None
+
+
+def _load_features(root, split, cache_dir, strict, max_per_digit, cfg, progress, wrote) -> Features:
     listing = scan(root, strict=strict)
-    train, test = split_clips(listing, split)
+    try:
+        train, test = split_clips(listing, split)
+    except ValueError as e:
+        raise ValueError(f"data folder {listing.root}: {e}") from None
+    _check_split(listing, split, len(train), len(test))
     train, test = subset(train, max_per_digit), subset(test, max_per_digit)
     clips = sorted(train + test, key=lambda c: str(c.path))
     key = _cache_key(listing, clips, cfg)
@@ -303,20 +413,25 @@ def load_features(root, split: str = "official", cache_dir=None, strict: bool = 
             with np.load(cpath, allow_pickle=False) as z:
                 x, ok = z["x"], list(z["paths"])
                 bad = list(zip(z["skipped_paths"].tolist(), z["skipped_reasons"].tolist()))
+                cropped = list(zip(z["cropped_paths"].tolist(), z["cropped_seconds"].tolist()))
         except (OSError, ValueError, KeyError):
             x = None  # unreadable cache (e.g. an old format): rebuild it
     if x is None:
-        x, ok, bad = compute_features(clips, cfg, strict=strict, progress=progress)
-        for p, why in listing.skipped + bad:
-            print(f"skipped {p}: {why}", file=sys.stderr)
+        x, ok, bad, cropped = compute_features(clips, cfg, strict=strict, progress=progress)
         _write_atomic_npz(cpath, x=x, paths=np.array(ok, dtype=str),
                           skipped_paths=np.array([p for p, _ in bad], dtype=str),
-                          skipped_reasons=np.array([r for _, r in bad], dtype=str))
+                          skipped_reasons=np.array([r for _, r in bad], dtype=str),
+                          cropped_paths=np.array([p for p, _ in cropped], dtype=str),
+                          cropped_seconds=np.array([s for _, s in cropped], dtype=np.float64))
+        wrote.append(cpath)
     elif strict and bad:
         raise ValueError(f"{bad[0][0]}: {bad[0][1]}")
+    _report_loading(listing, len(ok), listing.skipped + bad, cropped, cfg)
     x_by_path = dict(zip(ok, x))
-    return Features(train=_make_split(train, x_by_path, cfg), test=_make_split(test, x_by_path, cfg), cfg=cfg,
-                    skipped=listing.skipped + bad, layout=listing.layout, root=listing.root)
+    feats = Features(train=_make_split(train, x_by_path, cfg), test=_make_split(test, x_by_path, cfg), cfg=cfg,
+                     skipped=listing.skipped + bad, layout=listing.layout, root=listing.root, cropped=cropped)
+    _check_split(listing, split, len(feats.train), len(feats.test), after_skips=True)
+    return feats
 
 
 # ---------------------------------------------------------------------------------- CLI
@@ -337,6 +452,10 @@ def info(root) -> str:
                 raise ValueError("contains no samples (zero-length audio)")
         except Exception as e:
             skipped.append((str(c.path), f"unreadable header: {str(e).strip() or type(e).__name__}"))
+            continue
+        cut = wav_truncation(c.path)
+        if cut:
+            skipped.append((str(c.path), cut))
             continue
         durs.append(h.frames / h.samplerate)
         rates[h.samplerate] += 1

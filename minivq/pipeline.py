@@ -29,6 +29,7 @@ from minivq import train_classifier as TC
 from minivq import train_prior as TP
 from minivq import train_vqvae as TV
 from minivq import vqvae as V
+from minivq.data import LoadInterrupted
 from minivq.generate import BUNDLE_FORMAT, PRIOR_FILES, SAMPLING_DEFAULTS, Bundle, generate
 from minivq.progress import fmt_time
 from minivq.transformer import GPTConfig
@@ -90,6 +91,7 @@ def run_pipeline(data, out, cr=16, uncond=False, quick=False, seed=0, n_per_digi
     data_id = {"root": str(Path(data).resolve()), "features": feats.cfg.key(), "max_per_digit": S["max_per_digit"],
                "n_train": len(feats.train.x), "n_test": len(feats.test.x), "seed": seed}
     log(f"data: {len(feats.train.x)} train / {len(feats.test.x)} test clips ({fmt_time(times['features'])})")
+    digits = check_coverage(feats)
 
     # 1. classifier
     t = time.perf_counter()
@@ -140,7 +142,8 @@ def run_pipeline(data, out, cr=16, uncond=False, quick=False, seed=0, n_per_digi
     # 4. evaluation
     t = time.perf_counter()
     log("stage 4/4 evaluation")
-    res = evaluate_all(feats, clf, vq, priors, out, S["n_per_digit"], seed, sampling, latents=latents)
+    res = evaluate_all(feats, clf, vq, priors, out, S["n_per_digit"], seed, sampling, latents=latents,
+                       digits=digits)
     times["evaluation"] = time.perf_counter() - t
     times["total"] = time.perf_counter() - t_all
     res["wall_seconds"] = times
@@ -181,10 +184,40 @@ def latent_top_pr(codebook, real_tokens, fake_tokens, seed=0):
         return {"fidelity": None, "diversity": None, "top_f1": None, "note": str(e)}
 
 
-def evaluate_all(feats, clf, vq, priors, out, n_per_digit, seed, sampling, latents=False):
+def check_coverage(feats):
+    """Clips per digit in each split, logged before any training; returns the digits with
+    training clips (those the priors learn and the evaluation generates).
+
+    A digit with test clips but no training clips stops the run (ValueError): the classifier
+    that judges every stage would never have heard it. Digits with training clips only are
+    generated but have no real clips to compare with; digits with no clips are left out."""
+    n_tr = np.bincount(np.asarray(feats.train.digit, np.int64), minlength=10)  # (10,)
+    n_te = np.bincount(np.asarray(feats.test.digit, np.int64), minlength=10)  # (10,)
+    log(f"coverage, clips per digit 0-9: train {n_tr.tolist()}, test {n_te.tolist()}")
+    unheard = np.flatnonzero((n_te > 0) & (n_tr == 0))
+    if unheard.size:
+        raise ValueError(f"data folder {feats.root}: digit(s) {unheard.tolist()} have test clips but no training "
+                         "clips, so the classifier that judges every stage cannot learn them; add training clips "
+                         "of those digits or remove their test clips")
+    no_test = np.flatnonzero((n_tr > 0) & (n_te == 0)).tolist()
+    absent = np.flatnonzero((n_tr == 0) & (n_te == 0)).tolist()
+    if no_test:
+        log(f"  digit(s) {no_test} have no test clips: generated, but without real clips to compare with")
+    if absent:
+        log(f"  digit(s) {absent} have no clips at all: not trained, generated or evaluated")
+    return np.flatnonzero(n_tr > 0).tolist()
+
+
+def evaluate_all(feats, clf, vq, priors, out, n_per_digit, seed, sampling, latents=False, digits=None):
+    """Judge real, round-trip, reconstructed and generated clips; conditional generations are
+    n_per_digit of each digit in ``digits`` (default 0-9; the pipeline passes those with training
+    clips), and the figure shows the digits that have both a test clip and generations."""
     fc = feats.cfg
+    gen_digits = list(range(10)) if digits is None else [int(dg) for dg in digits]
     x_te, y_te = feats.test.x, np.asarray(feats.test.digit)
-    r = {}
+    r = {"clips_per_digit": {"train": np.bincount(np.asarray(feats.train.digit, np.int64), minlength=10).tolist(),
+                             "test": np.bincount(y_te.astype(np.int64), minlength=10).tolist()},
+         "generated_digits": gen_digits}
     real = evaluate.judge(clf, x_te, want=y_te)
     r["real"] = _summary(real)
     log(f"  real test clips: accuracy {real['accuracy']:.4f}")
@@ -206,9 +239,9 @@ def evaluate_all(feats, clf, vq, priors, out, n_per_digit, seed, sampling, laten
     samples.mkdir(exist_ok=True)
     for cond, prior in priors.items():
         bundle = Bundle(vq, prior, clf, fc, {}, guide=priors.get("none") if cond == "class" else None)
-        digits = np.repeat(np.arange(10), n_per_digit) if cond == "class" else None
+        want_digits = np.repeat(gen_digits, n_per_digit) if cond == "class" else None  # (n,)
         kw = dict(sampling) if cond == "class" else {**sampling, "guidance": 1.0}
-        g = generate(bundle, digits, n=10 * n_per_digit, seed=seed, **kw)
+        g = generate(bundle, want_digits, n=10 * n_per_digit, seed=seed, **kw)
         s = _summary(g)
         s["metrics"] = evaluate.distribution_metrics(real["embed"], g["embed"], seed)
         hist = np.bincount(g["pred"], minlength=10)
@@ -223,17 +256,19 @@ def evaluate_all(feats, clf, vq, priors, out, n_per_digit, seed, sampling, laten
             evaluate.plot_confusion(out / "confusion_generated.png", g["confusion"],
                                     f"conditional generations: {g['accuracy']:.3f}")
             log(f"  conditional generations: accuracy {g['accuracy']:.4f}")
-            first = [np.flatnonzero(y_te == dg)[0] for dg in range(10)]
-            gen_first = [dg * n_per_digit for dg in range(10)]
+            shown = [dg for dg in gen_digits if (y_te == dg).any()]  # digits with a real and a generated clip
+            first = [np.flatnonzero(y_te == dg)[0] for dg in shown]
+            gen_first = [gen_digits.index(dg) * n_per_digit for dg in shown]
             evaluate.plot_spectrogram_grid(out / "real_vs_generated.png",
                                            np.concatenate([x_te[first], g["heard"][gen_first]]),
-                                           [f"real {dg}" for dg in range(10)] +
-                                           [f"gen {dg}->{g['pred'][i]}" for dg, i in zip(range(10), gen_first)],
+                                           [f"real {dg}" for dg in shown] +
+                                           [f"gen {dg}->{g['pred'][i]}" for dg, i in zip(shown, gen_first)],
+                                           ncols=len(shown),
                                            suptitle="top: real test clips; bottom: generated (heard digit)")
         else:
             log(f"  unconditional generations: heard-digit entropy {s['heard_entropy_bits']:.3f} bits")
         for i in range(0, len(g["waves"]), max(1, n_per_digit // 2)):
-            want = "u" if digits is None else digits[i]
+            want = "u" if want_digits is None else want_digits[i]
             from minivq.audio import save_wav
             save_wav(samples / f"{tag}_{want}_{i:04d}_heard{g['pred'][i]}.wav", g["waves"][i], fc.sr)
     return r
@@ -266,6 +301,11 @@ def write_report(path, r):
                      f"{num(m.get('fidelity'))} | {num(m.get('diversity'))} | {num(m.get('top_f1'))} | "
                      f"{num(m.get('precision'))} | {num(m.get('recall'))} | {num(m.get('density'))} | "
                      f"{num(m.get('coverage'))} | {num(m.get('frechet'), '{:.2f}')} |")
+    cov = r.get("clips_per_digit")
+    if cov and (0 in cov["train"] or 0 in cov["test"]):
+        lines += ["", f"Not every digit has clips (per digit 0-9: train {cov['train']}, test {cov['test']}): "
+                  f"conditional generations cover digits {r['generated_digits']}, those with training clips; "
+                  "the real-clip rows cover the test clips there are."]
     lines += ["", "Distribution metrics compare each set's classifier embeddings with the real test clips'.",
               f"VQ-VAE test reconstruction MSE (standardised log-mel): {r['reconstruction']['mse_standardised']:.4f}"]
     if "generated_none" in r:
@@ -356,6 +396,9 @@ def main(argv=None):
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except LoadInterrupted as e:
+        print(e, file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print("interrupted: run the same command again to resume", file=sys.stderr)
         return 130

@@ -36,6 +36,9 @@ def main(argv=None):
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as e:  # trainers catch their own; this one came while loading data
+        print(str(e) or "interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
