@@ -296,7 +296,7 @@ def export_bundle(out, dest, cr, conds, feat_cfg, res, data):
         ck = checkpoint.load(path)
         checkpoint.save(dest / name, ck["params"], config=ck["config"], extra=ck["extra"],
                         meta={k: v for k, v in ck["meta"].items() if k not in ("step_loss", "rng_state")})
-        files[name] = {"bytes": (dest / name).stat().st_size}
+        files[name] = {"bytes": (dest / name).stat().st_size, "sha256": checkpoint.file_sha256(dest / name)}
         card = {"file": name, "config": ck["config"], **common}
         card["metrics"] = _card_metrics(name, out, cr, res)
         checkpoint.write_json(dest / name.replace(".npz", ".json"), card)
