@@ -10,7 +10,7 @@ same sentence, before any work starts:
     positive_float    finite number > 0        learning rate, temperature
     nonneg_float      finite number >= 0       guidance, weight decay, min-lr, clip (0: off)
     prob              number in (0, 1]         top-p (nucleus mass)
-    dropout_rate      number in [0, 1)         dropout
+    fraction          number in [0, 1)         dropout, EMA decay
     unit_interval     number in [0, 1]         restart share
 
 A rule is used in two ways:
@@ -100,7 +100,7 @@ nonneg_int = Rule("nonneg_int", "int", lo=0)
 positive_float = Rule("positive_float", "float", lo=0, lo_open=True)
 nonneg_float = Rule("nonneg_float", "float", lo=0)
 prob = Rule("prob", "float", lo=0, hi=1, lo_open=True)
-dropout_rate = Rule("dropout_rate", "float", lo=0, hi=1, hi_open=True)
+fraction = Rule("fraction", "float", lo=0, hi=1, hi_open=True)
 unit_interval = Rule("unit_interval", "float", lo=0, hi=1)
 
 

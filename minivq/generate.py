@@ -183,10 +183,12 @@ def parse_digits(text, n):
 
 def main(argv=None):
     p = cli.ArgumentParser(prog="python -m minivq.generate", description=__doc__.split("\n\n")[1],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--digit", default="all", help="digit to say (0-9) or 'all' (one set per digit)")
-    p.add_argument("--n", type=cli.positive_int, default=1, help="samples per requested digit (total with --uncond: 10*n)")
-    p.add_argument("--temperature", type=cli.positive_float, default=None, help="softmax temperature (default: the bundle's, else 1)")
+    p.add_argument("--n", type=cli.positive_int, default=1,
+                   help="samples per requested digit (total with --uncond: 10*n)")
+    p.add_argument("--temperature", type=cli.positive_float, default=None,
+                   help="softmax temperature (default: the bundle's, else 1)")
     p.add_argument("--top-k", type=cli.positive_int, default=None, help="keep only the k most likely codes")
     p.add_argument("--top-p", type=cli.prob, default=None, help="nucleus: smallest set with this mass")
     p.add_argument("--guidance", type=cli.nonneg_float, default=None,
