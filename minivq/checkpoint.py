@@ -120,6 +120,17 @@ def kind_of(ck):
     return "unknown"
 
 
+def check_resumable(ck, path, meta_keys):
+    """A checkpoint to resume must hold training state: the meta fields ``meta_keys`` and, after
+    step 0, the optimiser moments. Final/exported models keep neither; say so, not KeyError."""
+    missing = [k for k in meta_keys if k not in ck["meta"]]
+    if not ck["opt_state"] and ck["meta"].get("step", 0) > 0:
+        missing.append("optimiser state")
+    if missing:
+        raise ValueError(f"{path} holds {KIND_NAMES.get(kind_of(ck), 'a')} model without its training state "
+                         f"({', '.join(missing)} missing), so it cannot be resumed; train into a new --out folder")
+
+
 def file_sha256(path):
     """sha256 hex digest of a file's bytes (read in 1 MiB blocks)."""
     h = hashlib.sha256()

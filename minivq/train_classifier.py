@@ -133,6 +133,7 @@ def train(features, out_dir, cfg=None, epochs=20, batch=64, lr=3e-3, seed=0, wei
     params, opt, start, history, train_time, n_seen, loss_sum = C.init_params(cfg, seed), {}, 0, [], 0.0, 0, 0.0
     if resume and last.is_file():
         ck = checkpoint.load(last, kind="classifier")
+        checkpoint.check_resumable(ck, last, ("step", "history", "train_seconds", "samples_seen", "epoch_loss_sum"))
         if ck["config"] != cfg.to_dict():
             raise ValueError(f"{last} was trained with config {ck['config']}, not {cfg.to_dict()}")
         params = {k: asarray(v) for k, v in ck["params"].items()}

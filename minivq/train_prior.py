@@ -112,14 +112,6 @@ def _save(out, params, cfg, opt, hyper, meta):
                     opt_state=opt, meta={"kind": "prior", **meta})
 
 
-def _check_resumable(path, ck):
-    """A prior checkpoint to resume must hold the training state (exported priors do not)."""
-    missing = [k for k in ("step", "rng_state", "history") if k not in ck["meta"]]
-    if missing or "train" not in ck["config"]:
-        raise ValueError(f"{path} holds a prior without its training state ({', '.join(missing) or 'train'} "
-                         "missing), so it cannot be resumed; train into a new --out folder")
-
-
 # ----------------------------------------------------------------------------- training
 def train(tokens, out, cfg=None, resume=False, log=print, callback=None, progress_every=10.0, **hyper):
     """Train (or resume) a prior; returns a summary dict (losses in nats and bits per token).
@@ -134,7 +126,7 @@ def train(tokens, out, cfg=None, resume=False, log=print, callback=None, progres
     ckpt_path = out / CKPT_NAME
     if resume:
         ck = checkpoint.load(ckpt_path, kind="prior")
-        _check_resumable(ckpt_path, ck)
+        checkpoint.check_resumable(ck, ckpt_path, ("step", "rng_state", "history"))
         cfg = GPTConfig.from_dict(ck["config"]["model"])
         hyper = ck["config"]["train"]
         params = {k: asarray(v) for k, v in ck["params"].items()}

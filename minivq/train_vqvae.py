@@ -173,6 +173,7 @@ def train(cfg, features, out_dir, tcfg=None, resume=False, finish=True, callback
 
     if resume and last.is_file():
         ck = checkpoint.load(last, kind="vqvae")
+        checkpoint.check_resumable(ck, last, ("step",))
         saved = V.VQVAEConfig.from_dict(ck["config"]["vqvae"])
         if saved != cfg:
             raise ValueError(f"{last} was trained with a different model config ({saved}); "

@@ -204,7 +204,8 @@ def tokens_file(tmp_path_factory):
 @pytest.mark.parametrize("make, words", [
     (_vqvae_checkpoint, "holds a VQ-VAE checkpoint, not a transformer prior checkpoint"),
     (_classifier_checkpoint, "holds a classifier checkpoint, not a transformer prior checkpoint"),
-    (lambda p: shutil.copy(SHIPPED / "prior_class.npz", p), "holds a prior without its training state"),
+    (lambda p: shutil.copy(SHIPPED / "prior_class.npz", p),
+     "holds a transformer prior model without its training state"),
 ])
 def test_prior_resume_on_another_checkpoint(tmp_path, tokens_file, make, words, capsys):
     make(tmp_path / TP.CKPT_NAME)
@@ -255,6 +256,15 @@ def test_vqvae_resume_on_another_checkpoint(tmp_path, make, words):
     assert (tmp_path / "last.npz").read_bytes() == before
 
 
+def test_vqvae_resume_on_a_finished_model(tmp_path):
+    """A final vqvae.npz copied to last.npz has no step or optimiser state to resume from."""
+    checkpoint.save(tmp_path / "last.npz", V.init_params(VQ_TINY), config={"vqvae": VQ_TINY.to_dict()},
+                    meta={"history": [], "train_seconds": 1.0}, extra={"norm_mean": 0.0, "norm_std": 1.0})
+    with pytest.raises(ValueError, match="holds a VQ-VAE model without its training state .*step"):
+        TV.train(VQ_TINY, _vq_features(), tmp_path, TV.TrainConfig(epochs=1, batch=4, log_every=1e9),
+                 resume=True, verbose=False)
+
+
 def test_vqvae_last_records_its_kind(tmp_path):
     TV.train(VQ_TINY, _vq_features(), tmp_path, TV.TrainConfig(epochs=1, batch=4, warmup=1, log_every=1e9),
              finish=False, verbose=False)
@@ -274,6 +284,13 @@ CLF_TINY = C.ClassifierConfig(n_mels=16, n_frames=16, channels=(2, 2, 2, 2), emb
 def test_classifier_resume_on_a_vqvae_checkpoint(tmp_path):
     _vqvae_checkpoint(tmp_path / "last.npz")
     with pytest.raises(ValueError, match="holds a VQ-VAE checkpoint, not a classifier checkpoint"):
+        TC.train(_clf_features(), tmp_path, CLF_TINY, epochs=1, batch=10, resume=True, quiet=True)
+
+
+def test_classifier_resume_on_a_finished_model(tmp_path):
+    TC.train(_clf_features(), tmp_path, CLF_TINY, epochs=1, batch=10, quiet=True)
+    shutil.copy(tmp_path / "classifier.npz", tmp_path / "last.npz")
+    with pytest.raises(ValueError, match="holds a classifier model without its training state"):
         TC.train(_clf_features(), tmp_path, CLF_TINY, epochs=1, batch=10, resume=True, quiet=True)
 
 
