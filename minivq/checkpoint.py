@@ -8,9 +8,13 @@ Layout inside the .npz:
 Atomic: written to a temporary file in the same folder, then os.replace()d over the
 target, so an interrupted save never leaves a half-written checkpoint behind.
 """
+import hashlib
 import json
+import math
 import os
 import tempfile
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -53,31 +57,104 @@ def save(path, params, config=None, opt_state=None, meta=None, extra=None, dtype
     return path
 
 
-def load(path, dtype=None):
+def load(path, dtype=None, kind=None):
     """Read a checkpoint -> dict(params, opt_state, extra, config, meta), all NumPy.
-    ``dtype`` casts float params (e.g. float16 storage back to float32)."""
+    ``dtype`` casts float params (e.g. float16 storage back to float32). ``kind`` ('vqvae',
+    'prior' or 'classifier'): refuse a checkpoint of another kind with a clear ValueError.
+
+    Every array is read here, inside the error handling: np.load opens the zip lazily and
+    reads (and CRC-checks) a member only when it is accessed, so a damaged file must be read
+    in full to be caught here rather than later as a raw zipfile error."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
         z = np.load(path, allow_pickle=False)
         blob = json.loads(str(z["__json__"]))
+    except (zipfile.BadZipFile, zlib.error, EOFError) as e:  # a zip whose bytes were changed or cut
+        raise ValueError(f"checkpoint {path} is damaged ({type(e).__name__}: {e})")
     except Exception as e:
         raise ValueError(f"checkpoint {path} is not a minivq checkpoint ({type(e).__name__}: {e})")
-    if blob.get("format") != FORMAT:
-        raise ValueError(f"checkpoint {path} has format {blob.get('format')}, this minivq reads format {FORMAT}")
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        got = blob.get("format") if isinstance(blob, dict) else None
+        raise ValueError(f"checkpoint {path} has format {got}, this minivq reads format {FORMAT}")
     params, opt, extra = {}, {}, {}
-    for key in z.files:
-        if key.startswith("p/"):
-            a = z[key]
-            params[key[2:]] = a.astype(dtype) if (dtype is not None and a.dtype.kind == "f") else a
-        elif key.startswith("o/"):
-            name, field = key[2:].rsplit("/", 1)
-            opt.setdefault(name, {})[field] = int(z[key]) if field == "t" else z[key]
-        elif key.startswith("x/"):
-            extra[key[2:]] = z[key]
-    return {"params": params, "opt_state": opt, "extra": extra,
-            "config": blob["config"], "meta": blob["meta"]}
+    try:
+        with z:
+            for key in z.files:
+                if key.startswith("p/"):
+                    a = z[key]
+                    params[key[2:]] = a.astype(dtype) if (dtype is not None and a.dtype.kind == "f") else a
+                elif key.startswith("o/"):
+                    name, field = key[2:].rsplit("/", 1)
+                    opt.setdefault(name, {})[field] = int(z[key]) if field == "t" else z[key]
+                elif key.startswith("x/"):
+                    extra[key[2:]] = z[key]
+    except Exception as e:
+        raise ValueError(f"checkpoint {path} is damaged ({type(e).__name__}: {e})")
+    if not isinstance(blob.get("config"), dict) or not isinstance(blob.get("meta"), dict):
+        raise ValueError(f"checkpoint {path} is damaged (its config/meta record is not a JSON object)")
+    ck = {"params": params, "opt_state": opt, "extra": extra, "config": blob["config"], "meta": blob["meta"]}
+    if kind is not None and kind_of(ck) != kind:
+        raise ValueError(f"{path} holds {KIND_NAMES.get(kind_of(ck), 'an unknown')} checkpoint, "
+                         f"not {KIND_NAMES[kind]} checkpoint")
+    return ck
+
+
+KIND_NAMES = {"vqvae": "a VQ-VAE", "prior": "a transformer prior", "classifier": "a classifier"}
+
+
+def kind_of(ck):
+    """'vqvae', 'prior', 'classifier' or 'unknown' for a loaded checkpoint: meta['kind'] when
+    the trainer recorded it, else inferred from the layout (older checkpoints): a VQ-VAE keeps
+    its config under 'vqvae', a prior under 'model', a classifier's config is flat (n_mels...)."""
+    k = ck["meta"].get("kind")
+    if k in KIND_NAMES:
+        return k
+    if "vqvae" in ck["config"]:
+        return "vqvae"
+    if "model" in ck["config"]:
+        return "prior"
+    if "n_mels" in ck["config"] and "conv1_w" in ck["params"]:
+        return "classifier"
+    return "unknown"
+
+
+def check_resumable(ck, path, meta_keys):
+    """A checkpoint to resume must hold training state: the meta fields ``meta_keys`` and, after
+    step 0, the optimiser moments. Final/exported models keep neither; say so, not KeyError."""
+    missing = [k for k in meta_keys if k not in ck["meta"]]
+    if not ck["opt_state"] and ck["meta"].get("step", 0) > 0:
+        missing.append("optimiser state")
+    if missing:
+        raise ValueError(f"{path} holds {KIND_NAMES.get(kind_of(ck), 'a')} model without its training state "
+                         f"({', '.join(missing)} missing), so it cannot be resumed; train into a new --out folder")
+
+
+def file_sha256(path):
+    """sha256 hex digest of a file's bytes (read in 1 MiB blocks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_json(path, what="JSON file"):
+    """Read a JSON file; a missing file is a FileNotFoundError and unreadable or invalid JSON
+    (NaN/Infinity included, which strict JSON does not allow) a ValueError, each naming ``path``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+
+    def no_constants(name):
+        raise ValueError(f"{name} is not allowed in JSON")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"), parse_constant=no_constants)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{what} {path} is not valid JSON ({e})")
+    except OSError as e:
+        raise ValueError(f"{what} {path} cannot be read ({e.strerror or e})")
 
 
 def write_json(path, obj):
@@ -85,8 +162,25 @@ def write_json(path, obj):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
+    tmp.write_text(json.dumps(_finite(obj), indent=2, allow_nan=False, default=_json_default) + "\n")
     os.replace(tmp, path)
+
+
+def _finite(o):
+    """A copy of a JSON-bound structure with non-finite floats (NumPy's too) replaced by None:
+    NaN and +-inf are written as null, so a written file is always valid JSON (json.dumps
+    would otherwise write the non-standard NaN that strict readers refuse)."""
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_finite(v) for v in o]
+    if isinstance(o, np.ndarray):
+        return _finite(o.tolist())
+    if isinstance(o, np.generic):
+        o = o.item()
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    return o
 
 
 def _json_default(o):

@@ -486,6 +486,7 @@ def info(root) -> str:
 
 
 def main(argv=None) -> int:
+    from minivq.cli import sha256_hex
     ap = argparse.ArgumentParser(prog="python -m minivq.data", description=__doc__.split("\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -497,7 +498,8 @@ def main(argv=None) -> int:
     p_dl.add_argument("dataset", choices=["fsdd", "audiomnist"])
     p_dl.add_argument("--to", required=True, help="folder to unpack into")
     p_dl.add_argument("--url", default=None, help="archive URL (http(s):// or file://); default: the public one")
-    p_dl.add_argument("--sha256", default=None, help="expected sha256 of the archive (checked when given or known)")
+    p_dl.add_argument("--sha256", type=sha256_hex, default=None,
+                      help="expected sha256 of the archive (checked when given or known)")
     args = ap.parse_args(argv)
     try:
         if args.cmd == "info":

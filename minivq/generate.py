@@ -11,7 +11,6 @@ A bundle folder holds manifest.json, vqvae.npz, prior_class.npz (and/or prior_no
 and classifier.npz; ``python -m minivq.pipeline`` exports one.
 """
 import argparse
-import json
 import sys
 import time
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minivq import audio, evaluate
+from minivq import audio, checkpoint, cli, evaluate
 from minivq.classifier import load_classifier
 from minivq.sampling import sample
 from minivq.train_prior import load_prior
@@ -50,9 +49,7 @@ def load_bundle(folder, cond="class"):
     if not mpath.is_file():
         raise FileNotFoundError(f"{mpath} is missing: {folder} is not a minivq model bundle "
                                 "(python -m minivq.pipeline --export DIR writes one)")
-    manifest = json.loads(mpath.read_text())
-    if manifest.get("format") != BUNDLE_FORMAT:
-        raise ValueError(f"{mpath} has bundle format {manifest.get('format')}; this minivq reads format {BUNDLE_FORMAT}")
+    manifest = read_manifest(mpath)
     prior_file = folder / PRIOR_FILES[cond]
     if not prior_file.is_file():
         other = "without --uncond" if cond == "none" else "with --uncond"
@@ -80,7 +77,58 @@ def load_bundle(folder, cond="class"):
         if (guide[1].n_code, guide[1].context, guide[1].order) != (pcfg.n_code, pcfg.context, pcfg.order):
             raise ValueError(f"checkpoint versions do not match: {PRIOR_FILES['none']} and {PRIOR_FILES['class']} "
                              "model different token grids or read them in different orders")
+    verify_files(folder, manifest, ["vqvae.npz", prior_file.name, "classifier.npz"]
+                 + ([PRIOR_FILES["none"]] if guide is not None else []))
     return Bundle(vq, prior, clf, feats, manifest, guide)
+
+
+def read_manifest(mpath):
+    """Read and check a bundle's manifest.json -> dict; every problem is one ValueError naming it.
+    Required: format, features (a FeatureConfig record). Optional: files {name: {bytes, sha256}},
+    sampling (defaults for generate), features_key."""
+    manifest = checkpoint.read_json(mpath, what="bundle manifest")
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{mpath} must hold a JSON object (format, features, files, ...), "
+                         f"got a {type(manifest).__name__}")
+    if manifest.get("format") != BUNDLE_FORMAT:
+        raise ValueError(f"{mpath} has bundle format {manifest.get('format')}; this minivq reads format {BUNDLE_FORMAT}")
+    if not isinstance(manifest.get("features"), dict):
+        raise ValueError(f"{mpath} lacks 'features', the feature settings the models were trained on "
+                         "(an object such as {\"sr\": 8000, \"n_mels\": 64, ...})")
+    try:
+        audio.FeatureConfig.from_dict(manifest["features"])
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{mpath}: 'features' is not a valid feature record ({e})")
+    files = manifest.get("files", {})
+    if not isinstance(files, dict) or not all(isinstance(v, dict) for v in files.values()):
+        raise ValueError(f"{mpath}: 'files' must map file names to {{\"bytes\": ..., \"sha256\": ...}}")
+    sampling = manifest.get("sampling", {})
+    if not isinstance(sampling, dict) or set(sampling) - set(SAMPLING_DEFAULTS):
+        raise ValueError(f"{mpath}: 'sampling' must be an object with some of {sorted(SAMPLING_DEFAULTS)}")
+    try:
+        cli.check_sampling(**{**SAMPLING_DEFAULTS, **sampling})
+    except ValueError as e:
+        raise ValueError(f"{mpath}: bad sampling default: {e}")
+    return manifest
+
+
+def verify_files(folder, manifest, names):
+    """Check that each file of ``names`` in ``folder`` is the one the manifest recorded: its
+    byte count and sha256 (when recorded; manifests before sha256 have byte counts only)."""
+    folder = Path(folder)
+    files = manifest.get("files")
+    if not files:  # a manifest that records no files (hand-made bundles): nothing to compare
+        return
+    for name in names:
+        path, rec = folder / name, files.get(name)
+        if rec is None:
+            raise ValueError(f"{path} is not listed in {folder / 'manifest.json'}: it does not belong to this bundle")
+        if "bytes" in rec and path.stat().st_size != rec["bytes"]:
+            raise ValueError(f"{path} has {path.stat().st_size} bytes, the manifest records {rec['bytes']}: "
+                             "it does not belong to this bundle (re-export the bundle or restore the file)")
+        if "sha256" in rec and checkpoint.file_sha256(path) != str(rec["sha256"]).lower():
+            raise ValueError(f"{path} does not match the sha256 in {folder / 'manifest.json'}: it does not belong "
+                             "to this bundle (re-export the bundle or restore the file)")
 
 
 def bundle_sampling(bundle):
@@ -97,6 +145,7 @@ def generate(bundle, digits=None, n=None, temperature=1.0, top_k=None, top_p=Non
     guidance != 1 samples with classifier-free guidance from the bundle's unconditional prior."""
     pparams, pcfg, _ = bundle.prior
     vparams, vcfg, vnorm = bundle.vqvae
+    _check_generate_args(digits, n, temperature, top_k, top_p, seed, gl_iters, guidance)
     if digits is not None:
         digits = np.asarray(digits, dtype=np.int64).reshape(-1)
         n = len(digits)
@@ -114,6 +163,15 @@ def generate(bundle, digits=None, n=None, temperature=1.0, top_k=None, top_p=Non
     return {"tokens": tokens, "logmel": logmel, "waves": waves, "heard": heard, **verdict}
 
 
+def _check_generate_args(digits, n, temperature, top_k, top_p, seed, gl_iters, guidance):
+    """The checks of generate()'s numbers (the same rules as the command line's)."""
+    cli.check_sampling(temperature, top_k, top_p, guidance)
+    cli.nonneg_int.check("seed", seed)
+    cli.positive_int.check("gl_iters", gl_iters)
+    if digits is None:
+        cli.positive_int.check("n", n)
+
+
 def parse_digits(text, n):
     """'all' -> 0..9 each n times; '7' -> n sevens. Anything else is a ValueError."""
     if text == "all":
@@ -124,32 +182,26 @@ def parse_digits(text, n):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m minivq.generate", description=__doc__.split("\n\n")[1],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = cli.ArgumentParser(prog="python -m minivq.generate", description=__doc__.split("\n\n")[1],
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--digit", default="all", help="digit to say (0-9) or 'all' (one set per digit)")
-    p.add_argument("--n", type=int, default=1, help="samples per requested digit (total with --uncond: 10*n)")
-    p.add_argument("--temperature", type=float, default=None, help="softmax temperature (default: the bundle's, else 1)")
-    p.add_argument("--top-k", type=int, default=None, help="keep only the k most likely codes")
-    p.add_argument("--top-p", type=float, default=None, help="nucleus: smallest set with this mass")
-    p.add_argument("--guidance", type=float, default=None,
+    p.add_argument("--n", type=cli.positive_int, default=1,
+                   help="samples per requested digit (total with --uncond: 10*n)")
+    p.add_argument("--temperature", type=cli.positive_float, default=None,
+                   help="softmax temperature (default: the bundle's, else 1)")
+    p.add_argument("--top-k", type=cli.positive_int, default=None, help="keep only the k most likely codes")
+    p.add_argument("--top-p", type=cli.prob, default=None, help="nucleus: smallest set with this mass")
+    p.add_argument("--guidance", type=cli.nonneg_float, default=None,
                    help="classifier-free guidance scale with the bundle's unconditional prior (1: off; "
                         "default: the bundle's)")
-    p.add_argument("--seed", type=int, default=0, help="sampling and Griffin-Lim seed")
+    p.add_argument("--seed", type=cli.nonneg_int, default=0, help="sampling and Griffin-Lim seed")
     p.add_argument("--out", default="samples", help="output folder for WAVs and the PNG grid")
     p.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT), help="model bundle folder")
     p.add_argument("--uncond", action="store_true", help="sample from the unconditional prior")
-    p.add_argument("--gl-iters", type=int, default=64, help="Griffin-Lim iterations")
-    a = p.parse_args(argv)
+    p.add_argument("--gl-iters", type=cli.positive_int, default=64, help="Griffin-Lim iterations")
     t0 = time.perf_counter()
     try:
-        if a.n < 1:
-            raise ValueError(f"--n must be at least 1, got {a.n}")
-        if a.temperature is not None and a.temperature <= 0:
-            raise ValueError(f"--temperature must be positive, got {a.temperature}")
-        if a.top_k is not None and a.top_k < 1:
-            raise ValueError(f"--top-k must be at least 1, got {a.top_k}")
-        if a.top_p is not None and not 0 < a.top_p <= 1:
-            raise ValueError(f"--top-p must be in (0, 1], got {a.top_p}")
+        a = p.parse_args(argv)  # numbers are checked by their cli types; a bad one is a ValueError
         if a.uncond and a.digit != "all":
             raise ValueError("--uncond samples without a digit; leave --digit at 'all'")
         digits = None if a.uncond else parse_digits(a.digit, a.n)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minivq import __version__, checkpoint, evaluate
+from minivq import __version__, checkpoint, cli, evaluate
 from minivq import train_classifier as TC
 from minivq import train_prior as TP
 from minivq import train_vqvae as TV
@@ -336,7 +336,7 @@ def export_bundle(out, dest, cr, conds, feat_cfg, res, data):
         ck = checkpoint.load(path)
         checkpoint.save(dest / name, ck["params"], config=ck["config"], extra=ck["extra"],
                         meta={k: v for k, v in ck["meta"].items() if k not in ("step_loss", "rng_state")})
-        files[name] = {"bytes": (dest / name).stat().st_size}
+        files[name] = {"bytes": (dest / name).stat().st_size, "sha256": checkpoint.file_sha256(dest / name)}
         card = {"file": name, "config": ck["config"], **common}
         card["metrics"] = _card_metrics(name, out, cr, res)
         checkpoint.write_json(dest / name.replace(".npz", ".json"), card)
@@ -365,25 +365,26 @@ def _card_metrics(name, out, cr, res):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m minivq.pipeline", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = cli.ArgumentParser(prog="python -m minivq.pipeline", description=__doc__.split("\n\n")[0],
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data", default=None, help="FSDD folder (default $MINIVQ_FSDD)")
     p.add_argument("--out", default="out/pipeline", help="working folder (re-runs reuse/resume it)")
     p.add_argument("--cr", type=int, choices=(4, 16), default=16, help="VQ-VAE compression ratio")
     p.add_argument("--uncond", action="store_true", help="also train and evaluate an unconditional prior")
     p.add_argument("--quick", action="store_true", help="smoke run: 30 clips per digit, tiny models, few epochs")
-    p.add_argument("--seed", type=int, default=0, help="seed for every stage")
-    p.add_argument("--n-per-digit", type=int, default=None, help="generated clips per digit (default 100; quick 20)")
+    p.add_argument("--seed", type=cli.nonneg_int, default=0, help="seed for every stage")
+    p.add_argument("--n-per-digit", type=cli.positive_int, default=None,
+                   help="generated clips per digit (default 100; quick 20)")
     p.add_argument("--export", default=None, help="also write a model bundle for python -m minivq.generate here")
-    p.add_argument("--guidance", type=float, default=1.0,
+    p.add_argument("--guidance", type=cli.nonneg_float, default=1.0,
                    help="classifier-free guidance scale for conditional generations (needs --uncond; 1: off)")
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature for generations")
+    p.add_argument("--temperature", type=cli.positive_float, default=1.0, help="sampling temperature for generations")
     p.add_argument("--latent-metrics", action="store_true",
                    help="also TopP&R of generated vs real token grids in the VQ latent space (projected to 32-d)")
-    a = p.parse_args(argv)
     import os
-    data = a.data or os.environ.get("MINIVQ_FSDD")
     try:
+        a = p.parse_args(argv)  # a bad option is a cli.UsageError (a ValueError)
+        data = a.data or os.environ.get("MINIVQ_FSDD")
         if not data:
             raise ValueError("no data folder: pass --data PATH or set MINIVQ_FSDD")
         if a.cr != 16:

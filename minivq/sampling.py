@@ -15,6 +15,7 @@ Filtering (applied in this order to the K code logits of each step):
 A token is then drawn by inverse CDF with one host-side uniform per row, so the same seed
 gives the same tokens on CPU and GPU.
 """
+from minivq import cli
 from minivq.attention import attention_step, new_kv_cache
 from minivq.backend import asarray, rng as host_rng, to_numpy, xp
 from minivq.layers import gelu_forward, layernorm_forward
@@ -93,6 +94,8 @@ def sample(params, cfg, n, cond=None, temperature=1.0, top_k=None, top_p=None, s
     i.e. p ~ p_u * (p_cond / p_u)^s: s > 1 sharpens what the class token adds over the
     unconditional model (Ho & Salimans 2022, applied to an autoregressive prior). Both
     models keep their own KV cache; each step costs two forward steps."""
+    cli.check_sampling(temperature, top_k, top_p, guidance)
+    cli.positive_int.check("n", n)
     n_tokens = cfg.context if n_tokens is None else int(n_tokens)
     if not 1 <= n_tokens <= cfg.context:
         raise ValueError(f"n_tokens must be in 1..{cfg.context}, got {n_tokens}")

@@ -7,6 +7,8 @@ import argparse
 import importlib
 import sys
 
+from minivq import cli
+
 TRAINERS = {
     "vqvae": ("minivq.train_vqvae", "train the VQ-VAE on log-mel spectrograms"),
     "prior": ("minivq.train_prior", "train the transformer prior on VQ-VAE tokens"),
@@ -15,8 +17,8 @@ TRAINERS = {
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m minivq.train", description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = cli.ArgumentParser(prog="python -m minivq.train", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     sub = parser.add_subparsers(dest="model", required=True)
     modules = {}
     for name, (modname, help_) in TRAINERS.items():
@@ -30,8 +32,8 @@ def main(argv=None):
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         mod.add_arguments(p)
         modules[name] = mod
-    args = parser.parse_args(argv)
     try:
+        args = parser.parse_args(argv)  # a bad option is a cli.UsageError (a ValueError)
         return modules[args.model].run(args)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minivq import checkpoint
+from minivq import checkpoint, cli
 from minivq import classifier as C
 from minivq.backend import asarray, to_numpy
 from minivq.evaluate import plot_confusion
@@ -98,6 +98,10 @@ class _Null:
         pass
 
 
+TRAIN_RULES = dict(epochs=cli.positive_int, batch=cli.positive_int, lr=cli.positive_float, seed=cli.nonneg_int,
+                   weight_decay=cli.nonneg_float, clip=cli.positive_float)
+
+
 def _opt_to_backend(opt):
     return {k: {"m": asarray(s["m"]), "v": asarray(s["v"]), "t": int(s["t"])} for k, s in opt.items()}
 
@@ -111,6 +115,8 @@ def train(features, out_dir, cfg=None, epochs=20, batch=64, lr=3e-3, seed=0, wei
     Raises NonFiniteLoss (last.npz keeps the last good epoch) and re-raises KeyboardInterrupt
     after saving last.npz.
     """
+    cli.check_settings(dict(epochs=epochs, batch=batch, lr=lr, seed=seed, weight_decay=weight_decay, clip=clip),
+                       TRAIN_RULES)
     tr, te = _split(features, "train"), _split(features, "test")
     x_tr, y_tr = np.asarray(_field(tr, "x"), dtype=np.float32), np.asarray(_field(tr, "digit"))
     x_te, y_te = np.asarray(_field(te, "x"), dtype=np.float32), np.asarray(_field(te, "digit"))
@@ -126,7 +132,8 @@ def train(features, out_dir, cfg=None, epochs=20, batch=64, lr=3e-3, seed=0, wei
     norm = {k: to_numpy(v) for k, v in C.norm_stats(x_tr).items()}
     params, opt, start, history, train_time, n_seen, loss_sum = C.init_params(cfg, seed), {}, 0, [], 0.0, 0, 0.0
     if resume and last.is_file():
-        ck = checkpoint.load(last)
+        ck = checkpoint.load(last, kind="classifier")
+        checkpoint.check_resumable(ck, last, ("step", "history", "train_seconds", "samples_seen", "epoch_loss_sum"))
         if ck["config"] != cfg.to_dict():
             raise ValueError(f"{last} was trained with config {ck['config']}, not {cfg.to_dict()}")
         params = {k: asarray(v) for k, v in ck["params"].items()}
@@ -148,7 +155,7 @@ def train(features, out_dir, cfg=None, epochs=20, batch=64, lr=3e-3, seed=0, wei
 
     def save_state(step, interrupted=False):
         C.save_classifier(last, params, cfg, norm, opt_state=opt,
-                          meta={"step": step, "epoch": step / steps_per_epoch, "history": history,
+                          meta={"kind": "classifier", "step": step, "epoch": step / steps_per_epoch, "history": history,
                                 "train_seconds": train_time, "samples_seen": n_seen,
                                 "epoch_loss_sum": loss_sum, "interrupted": interrupted, "seed": seed})
 
@@ -207,13 +214,13 @@ def add_arguments(p):
     p.add_argument("--data", default=os.environ.get("MINIVQ_FSDD"),
                    help="FSDD (or AudioMNIST) folder; defaults to $MINIVQ_FSDD")
     p.add_argument("--out", default="out/classifier", help="output folder")
-    p.add_argument("--epochs", type=int, default=20, help="passes over the training split")
-    p.add_argument("--batch", type=int, default=64, help="clips per step")
-    p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (warmup, then cosine)")
-    p.add_argument("--seed", type=int, default=0, help="initialisation / shuffling / augmentation seed")
+    p.add_argument("--epochs", type=cli.positive_int, default=20, help="passes over the training split")
+    p.add_argument("--batch", type=cli.positive_int, default=64, help="clips per step")
+    p.add_argument("--lr", type=cli.positive_float, default=3e-3, help="peak learning rate (warmup, then cosine)")
+    p.add_argument("--seed", type=cli.nonneg_int, default=0, help="initialisation / shuffling / augmentation seed")
     p.add_argument("--split", choices=("official", "speakers"), default="official",
                    help="official: FSDD takes 0-4 are the test set; speakers: held-out speakers")
-    p.add_argument("--max-per-digit", type=int, default=None, help="use at most this many clips per digit")
+    p.add_argument("--max-per-digit", type=cli.positive_int, default=None, help="use at most this many clips per digit")
     p.add_argument("--no-augment", action="store_true", help="train on clean features only")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.npz")
     p.add_argument("--quick", action="store_true", help="smoke run: 3 epochs on 30 clips per digit")
@@ -226,11 +233,6 @@ def run(args):
     epochs, mpd = args.epochs, args.max_per_digit
     if args.quick:
         epochs, mpd = min(epochs, 3), mpd or 30
-    for name, v in (("--epochs", epochs), ("--batch", args.batch)):
-        if v < 1:
-            raise ValueError(f"{name} must be at least 1, got {v}")
-    if not args.lr > 0:
-        raise ValueError(f"--lr must be positive, got {args.lr}")
     t0 = time.perf_counter()
     features = load_features(args.data, split=args.split, max_per_digit=mpd)
     print(f"data: {len(features.train.x)} train / {len(features.test.x)} test clips "

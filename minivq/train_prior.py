@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minivq import checkpoint
+from minivq import checkpoint, cli
 from minivq.backend import asarray, to_numpy
 from minivq.optim import adam_step, clip_grad_norm, lr_at
 from minivq.progress import NonFiniteLoss, Progress, check_finite
@@ -32,6 +32,9 @@ from minivq.transformer import (LN2, GPTConfig, backward, evaluate, forward, ini
 CKPT_NAME = "prior.npz"
 TRAIN_DEFAULTS = dict(epochs=12, batch_size=32, lr=1e-3, min_lr=1e-4, warmup=100, weight_decay=0.01,
                       grad_clip=1.0, seed=0, max_train=None)
+HYPER_RULES = dict(epochs=cli.positive_int, batch_size=cli.positive_int, lr=cli.positive_float,
+                   min_lr=cli.nonneg_float, warmup=cli.nonneg_int, weight_decay=cli.nonneg_float,
+                   grad_clip=cli.positive_float, seed=cli.nonneg_int, max_train=cli.positive_int)
 
 
 # ----------------------------------------------------------------------------- data
@@ -106,7 +109,7 @@ def load_prior(ckpt):
 
 def _save(out, params, cfg, opt, hyper, meta):
     checkpoint.save(Path(out) / CKPT_NAME, params, config={"model": cfg.to_dict(), "train": hyper},
-                    opt_state=opt, meta=meta)
+                    opt_state=opt, meta={"kind": "prior", **meta})
 
 
 # ----------------------------------------------------------------------------- training
@@ -122,7 +125,8 @@ def train(tokens, out, cfg=None, resume=False, log=print, callback=None, progres
     data = load_tokens(tokens) if not isinstance(tokens, dict) else tokens
     ckpt_path = out / CKPT_NAME
     if resume:
-        ck = checkpoint.load(ckpt_path)
+        ck = checkpoint.load(ckpt_path, kind="prior")
+        checkpoint.check_resumable(ck, ckpt_path, ("step", "rng_state", "history"))
         cfg = GPTConfig.from_dict(ck["config"]["model"])
         hyper = ck["config"]["train"]
         params = {k: asarray(v) for k, v in ck["params"].items()}
@@ -133,7 +137,7 @@ def train(tokens, out, cfg=None, resume=False, log=print, callback=None, progres
         unknown = set(hyper) - set(TRAIN_DEFAULTS)
         if unknown:
             raise ValueError(f"unknown training settings {sorted(unknown)}; known: {sorted(TRAIN_DEFAULTS)}")
-        hyper = {**TRAIN_DEFAULTS, **hyper}
+        hyper = cli.check_settings({**TRAIN_DEFAULTS, **hyper}, HYPER_RULES, optional=("max_train",))
         cfg = GPTConfig() if cfg is None else cfg
         grid = int(np.prod(data["train_tokens"].shape[1:]))
         cfg = GPTConfig.from_dict({**cfg.to_dict(), "n_code": data["K"], "context": grid})
@@ -236,25 +240,28 @@ def add_arguments(p):
                    help="dedicated: 10 new class-token embeddings; shared: digit d is fed as code token d")
     p.add_argument("--resume", action="store_true", help="continue OUT/prior.npz exactly (other settings ignored)")
     d = GPTConfig()
-    p.add_argument("--d-model", type=int, default=d.d_model, help="model width")
-    p.add_argument("--n-layer", type=int, default=d.n_layer, help="transformer blocks")
-    p.add_argument("--n-head", type=int, default=d.n_head, help="attention heads")
-    p.add_argument("--dropout", type=float, default=d.dropout, help="dropout rate while training")
+    p.add_argument("--d-model", type=cli.positive_int, default=d.d_model, help="model width")
+    p.add_argument("--n-layer", type=cli.positive_int, default=d.n_layer, help="transformer blocks")
+    p.add_argument("--n-head", type=cli.positive_int, default=d.n_head, help="attention heads")
+    p.add_argument("--dropout", type=cli.fraction, default=d.dropout, help="dropout rate while training")
     p.add_argument("--class-every", action=argparse.BooleanOptionalAction, default=None,
                    help="add the class embedding to every position's input, not only at the prefix "
                         "(default: on for --cond class with dedicated class tokens)")
     p.add_argument("--order", choices=("freq", "time"), default=d.order,
                    help="read the code grid band by band (freq) or frame by frame (time)")
     t = TRAIN_DEFAULTS
-    p.add_argument("--epochs", type=int, default=t["epochs"], help="passes over the training set")
-    p.add_argument("--batch-size", type=int, default=t["batch_size"], help="sequences per step")
-    p.add_argument("--lr", type=float, default=t["lr"], help="peak learning rate")
-    p.add_argument("--min-lr", type=float, default=t["min_lr"], help="learning rate at the end of the cosine")
-    p.add_argument("--warmup", type=int, default=t["warmup"], help="linear warmup steps")
-    p.add_argument("--weight-decay", type=float, default=t["weight_decay"], help="AdamW decay on weight matrices")
-    p.add_argument("--grad-clip", type=float, default=t["grad_clip"], help="clip the global gradient norm")
-    p.add_argument("--seed", type=int, default=t["seed"], help="init / shuffling / dropout seed")
-    p.add_argument("--max-train", type=int, default=None, help="use only the first N training grids (quick runs)")
+    p.add_argument("--epochs", type=cli.positive_int, default=t["epochs"], help="passes over the training set")
+    p.add_argument("--batch-size", type=cli.positive_int, default=t["batch_size"], help="sequences per step")
+    p.add_argument("--lr", type=cli.positive_float, default=t["lr"], help="peak learning rate")
+    p.add_argument("--min-lr", type=cli.nonneg_float, default=t["min_lr"],
+                   help="learning rate at the end of the cosine")
+    p.add_argument("--warmup", type=cli.nonneg_int, default=t["warmup"], help="linear warmup steps")
+    p.add_argument("--weight-decay", type=cli.nonneg_float, default=t["weight_decay"],
+                   help="AdamW decay on weight matrices")
+    p.add_argument("--grad-clip", type=cli.positive_float, default=t["grad_clip"], help="clip the global gradient norm")
+    p.add_argument("--seed", type=cli.nonneg_int, default=t["seed"], help="init / shuffling / dropout seed")
+    p.add_argument("--max-train", type=cli.positive_int, default=None,
+                   help="use only the first N training grids (quick runs)")
 
 
 def run(args):

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minivq import checkpoint, optim
+from minivq import checkpoint, cli, optim
 from minivq import quantizer as Q
 from minivq import vqvae as V
 from minivq.backend import asarray, to_numpy
@@ -43,8 +43,24 @@ class TrainConfig:
     #                              (0: off; None: restart_share_for(cr), 0.5 at CR=4, off at CR=16)
     log_every: float = 10.0     # seconds between progress lines
 
+    def __post_init__(self):
+        _check_train_config(self)
+
     def to_dict(self):
         return dataclasses.asdict(self)
+
+
+TRAIN_RULES = dict(epochs=cli.positive_int, batch=cli.positive_int, lr=cli.positive_float, warmup=cli.nonneg_int,
+                   clip=cli.nonneg_float, seed=cli.nonneg_int, restart_after=cli.nonneg_int,
+                   restart_share=cli.unit_interval, log_every=cli.nonneg_float)
+MODEL_RULES = dict(in_size=cli.positive_int, ch1=cli.positive_int, hidden=cli.positive_int,
+                   res_hidden=cli.positive_int, n_res=cli.nonneg_int, D=cli.positive_int, K=cli.positive_int,
+                   beta=cli.nonneg_float, ema_decay=cli.fraction)
+
+
+def _check_train_config(tcfg):
+    """TrainConfig's numbers, by the same rules as the command line (ValueError naming the field)."""
+    cli.check_settings(tcfg.to_dict(), TRAIN_RULES, optional=("restart_share",))
 
 
 def restart_share_for(cr):
@@ -73,7 +89,7 @@ def _save_state(path, params, opt_state, qstate, norm, cfg, tcfg, feat_cfg, meta
     extra = {"norm_mean": np.float64(norm["mean"]), "norm_std": np.float64(norm["std"])}
     extra.update({f"q_{k}": v for k, v in qstate.items()})
     checkpoint.save(path, params, config={"vqvae": cfg.to_dict(), "train": tcfg.to_dict(), "features": feat_cfg},
-                    opt_state=opt_state, meta=meta, extra=extra)
+                    opt_state=opt_state, meta={"kind": "vqvae", **meta}, extra=extra)
 
 
 def load_model(path):
@@ -137,6 +153,8 @@ def train(cfg, features, out_dir, tcfg=None, resume=False, finish=True, callback
     (last.npz then still holds the last good epoch)."""
     tcfg = tcfg or TrainConfig()
     cfg.validate()
+    cli.check_settings(cfg.to_dict(), MODEL_RULES)
+    _check_train_config(tcfg)  # again: fields may have been set after construction
     if tcfg.restart_share is None:  # resolve the per-CR default, so checkpoints record the value used
         tcfg = dataclasses.replace(tcfg, restart_share=restart_share_for(cfg.cr))
     out = Path(out_dir)
@@ -154,7 +172,8 @@ def train(cfg, features, out_dir, tcfg=None, resume=False, finish=True, callback
     total = tcfg.epochs * spe
 
     if resume and last.is_file():
-        ck = checkpoint.load(last)
+        ck = checkpoint.load(last, kind="vqvae")
+        checkpoint.check_resumable(ck, last, ("step",))
         saved = V.VQVAEConfig.from_dict(ck["config"]["vqvae"])
         if saved != cfg:
             raise ValueError(f"{last} was trained with a different model config ({saved}); "
@@ -265,28 +284,29 @@ def add_arguments(p):
                    help="FSDD (or AudioMNIST) folder; defaults to $MINIVQ_FSDD")
     p.add_argument("--cr", type=int, choices=(4, 16), default=16, help="compression ratio: 16 -> 16x16 tokens, 4 -> 32x32")
     p.add_argument("--out", default=None, help="output folder; when omitted, out/vqvae_cr{CR}")
-    p.add_argument("--epochs", type=int, default=d.epochs, help="passes over the training split")
-    p.add_argument("--batch", type=int, default=d.batch, help="clips per step")
-    p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (warmup, then cosine to lr/10)")
+    p.add_argument("--epochs", type=cli.positive_int, default=d.epochs, help="passes over the training split")
+    p.add_argument("--batch", type=cli.positive_int, default=d.batch, help="clips per step")
+    p.add_argument("--lr", type=cli.positive_float, default=d.lr,
+                   help="peak learning rate (warmup, then cosine to lr/10)")
     p.add_argument("--ema", action=argparse.BooleanOptionalAction, default=True,
                    help="EMA codebook updates (--no-ema: learn the codebook with the codebook loss)")
     p.add_argument("--kmeans-init", action=argparse.BooleanOptionalAction, default=d.kmeans_init,
                    help="initialise the codebook with k-means of the first batch")
-    p.add_argument("--restart-after", type=int, default=d.restart_after,
+    p.add_argument("--restart-after", type=cli.nonneg_int, default=d.restart_after,
                    help="restart codes unused for this many steps (0: never)")
-    p.add_argument("--restart-share", type=float, default=None,
+    p.add_argument("--restart-share", type=cli.unit_interval, default=None,
                    help="also restart codes whose smoothed usage is below this fraction of an even share "
                         "(0: off; default 0.5 at CR=4, off at CR=16)")
-    p.add_argument("--K", type=int, default=512, help="codebook size")
-    p.add_argument("--D", type=int, default=64, help="code dimension")
-    p.add_argument("--hidden", type=int, default=128, help="trunk channels")
-    p.add_argument("--seed", type=int, default=d.seed, help="initialisation / data order seed")
+    p.add_argument("--K", type=cli.positive_int, default=512, help="codebook size")
+    p.add_argument("--D", type=cli.positive_int, default=64, help="code dimension")
+    p.add_argument("--hidden", type=cli.positive_int, default=128, help="trunk channels")
+    p.add_argument("--seed", type=cli.nonneg_int, default=d.seed, help="initialisation / data order seed")
     p.add_argument("--split", choices=("official", "speakers"), default="official",
                    help="official: FSDD takes 0-4 are the test set; speakers: held-out speakers")
-    p.add_argument("--max-per-digit", type=int, default=None, help="use at most this many clips per digit")
+    p.add_argument("--max-per-digit", type=cli.positive_int, default=None, help="use at most this many clips per digit")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.npz")
     p.add_argument("--quick", action="store_true", help="smoke run: 2 epochs on 30 clips per digit")
-    p.add_argument("--log-every", type=float, default=d.log_every, help="seconds between progress lines")
+    p.add_argument("--log-every", type=cli.nonneg_float, default=d.log_every, help="seconds between progress lines")
 
 
 def run(args):
@@ -296,11 +316,6 @@ def run(args):
     epochs, mpd = args.epochs, args.max_per_digit
     if args.quick:
         epochs, mpd = min(epochs, 2), mpd or 30
-    for name, v in (("--epochs", epochs), ("--batch", args.batch), ("--K", args.K), ("--D", args.D)):
-        if v < 1:
-            raise ValueError(f"{name} must be at least 1, got {v}")
-    if not args.lr > 0:
-        raise ValueError(f"--lr must be positive, got {args.lr}")
     out = args.out or f"out/vqvae_cr{args.cr}"
     t0 = time.perf_counter()
     features = load_features(args.data, split=args.split, max_per_digit=mpd)
