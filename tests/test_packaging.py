@@ -21,7 +21,7 @@ BUNDLE = ("manifest.json", "vqvae.npz", "prior_class.npz", "prior_none.npz", "cl
           "vqvae.json", "prior_class.json", "prior_none.json", "classifier.json", "README.md")
 # what a source tree copy leaves out: VCS data, environments, build and run outputs
 SKIP = shutil.ignore_patterns(".git", ".ci-venv", ".venv", "venv", "build", "dist", "*.egg-info",
-                              "__pycache__", ".pytest_cache", "out", "samples", "runs", "wheels")
+                              "__pycache__", ".pytest_cache", ".minivq_cache", "out", "samples", "runs", "wheels")
 
 
 def _run(cmd, cwd, env, timeout):
