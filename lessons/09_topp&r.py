@@ -17,7 +17,7 @@ This lesson
      cases: same distribution, shifted, mode collapse, outliers,
   2. compares TopP&R with PRDC on the same cases (table + bar chart),
   3. scores real vs generated digit embeddings when a trained model has left an
-     embeddings.npz (arrays `real` and `fake`) in --checkpoint DIR or data/pretrained/.
+     embeddings.npz (arrays `real` and `fake`) in --checkpoint DIR or minivq/pretrained/.
 
     python "lessons/09_topp&r.py" [--quick] [--out out/lesson09] [--checkpoint DIR]
 """
@@ -44,7 +44,7 @@ PRDC_K = 5                # neighbours for PRDC
 GRID = 160                # grid side for the density pictures (--quick: QUICK_GRID)
 QUICK_GRID = 70
 EMBEDDINGS_FILE = "embeddings.npz"
-PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "data" / "pretrained"
+PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "minivq" / "pretrained"
 
 
 def section(title):
@@ -181,7 +181,7 @@ def compare_table(plt, results, out):
 
 
 def find_embeddings(checkpoint):
-    """Path of embeddings.npz in --checkpoint DIR (if given) or data/pretrained/, else None."""
+    """Path of embeddings.npz in --checkpoint DIR (if given) or minivq/pretrained/, else None."""
     dirs = [Path(checkpoint)] if checkpoint else []
     dirs.append(PRETRAINED_DIR)
     for d in dirs:

@@ -1,6 +1,6 @@
 """Hear digits the model made: python -m minivq.generate [--digit 0-9|all] [--n N] ...
 
-Loads a model bundle (default: the shipped weights in data/pretrained/), samples token grids
+Loads a model bundle (default: the shipped weights in minivq/pretrained/), samples token grids
 from the transformer prior (conditioned on the digit, or unconditionally with --uncond),
 decodes them with the VQ-VAE into log-mel spectrograms, turns those into sound (mel inversion
 + Griffin-Lim), and asks the digit classifier what it hears. Writes one WAV per sample and a
@@ -25,7 +25,7 @@ from minivq.train_prior import load_prior
 from minivq.train_vqvae import decode_logmel, load_model
 
 BUNDLE_FORMAT = 1
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "data" / "pretrained"
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "pretrained"
 PRIOR_FILES = {"class": "prior_class.npz", "none": "prior_none.npz"}
 SAMPLING_DEFAULTS = dict(temperature=1.0, top_k=None, top_p=None, guidance=1.0)
 

@@ -27,6 +27,13 @@ Implementation: a resample is a vector of counts (numpy.bincount of the drawn in
 S_A_b(p) = sum_j counts_b[j] K(p, a_j): one matrix product of the kernel block with the
 (N, 1+B) matrix [ones | counts].  Distances are formed block by block (R rows at a time), so
 memory stays O(R*N) and N = M = 20,000 fits in well under 4 GB.
+
+Reproducibility: BLAS adds the terms of a matrix product in an order that depends on the CPU
+kernel, the thread count and the block shape, so a distance can differ in its last bits from
+one machine (or block size) to the next.  A score is a sum of many kernel values and moves only
+by such round-off; but a bandwidth *is* one distance, so the few k-th neighbour distances that
+can decide it are re-measured in a fixed order (:func:`exact_order_statistics`) and h comes out
+bit for bit the same everywhere.
 """
 from __future__ import annotations
 
@@ -125,24 +132,74 @@ def cosine_kde(points, queries, h: float) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- bandwidth
+def _kth_sq(a: np.ndarray, k: int, later_only: bool) -> np.ndarray:
+    """k-th smallest squared distance (BLAS values) from each row i of a (N, D) to the rows
+    j > i (later_only: rows 0 .. N-k-1 -> (N-k,)) or to every j != i (-> (N,)), block by block."""
+    n = a.shape[0]
+    rows = n - k if later_only else n
+    a_aug = augment_right(a)                                   # (N, D+2)
+    kth = np.empty(rows)                                       # (rows,)
+    for s, e in row_blocks(rows, n):
+        if later_only:
+            # columns j > s only; inside the block, also hide j <= i (its lower triangle)
+            d2 = sq_distance_block(a[s:e], a_aug[s + 1:])      # (R, N-s-1)
+            below = np.tril_indices(e - s, -1)                 # column c is row j = s+1+c: hide c < r
+            d2[:, :e - s][below] = np.inf
+        else:
+            d2 = sq_distance_block(a[s:e], a_aug)              # (R, N)
+            d2[np.arange(e - s), np.arange(s, e)] = np.inf     # exclude the point itself
+        kth[s:e] = np.partition(d2, k - 1, axis=1)[:, k - 1]
+    return kth
+
+
+def exact_kth_sq(a: np.ndarray, i: int, k: int, later_only: bool) -> float:
+    """k-th smallest |a_i - a_j|^2 over j > i (later_only) or j != i, each summed over the features
+    in index order: elementwise operations only (one rounding each, no BLAS), so the same bits on
+    every CPU, thread count and block size."""
+    n = a.shape[0]
+    cols = np.arange(i + 1, n) if later_only else np.delete(np.arange(n), i)
+    d2 = np.zeros(cols.shape[0])                               # (C,)
+    for j in range(a.shape[1]):
+        d2 += (a[cols, j] - a[i, j]) ** 2
+    return float(np.partition(d2, k - 1)[k - 1])
+
+
+def exact_order_statistics(a: np.ndarray, kth2: np.ndarray, ranks, k: int, later_only: bool) -> np.ndarray:
+    """Order statistics (0-based ranks) of the rows' k-th squared distances, in fixed-order terms.
+
+    kth2 are BLAS values from :func:`_kth_sq`.  Each is a dot product of D+2 terms whose absolute
+    values add up to at most (|a_i| + |a_j|)^2 <= 4 m^2 (m = max |a_i|), so, in whatever order BLAS
+    sums them, it lies within about (2D+2) 2^-53 * 4 m^2 of the true value, and the fixed-order sum
+    within (D+3) 2^-53 * 4 m^2: together less than tol = 16 (D+2) eps m^2 (eps = 2^-52; 2.5 times
+    the bound).  An order statistic moves by at most tol, so rows whose value lies more than 2 tol
+    below (above) the BLAS order statistic are below (above) it in exact terms too; only the rows in
+    between (usually one) are re-measured with :func:`exact_kth_sq`.  Returns (len(ranks),).
+    """
+    tol = 16 * (a.shape[1] + 2) * np.finfo(np.float64).eps * np.max(np.einsum("nd,nd->n", a, a))
+    out = []
+    for rank in ranks:
+        t = np.partition(kth2, rank)[rank]                     # the BLAS order statistic
+        n_below = int(np.sum(kth2 < t - 2 * tol))
+        near = np.flatnonzero(np.abs(kth2 - t) <= 2 * tol)     # rows that may hold it exactly
+        exact = np.sort([exact_kth_sq(a, i, k, later_only) for i in near])
+        out.append(exact[rank - n_below])
+    return np.array(out)
+
+
 def kth_neighbour_distances(a, k: int) -> np.ndarray:
     """Distance from each point of a (N, D) to its k-th nearest *other* point -> (N,) float64.
 
-    Duplicates count as neighbours at distance 0.  Works block by block, O(R*N) memory.
+    Duplicates count as neighbours at distance 0.  Works block by block, O(R*N) memory.  These
+    are BLAS values (their last bits may depend on the machine); :func:`bandwidth` re-measures
+    the ones it needs.
     """
     a = np.asarray(a, dtype=np.float64)
     n = a.shape[0]
     if not 1 <= k < n:
         raise ValueError(f"k-th neighbour needs 1 <= k < number of points ({n}); got k = {k}")
     a = a - a.mean(axis=0)                                     # (N, D) centred for accuracy
-    a_aug = augment_right(a)                                   # (N, D+2)
-    kth = np.empty(n)                                          # (N,) squared for now
-    for s, e in row_blocks(n, n):
-        d2 = sq_distance_block(a[s:e], a_aug)                  # (R, N)
-        d2[np.arange(e - s), np.arange(s, e)] = np.inf         # exclude the point itself
-        kth[s:e] = np.partition(d2, k - 1, axis=1)[:, k - 1]
     # sqrt is monotone, so the k-th smallest squared distance gives the k-th smallest distance
-    return np.sqrt(np.maximum(kth, 0.0))
+    return np.sqrt(np.maximum(_kth_sq(a, k, later_only=False), 0.0))
 
 
 def min_points(dim: int) -> int:
@@ -158,28 +215,22 @@ def bandwidth(a, k: int, rule: str = "official") -> float:
         order of the rows (the last rows see few neighbours), but it reproduces their numbers.
     rule="knn": order-free -- numpy.median over all N points of the distance to the k-th
         nearest *other* point.
-    Needs N >= k + 2.  Returns h in the units of the features.
+    Needs N >= k + 2.  Returns h in the units of the features, the same bits on every machine
+    and for every block size: the distances that decide it are summed in a fixed order.
     """
     a = np.asarray(a, dtype=np.float64)
     n = a.shape[0]
     if n < k + 2:
         raise ValueError(f"bandwidth needs at least k + 2 = {k + 2} points for k = {k}; got {n}")
+    if rule not in ("official", "knn"):
+        raise ValueError(f"bandwidth rule must be 'official' or 'knn'; got {rule!r}")
     a = a - a.mean(axis=0)                                     # (N, D) centred for accuracy
-    if rule == "official":
-        rows = n - k                                           # rows 0 .. N-k-1 have >= k later rows
-        a_aug = augment_right(a)                               # (N, D+2)
-        kth = np.empty(rows)                                   # (N-k,) squared for now
-        for s, e in row_blocks(rows, n):
-            # columns j > s only; inside the block, also hide j <= i (its lower triangle)
-            d2 = sq_distance_block(a[s:e], a_aug[s + 1:])      # (R, N-s-1)
-            below = np.tril_indices(e - s, -1)                 # column c is row j = s+1+c: hide c < r
-            d2[:, :e - s][below] = np.inf
-            kth[s:e] = np.partition(d2, k - 1, axis=1)[:, k - 1]
-        kth = np.sqrt(np.maximum(np.sort(kth), 0.0))           # sqrt is monotone: order kept
-        return float(kth[int(0.5 * rows) - 1])
-    if rule == "knn":
-        return float(np.median(kth_neighbour_distances(a, k)))
-    raise ValueError(f"bandwidth rule must be 'official' or 'knn'; got {rule!r}")
+    later_only = rule == "official"
+    kth2 = _kth_sq(a, k, later_only)                           # (N-k,) or (N,) squared
+    m = kth2.shape[0]
+    ranks = [int(0.5 * m) - 1] if later_only else [(m - 1) // 2, m // 2]  # the median: middle one or two
+    # sqrt is monotone, so order statistics of squared distances give those of the distances
+    return float(np.median(np.sqrt(exact_order_statistics(a, kth2, ranks, k, later_only))))
 
 
 # ---------------------------------------------------------------- confidence band

@@ -1,4 +1,4 @@
-"""python -m minivq.generate on the shipped weights (data/pretrained), and its error cases."""
+"""python -m minivq.generate on the shipped weights (minivq/pretrained), and its error cases."""
 import json
 import shutil
 import subprocess

@@ -102,10 +102,55 @@ def test_block_size_does_not_change_the_result(monkeypatch):
     full = top_pr(real[:200], fake[:300], rng=1)
     monkeypatch.setattr(topp_r, "BLOCK_ENTRIES", 3 * 300 + 1)
     small = top_pr(real[:200], fake[:300], rng=1)
-    assert (small.fidelity, small.diversity, small.h_real, small.h_fake) == \
-           (full.fidelity, full.diversity, full.h_real, full.h_fake)
-    np.testing.assert_allclose(small.score_real, full.score_real, rtol=1e-12)
-    assert abs(small.c_real - full.c_real) < 1e-9 * full.c_real
+    # bandwidths are re-measured in a fixed order (topp_r.kth_smallest_exact): the same bits
+    assert (small.h_real, small.h_fake) == (full.h_real, full.h_fake)
+    # A score sums <= 300 kernel values; BLAS adds them (and the D+2 products of each distance) in
+    # an order that depends on the block shape and the CPU.  Distance round-off moves a kernel value
+    # by ~1e-14, the sum's by ~300 * 1.1e-16 relative: < 1e-13 relative in all.  Observed: 1e-15.
+    for key in ("score_real", "score_fake", "score_fake_on_real", "score_real_on_fake"):
+        np.testing.assert_allclose(getattr(small, key), getattr(full, key), rtol=1e-12, err_msg=key)
+    # c is a quantile of max |S - S_b|: it moves by at most twice a score's change, < 2e-11 for
+    # scores below 100 (c is about 8 here, so < 3e-12 relative)
+    assert abs(small.c_real - full.c_real) < 1e-10 * full.c_real
+    assert abs(small.c_fake - full.c_fake) < 1e-10 * full.c_fake
+    # The counts are exact because no score lies within round-off of its band: each is at least
+    # 0.5 % away here (checked), ten orders of magnitude beyond what the block size can move it.
+    for score, band in ((full.score_real, full.c_real), (full.score_fake, full.c_fake),
+                        (full.score_fake_on_real, full.c_real), (full.score_real_on_fake, full.c_fake)):
+        assert np.min(np.abs(score - band)) > 1e-3 * band
+    assert (small.fidelity, small.diversity) == (full.fidelity, full.diversity)
+    assert (small.real_kept == full.real_kept).all() and (small.fake_kept == full.fake_kept).all()
+
+
+def _fixed_order_sq(a, i, cols):
+    """|a_i - a_j|^2 for j in cols, summed feature by feature in index order (no BLAS)."""
+    d2 = np.zeros(len(cols))
+    for j in range(a.shape[1]):
+        d2 += (a[cols, j] - a[i, j]) ** 2
+    return d2
+
+
+@pytest.mark.parametrize("rule", ["official", "knn"])
+def test_bandwidth_is_the_same_bits_for_every_block_size(rule, monkeypatch):
+    """h is one distance, so it must not carry BLAS round-off: whatever the block size (and so the
+    GEMM shapes, kernels and summation order), it equals the k-th distance summed in index order
+    -- one rounding per operation, bit for bit on every IEEE machine.  Compared with ==."""
+    for seed, (n, dim, scale) in enumerate([(60, 3, 1.0), (97, 7, 1e3), (45, 1, 1e-3), (130, 16, 1.0)]):
+        g = np.random.RandomState(seed)
+        a = g.normal(size=(n, dim)) * scale
+        a[: n // 5] *= 6                                        # a spread of norms
+        a[n // 2] = a[n // 3]                                   # a duplicate (distance 0)
+        k = min(5 * dim, n - 2)
+        c = a - a.mean(axis=0)
+        if rule == "official":                                  # k-th of the later rows, then index int(0.5(n-k))-1
+            kth = [np.sort(_fixed_order_sq(c, i, np.arange(i + 1, n)))[k - 1] for i in range(n - k)]
+            expect = np.sqrt(np.sort(kth))[int(0.5 * (n - k)) - 1]
+        else:                                                   # median of the k-th nearest other point
+            kth = [np.sort(_fixed_order_sq(c, i, np.delete(np.arange(n), i)))[k - 1] for i in range(n)]
+            expect = np.median(np.sqrt(kth))
+        for block in (1 << 22, 3 * n + 1, n + 1, 1):
+            monkeypatch.setattr(topp_r, "BLOCK_ENTRIES", block)
+            assert bandwidth(a, k, rule=rule) == expect, (seed, block)
 
 
 def test_knn_bandwidth_is_order_free_and_matches_brute_force():
@@ -198,6 +243,9 @@ def test_prdc_matches_dense_formulas_and_blocks(monkeypatch):
     f = np.sort(ff, axis=1)[:, k]
     monkeypatch.setattr(topp_r, "BLOCK_ENTRIES", 100)
     out = prdc(real, fake, k=k)
+    # prdc's distances (one GEMM per block) and cdist's differ by round-off (~1e-15 relative); the
+    # counts still agree exactly because no real-fake distance lies that close to a radius
+    assert min(np.min(np.abs(rf - r[:, None]) / r[:, None]), np.min(np.abs(rf - f) / f)) > 1e-9
     assert out["precision"] == np.mean((rf < r[:, None]).any(axis=0))
     assert out["recall"] == np.mean((rf < f[None, :]).any(axis=1))
     assert out["density"] == pytest.approx((rf < r[:, None]).sum(axis=0).mean() / k, abs=1e-15)

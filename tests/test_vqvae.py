@@ -75,9 +75,15 @@ def test_shapes_and_encode_decode(backend):
         assert cache["idx"].shape == (3, grid, grid)
         assert cache["x_hat"].shape == (3, 1, 64, 64) and cache["x_hat"].dtype == np.float32
         idx = V.encode(params, x, cfg, batch=2)
-        np.testing.assert_array_equal(backend.to_numpy(idx), backend.to_numpy(cache["idx"]))
+        # encode works in chunks of 2: compare with the forward pass on the same chunks, so both
+        # make the same float32 GEMMs.  Another batch shape may round z_e differently (BLAS picks
+        # kernels by shape and CPU) and flip a near-tie between two codes: the closest two codes
+        # here are 2e-5 apart (relative), float32 round-off after a few convolutions ~1e-6.
+        chunks = [V.forward(params, x[s:s + 2], cfg)[2] for s in (0, 2)]
+        np.testing.assert_array_equal(backend.to_numpy(idx), np.concatenate([backend.to_numpy(c["idx"]) for c in chunks]))
         xh = V.decode(params, idx, cfg, batch=2)
-        np.testing.assert_allclose(backend.to_numpy(xh), backend.to_numpy(cache["x_hat"]), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(backend.to_numpy(xh), np.concatenate([backend.to_numpy(c["x_hat"]) for c in chunks]),
+                                   rtol=1e-5, atol=1e-6)
         grads = V.backward(cache)
         check_grads(params, grads)
         assert all(g.dtype == np.float32 for g in grads.values())
