@@ -11,8 +11,13 @@ CPU backend fails on the GPU when it
   contract includes the device: ``L._im2col`` took a padded array and output sizes, and the
   lesson handed it a host array).
 The checks read the code through ``ast``, so comments and docstrings may mention these names.
+The last test runs tests that once failed only on a GPU against tests/strict_cupy, a CPU
+stand-in for CuPy that is as strict about host arrays.
 """
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -113,3 +118,22 @@ def test_the_checks_catch_what_they_look_for(tmp_path):
     lesson = ast.parse("from minivq import layers as L\nfrom minivq.vqvae import _to_vectors\n"
                        "cols = L._im2col(x, 2, 2, 2, 2, 2)\ncols = L.im2col(x, 2, 2, stride=2)\n")
     assert _private_library_uses(lesson) == ["line 2: imports minivq.vqvae._to_vectors", "line 3: L._im2col"]
+
+
+STRICT_CUPY = ROOT / "tests" / "strict_cupy"
+RAN_ON_GPU_ONLY = ["tests/test_train_vqvae.py::test_interrupt_and_resume_is_exact",  # np.testing on CuPy params
+                   "tests/test_train_prior.py::test_resume_after_interrupt_is_exact",
+                   "tests/test_layers.py::test_embedding_backward_matches_loop_and_repeats_bit_for_bit"]
+
+
+def test_gpu_only_failures_stay_fixed_on_the_strict_cupy_stand_in():
+    """With the stand-in first on the path, MINIVQ_DEVICE=auto picks it as 'the GPU' and the
+    trainers return its arrays, which np.testing refuses just as it refuses CuPy's."""
+    env = {**os.environ, "PYTHONPATH": str(STRICT_CUPY), "MINIVQ_DEVICE": "auto"}
+    probe = subprocess.run([sys.executable, "-c", "from minivq import backend; print(backend.device())"],
+                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert probe.stdout.strip() == "gpu", probe.stderr[-2000:]
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *RAN_ON_GPU_ONLY],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert " passed" in proc.stdout and "skipped" not in proc.stdout, proc.stdout[-2000:]

@@ -7,7 +7,9 @@ checkout without ``pip install``. A lesson missing from the list below fails the
 The lessons run in a temporary folder with PYTHONPATH removed, so minivq is importable only
 through the lesson's own ``sys.path`` line (or an installed copy; the source check below
 catches a missing line there too). They inherit MINIVQ_DEVICE, so on a machine with a GPU they
-run on it.
+run on it; on any machine they run once more against tests/strict_cupy, a CPU stand-in for
+CuPy that refuses host arrays as CuPy does (a lesson that hands a NumPy array to library code,
+or a device array to matplotlib, fails there as it would on a GPU).
 """
 import os
 import re
@@ -24,10 +26,16 @@ TIMEOUT_S = 180  # each takes 3-7 s on a loaded 2-core machine; this only stops 
 CHECKOUT_ON_PATH = "sys.path.insert(0, str(Path(__file__).resolve().parents[1]))"
 
 
-def _run_lesson(name, args, cwd):
-    """Run lessons/name with args from cwd, PYTHONPATH removed (see the module docstring)."""
+STRICT_CUPY = Path(__file__).resolve().parent / "strict_cupy"
+
+
+def _run_lesson(name, args, cwd, strict_gpu=False):
+    """Run lessons/name with args from cwd, PYTHONPATH removed (see the module docstring);
+    strict_gpu: with the strict CuPy stand-in as the only PYTHONPATH entry and MINIVQ_DEVICE=gpu."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["MPLBACKEND"] = "Agg"
+    if strict_gpu:
+        env.update(PYTHONPATH=str(STRICT_CUPY), MINIVQ_DEVICE="gpu")
     return subprocess.run([sys.executable, str(LESSONS_DIR / name), *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=TIMEOUT_S)
 
@@ -36,17 +44,26 @@ def test_every_lesson_is_listed():
     assert len(ALL_LESSONS) >= 9 and set(QUICK_LESSONS) <= set(ALL_LESSONS), ALL_LESSONS
 
 
-@pytest.mark.parametrize("name", QUICK_LESSONS)
-def test_lesson_runs_quick(name, tmp_path):
+def _check_quick_run(name, tmp_path, strict_gpu=False):
     script = LESSONS_DIR / name
     assert script.is_file(), f"{script} is missing"
     out = tmp_path / "out"
-    proc = _run_lesson(name, ["--quick", "--out", str(out)], tmp_path)
+    proc = _run_lesson(name, ["--quick", "--out", str(out)], tmp_path, strict_gpu)
     assert proc.returncode == 0, f"{name} exited {proc.returncode}:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
     pngs = sorted(out.rglob("*.png"))
     assert pngs, f"{name} wrote no PNG under {out}"
     assert all(p.stat().st_size > 1000 for p in pngs), f"{name} wrote an empty-looking PNG: {pngs}"
     assert proc.stdout.strip(), f"{name} printed nothing"
+
+
+@pytest.mark.parametrize("name", QUICK_LESSONS)
+def test_lesson_runs_quick(name, tmp_path):
+    _check_quick_run(name, tmp_path)
+
+
+@pytest.mark.parametrize("name", QUICK_LESSONS)
+def test_lesson_runs_quick_on_strict_cupy_stand_in(name, tmp_path):
+    _check_quick_run(name, tmp_path, strict_gpu=True)
 
 
 @pytest.mark.parametrize("name", ALL_LESSONS)
