@@ -21,6 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 from minivq import layers as L  # noqa: E402
+from minivq.backend import asarray, to_numpy, xp  # noqa: E402  (arrays on the selected device, CPU or GPU)
 from minivq.gradcheck import check_layer  # noqa: E402
 
 SEED = 0
@@ -36,13 +37,13 @@ def section(title):
 
 def linear_example():
     section("1. linear: out = x @ w + b")
-    x = np.array([[1.0, 2.0, 3.0], [0.0, -1.0, 1.0]])        # (N=2, D_in=3)
-    w = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])       # (D_in=3, D_out=2)
-    b = np.array([0.5, -0.5])                                # (D_out=2,)
+    x = asarray([[1.0, 2.0, 3.0], [0.0, -1.0, 1.0]])         # (N=2, D_in=3)
+    w = asarray([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])        # (D_in=3, D_out=2)
+    b = asarray([0.5, -0.5])                                 # (D_out=2,)
     out, cache = L.linear_forward(x, w, b)
     print("x =\n", x, "\nw =\n", w, "\nb =", b)
     print("out = x @ w + b =\n", out, "   e.g. out[0,0] = 1*1 + 2*0 + 3*1 + 0.5 =", out[0, 0])
-    dout = np.array([[1.0, 0.0], [0.0, 2.0]])                # pretend dL/dout
+    dout = asarray([[1.0, 0.0], [0.0, 2.0]])                 # pretend dL/dout
     dx, dw, db = L.linear_backward(dout, cache)
     print("given dL/dout =\n", dout)
     print("dx = dout @ w.T   (each input feeds every output through w) =\n", dx)
@@ -52,33 +53,33 @@ def linear_example():
 
 def conv_example():
     section("2. conv2d on a 1x1x4x4 image, 2x2 kernel, stride 2")
-    x = np.arange(16.0).reshape(1, 1, 4, 4)                  # (B=1, C=1, H=4, W=4)
-    w = np.array([[[[1.0, 0.0], [0.0, -1.0]]]])              # (F=1, C=1, KH=2, KW=2)
-    b = np.zeros(1)
+    x = asarray(np.arange(16.0).reshape(1, 1, 4, 4))         # (B=1, C=1, H=4, W=4)
+    w = asarray([[[[1.0, 0.0], [0.0, -1.0]]]])               # (F=1, C=1, KH=2, KW=2)
+    b = asarray(np.zeros(1))
     out, cache = L.conv2d_forward(x, w, b, stride=2)
-    cols = L._im2col(x, 2, 2, 2, 2, 2)                       # (C*KH*KW=4, B*OH*OW=4)
+    cols = L.im2col(x, 2, 2, stride=2)                       # (C*KH*KW=4, B*OH*OW=4)
     print("x[0,0] =\n", x[0, 0])
     print("im2col: one column per output pixel, one row per (channel, kernel row, kernel col):\n", cols)
     print("w as a row vector:", w.reshape(1, -1)[0], " -> out = w_row @ cols =", (w.reshape(1, -1) @ cols)[0])
     print("out[0,0] =\n", out[0, 0], "  (top-left minus bottom-right of each 2x2 block = -5)")
-    dx, dw, db = L.conv2d_backward(np.ones_like(out), cache)
+    dx, dw, db = L.conv2d_backward(xp.ones_like(out), cache)
     print("with dL/dout = 1 everywhere: dw =", dw.reshape(-1), "(sum of x under each kernel tap)")
     print("dx[0,0] (col2im scatters w back onto the pixels it touched) =\n", dx[0, 0])
 
     section(f"3. shapes at the VQ-VAE sizes (B={VQVAE_BATCH}, float32)")
     rng = np.random.default_rng(SEED)
-    h = rng.standard_normal((VQVAE_BATCH, 1, 64, 64)).astype(np.float32)
+    h = asarray(rng.standard_normal((VQVAE_BATCH, 1, 64, 64)).astype(np.float32))
     for F, K, s, p in [(64, 4, 2, 1), (128, 4, 2, 1), (128, 3, 1, 1)]:
         C, H = h.shape[1], h.shape[2]
-        w = (rng.standard_normal((F, C, K, K)) / np.sqrt(C * K * K)).astype(np.float32)
-        out, _ = L.conv2d_forward(h, w, np.zeros(F, np.float32), stride=s, pad=p)
+        w = asarray((rng.standard_normal((F, C, K, K)) / np.sqrt(C * K * K)).astype(np.float32))
+        out, _ = L.conv2d_forward(h, w, asarray(np.zeros(F, np.float32)), stride=s, pad=p)
         OH = out.shape[2]
         print(f"conv {C:3d}->{F:3d} {K}x{K} s{s} p{p}: x {tuple(h.shape)} -> patches "
               f"({C * K * K}, {VQVAE_BATCH * OH * OH}) -> (F, C*K*K) @ patches -> out {tuple(out.shape)}")
         h = out
     for C, F in [(128, 64), (64, 1)]:
-        w = (rng.standard_normal((C, F, 4, 4)) / np.sqrt(C * 16)).astype(np.float32)
-        out, _ = L.conv_transpose2d_forward(h[:, :C], w, np.zeros(F, np.float32), stride=2, pad=1)
+        w = asarray((rng.standard_normal((C, F, 4, 4)) / np.sqrt(C * 16)).astype(np.float32))
+        out, _ = L.conv_transpose2d_forward(h[:, :C], w, asarray(np.zeros(F, np.float32)), stride=2, pad=1)
         print(f"conv-transpose {C:3d}->{F:3d} 4x4 s2 p1: {tuple(h[:, :C].shape)} -> {tuple(out.shape)}"
               "  ((H-1)*2 - 2 + 4 = 2H)")
         h = out
@@ -87,7 +88,7 @@ def conv_example():
 def gradcheck_table(quick):
     section("4. float64 gradient check of every layer (random dout, centred differences, h=1e-6)")
     rng = np.random.default_rng(SEED)
-    r = lambda *s: rng.standard_normal(s)  # noqa: E731
+    r = lambda *s: asarray(rng.standard_normal(s))  # noqa: E731
     B = 2
     H, W = (5, 7) if quick else (9, 7)
 
@@ -111,9 +112,9 @@ def gradcheck_table(quick):
         ("layernorm", L.layernorm_forward, L.layernorm_backward,
          {"x": r(B, 3, 7), "gamma": r(7), "beta": r(7)}, None),
         ("embedding", L.embedding_forward, L.embedding_backward,
-         {"idx": np.array([[1, 3, 1], [0, 3, 3]]), "w": r(5, 4)}, None),
+         {"idx": asarray([[1, 3, 1], [0, 3, 3]]), "w": r(5, 4)}, None),
         ("softmax cross-entropy", ce_f, ce_b,
-         {"logits": 3 * r(B, 5, 7), "targets": rng.integers(0, 7, (B, 5))}, None),
+         {"logits": 3 * r(B, 5, 7), "targets": asarray(rng.integers(0, 7, (B, 5)))}, None),
         ("mse", mse_f, mse_b, {"pred": r(B, 3, 5), "target": r(B, 3, 5)}, None),
         ("residual block", L.residual_block_forward, L.residual_block_backward,
          {"x": r(B, 3, 5, 5), "w1": r(4, 3, 3, 3), "b1": r(4), "w2": r(3, 4, 1, 1), "b2": r(3)}, None),
@@ -138,7 +139,7 @@ def save_figure(rows, out_dir):
     n, k = IM2COL_IMAGE, IM2COL_KERNEL
     x = np.arange(n * n, dtype=float).reshape(1, 1, n, n)
     m = n - k + 1
-    cols = L._im2col(x, k, k, 1, m, m)                       # (k*k, m*m)
+    cols = to_numpy(L.im2col(asarray(x), k, k))              # (k*k, m*m), on the host for matplotlib
     fig = plt.figure(figsize=(12, 8.5))
     grid = fig.add_gridspec(2, 2, width_ratios=[1, 2.2])
     axes = [fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1]), fig.add_subplot(grid[1, :])]

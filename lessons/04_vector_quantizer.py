@@ -13,6 +13,7 @@ Figure: final code positions over the data for each variant, and perplexity over
 Run: python lessons/04_vector_quantizer.py [--quick] [--out DIR]
 """
 import argparse
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -21,8 +22,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 from minivq import optim  # noqa: E402
 from minivq import quantizer as Q  # noqa: E402
+from minivq.backend import asarray, to_numpy, xp  # noqa: E402  (arrays on the selected device, CPU or GPU)
 
 N_CLUSTERS = 8        # Gaussians on the ring
 RING_RADIUS = 4.0     # their distance from the origin
@@ -51,11 +54,12 @@ def straight_through_demo(g):
     W_enc, W_dec = np.eye(2) * 0.9, np.eye(2) * 1.1
     codebook = sample(g, K)  # (K, 2)
     z_e = x @ W_enc  # (5, 2)
-    z_q, idx, losses, cache = Q.quantize_forward(z_e, codebook, beta=0.25)
+    z_q, idx, losses, cache = Q.quantize_forward(asarray(z_e), asarray(codebook), beta=0.25)
+    z_q, idx = to_numpy(z_q), to_numpy(idx)  # back to the host for the lesson's own NumPy
     x_hat = z_q @ W_dec  # (5, 2)
     dx_hat = 2 * (x_hat - x) / x.size  # d mse / d x_hat
     dz_q = dx_hat @ W_dec.T  # (5, 2)
-    dz_e, dcodebook = Q.quantize_backward(dz_q, cache)
+    dz_e, dcodebook = (to_numpy(a) for a in Q.quantize_backward(asarray(dz_q), cache))
     commit = dz_e - dz_q  # the commitment term's share of dz_e
     print("1) straight-through: for each point, dL/dz_e = dL/dz_q + commitment pull 2*beta*(z_e - e)/(N*D)")
     for n in range(3):
@@ -70,18 +74,18 @@ def straight_through_demo(g):
 def run_variant(name, steps, kmeans_init, ema, restart, g_seed):
     """Train a codebook directly on the data (z_e = x) and return its history."""
     g = np.random.default_rng(g_seed)
-    codebook = np.asarray(BAD_INIT_CENTRE) + 0.1 * g.standard_normal((K, 2))  # (K, 2) collapsed start
+    codebook = asarray(np.asarray(BAD_INIT_CENTRE) + 0.1 * g.standard_normal((K, 2)))  # (K, 2) collapsed start
     if kmeans_init:
-        codebook = Q.kmeans(sample(g, BATCH), K, iters=10, seed=SEED)
+        codebook = Q.kmeans(asarray(sample(g, BATCH)), K, iters=10, seed=SEED)
     state, adam_state = Q.init_state(codebook), {}
     ppl, snapshots = [], {}
     for step in range(steps):
-        z = sample(g, BATCH)  # (BATCH, 2)
+        z = asarray(sample(g, BATCH))  # (BATCH, 2)
         _, idx, _, cache = Q.quantize_forward(z, codebook, codebook_loss=not ema)
         if ema:
             Q.ema_update(codebook, state, z, idx, decay=EMA_DECAY)
         else:
-            _, dcb = Q.quantize_backward(np.zeros_like(z), cache)
+            _, dcb = Q.quantize_backward(xp.zeros_like(z), cache)
             optim.adam(codebook, dcb, adam_state, LR)
         if restart:
             dead = Q.restart_dead_codes(codebook, state, z, idx, after=RESTART_AFTER, seed=[SEED, step])
@@ -90,13 +94,13 @@ def run_variant(name, steps, kmeans_init, ema, restart, g_seed):
                 adam_state["v"][dead] = 0
         ppl.append(Q.usage_stats(idx, K)["perplexity"])
         if step in (0, steps // 4, steps - 1):
-            snapshots[step] = codebook.copy()
-    z = sample(g, 4096)
+            snapshots[step] = to_numpy(codebook).copy()  # a host copy (training updates codebook in place)
+    z = asarray(sample(g, 4096))
     idx, d2 = Q.nearest_code(z, codebook)
     st = Q.usage_stats(idx, K)
     print(f"   {name:34s} perplexity {st['perplexity']:5.1f} of {K}, active {st['active']:4.0%}, "
-          f"mean squared quantisation error {d2.mean():.3f}")
-    return {"name": name, "codebook": codebook, "ppl": ppl, "snapshots": snapshots, "stats": st}
+          f"mean squared quantisation error {float(d2.mean()):.3f}")
+    return {"name": name, "codebook": to_numpy(codebook), "ppl": ppl, "snapshots": snapshots, "stats": st}
 
 
 def main():

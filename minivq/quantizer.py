@@ -16,6 +16,9 @@ assigned to them (``ema_update``), which is often steadier.
 import math
 
 from minivq.backend import xp, asarray, rng as host_rng, to_numpy
+# scatter_sum(idx, values, K): the sum of the vectors assigned to each code, as a one-hot matrix
+# product that (unlike a scatter-add on the GPU) adds in the same order every run
+from minivq.layers import scatter_sum
 
 
 # ----------------------------------------------------------------------------- lookup
@@ -29,15 +32,6 @@ def nearest_code(z, codebook):
     z2 = (z * z).sum(axis=1)  # (N,)
     dist2 = xp.maximum(scores[xp.arange(z.shape[0]), idx] + z2, 0.0)  # (N,) clamp round-off
     return idx.astype(xp.int64), dist2
-
-
-def scatter_sum(idx, values, K):
-    """idx: (N,) int in [0, K), values: (N, D) -> sums (K, D): sums[k] = sum of values[n] with
-    idx[n] == k. An unbuffered scatter-add (a one-hot (K, N) @ (N, D) product gives the same
-    sums but costs N*K*D multiply-adds and is slower here)."""
-    sums = xp.zeros((K, values.shape[1]), dtype=values.dtype)  # (K, D)
-    xp.add.at(sums, idx, values)
-    return sums
 
 
 def code_counts(idx, K):

@@ -209,6 +209,55 @@ def test_embedding_gradcheck_with_repeated_tokens(backend):
     np.testing.assert_array_equal(to_numpy(dw)[:, 0], [1, 2, 0, 0, 3, 0])
 
 
+def test_embedding_backward_matches_loop_and_repeats_bit_for_bit(backend):
+    """dw[v] = sum of dout over the positions holding token v. The sum must equal a plain loop
+    (float64: to round-off; float32: within the worst-case error of adding n_v float32 numbers
+    in any order, n_v u sum|x| with u = 2^-24, which np.add.at obeys too), and a repeated call
+    must give the same bits. On the GPU a scatter-add of atomic float adds fails that last
+    check: its order changes between calls, which broke exact resume of prior training."""
+    rng = np.random.default_rng(14)
+    V, B, T, D = 37, 6, 500, 16
+    idx = np.where(rng.random((B, T)) < 0.5, 3, rng.integers(0, V, (B, T)))  # token 3 fills half the rows
+    dout = rng.standard_normal((B, T, D)).astype(np.float32)
+    ref, abs_sum = np.zeros((V, D)), np.zeros((V, D))  # float64 loop: the exact sums of the float32 inputs
+    for i, row in zip(idx.reshape(-1), dout.reshape(-1, D).astype(np.float64)):
+        ref[i] += row
+        abs_sum[i] += np.abs(row)
+    counts = np.bincount(idx.reshape(-1), minlength=V)[:, None]  # (V, 1)
+    bound = 1.01 * counts * 2.0 ** -24 * abs_sum  # (V, D) float32 summation error bound
+
+    cache = (asarray(idx), (V, D))
+    dw64 = L.embedding_backward(asarray(dout.astype(np.float64)), cache)
+    np.testing.assert_allclose(to_numpy(dw64), ref, rtol=1e-12, atol=1e-12)
+    dw = L.embedding_backward(asarray(dout), cache)
+    assert dw.dtype == np.float32 and dw.shape == (V, D)
+    assert (np.abs(to_numpy(dw) - ref) <= bound).all()
+    old = np.zeros((V, D), np.float32)
+    np.add.at(old, idx.reshape(-1), dout.reshape(-1, D))  # the scatter-add this replaces
+    assert (np.abs(old - ref) <= bound).all()
+    for _ in range(3):  # bit for bit on repeated calls
+        assert np.array_equal(to_numpy(L.embedding_backward(asarray(dout), cache)), to_numpy(dw))
+    perm = rng.permutation(B * T)  # the rows in another order: another summation order, same bound
+    dwp = L.embedding_backward(asarray(dout.reshape(-1, D)[perm]), (asarray(idx.reshape(-1)[perm]), (V, D)))
+    assert (np.abs(to_numpy(dwp) - ref) <= bound).all()
+    assert not to_numpy(dw)[counts[:, 0] == 0].any()  # unused tokens get exactly zero
+
+
+def test_im2col_lays_out_patches_as_columns(backend):
+    """Column (b, oh, ow) of im2col is the flattened (C, KH, KW) patch under output pixel (oh, ow)."""
+    B, C, H, W, KH, KW, s, p = 2, 3, 7, 6, 3, 2, 2, 1
+    x = np.random.default_rng(15).standard_normal((B, C, H, W))
+    cols = to_numpy(L.im2col(asarray(x), KH, KW, stride=s, pad=p))
+    xpad = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
+    OH, OW = (H + 2 * p - KH) // s + 1, (W + 2 * p - KW) // s + 1
+    assert cols.shape == (C * KH * KW, B * OH * OW)
+    for b in range(B):
+        for i in range(OH):
+            for j in range(OW):
+                patch = xpad[b, :, i * s:i * s + KH, j * s:j * s + KW]
+                assert np.array_equal(cols[:, (b * OH + i) * OW + j], patch.reshape(-1))
+
+
 def _ce_forward(logits, targets, mask=None):
     loss, dlogits = L.softmax_cross_entropy(logits, targets, mask)
     return loss, dlogits
