@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minivq import audio, evaluate
+from minivq import audio, evaluate, outdir
 from minivq.classifier import load_classifier
 from minivq.sampling import sample
 from minivq.train_prior import load_prior
@@ -123,6 +123,7 @@ def parse_digits(text, n):
     raise ValueError(f"--digit must be a single digit 0-9 or 'all', got {text!r}")
 
 
+@outdir.scoped
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m minivq.generate", description=__doc__.split("\n\n")[1],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -153,6 +154,7 @@ def main(argv=None):
         if a.uncond and a.digit != "all":
             raise ValueError("--uncond samples without a digit; leave --digit at 'all'")
         digits = None if a.uncond else parse_digits(a.digit, a.n)
+        outdir.hold(a.out, what="--out")  # writable and locked before sampling, until main returns
         bundle = load_bundle(a.checkpoint, cond="none" if a.uncond else "class")
         kw = bundle_sampling(bundle)
         kw.update({k: v for k, v in (("temperature", a.temperature), ("top_k", a.top_k), ("top_p", a.top_p),

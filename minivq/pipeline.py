@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minivq import __version__, checkpoint, evaluate
+from minivq import __version__, checkpoint, evaluate, outdir
 from minivq import train_classifier as TC
 from minivq import train_prior as TP
 from minivq import train_vqvae as TV
@@ -66,6 +66,7 @@ def _stage(folder, settings, final):
     return "resume" if same else "fresh"
 
 
+@outdir.scoped
 def run_pipeline(data, out, cr=16, uncond=False, quick=False, seed=0, n_per_digit=None, export=None,
                  sampling=None, overrides=None, latents=False):
     """Train (or reuse) every stage, evaluate, write report.md/results.json; returns results.
@@ -81,7 +82,7 @@ def run_pipeline(data, out, cr=16, uncond=False, quick=False, seed=0, n_per_digi
         S["n_per_digit"] = int(n_per_digit)
     sampling = {**SAMPLING_DEFAULTS, **(sampling or {})}
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    outdir.hold(out, export)  # writable folders, locked until run_pipeline returns
     times, t_all = {}, time.perf_counter()
 
     t = time.perf_counter()
@@ -324,6 +325,7 @@ def _card_metrics(name, out, cr, res):
     return m
 
 
+@outdir.scoped
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m minivq.pipeline", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -335,6 +337,8 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0, help="seed for every stage")
     p.add_argument("--n-per-digit", type=int, default=None, help="generated clips per digit (default 100; quick 20)")
     p.add_argument("--export", default=None, help="also write a model bundle for python -m minivq.generate here")
+    p.add_argument("--force", action="store_true",
+                   help="write OUT even when it holds a run with other settings or another run's files")
     p.add_argument("--guidance", type=float, default=1.0,
                    help="classifier-free guidance scale for conditional generations (needs --uncond; 1: off)")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature for generations")
@@ -344,6 +348,7 @@ def main(argv=None):
     import os
     data = a.data or os.environ.get("MINIVQ_FSDD")
     try:
+        outdir.claim(a.out, "pipeline", a)  # writable, locked, not another run's files (see minivq/outdir.py)
         if not data:
             raise ValueError("no data folder: pass --data PATH or set MINIVQ_FSDD")
         if a.cr != 16:

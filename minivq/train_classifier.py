@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minivq import checkpoint
+from minivq import checkpoint, outdir
 from minivq import classifier as C
 from minivq.backend import asarray, to_numpy
 from minivq.evaluate import plot_confusion
@@ -102,6 +102,7 @@ def _opt_to_backend(opt):
     return {k: {"m": asarray(s["m"]), "v": asarray(s["v"]), "t": int(s["t"])} for k, s in opt.items()}
 
 
+@outdir.scoped
 def train(features, out_dir, cfg=None, epochs=20, batch=64, lr=3e-3, seed=0, weight_decay=1e-2,
           clip=5.0, use_augment=True, resume=False, quiet=False, every=2.0, meta=None):
     """Train on features.train, evaluate on features.test, write the files listed above.
@@ -121,7 +122,7 @@ def train(features, out_dir, cfg=None, epochs=20, batch=64, lr=3e-3, seed=0, wei
         raise ValueError(f"features are {x_tr.shape[1]} x {x_tr.shape[2]} but the classifier config "
                          f"expects {cfg.n_mels} x {cfg.n_frames}")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    outdir.hold(out_dir)  # a writable folder, locked until train returns
     last = out_dir / "last.npz"
     norm = {k: to_numpy(v) for k, v in C.norm_stats(x_tr).items()}
     params, opt, start, history, train_time, n_seen, loss_sum = C.init_params(cfg, seed), {}, 0, [], 0.0, 0, 0.0
@@ -216,9 +217,11 @@ def add_arguments(p):
     p.add_argument("--max-per-digit", type=int, default=None, help="use at most this many clips per digit")
     p.add_argument("--no-augment", action="store_true", help="train on clean features only")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.npz")
+    p.add_argument("--force", action="store_true", help="write OUT even where another run's files would be overwritten")
     p.add_argument("--quick", action="store_true", help="smoke run: 3 epochs on 30 clips per digit")
 
 
+@outdir.scoped
 def run(args):
     from minivq.data import load_features
     if not args.data:
@@ -232,6 +235,7 @@ def run(args):
     if not args.lr > 0:
         raise ValueError(f"--lr must be positive, got {args.lr}")
     t0 = time.perf_counter()
+    outdir.claim(args.out, "classifier", args)  # writable, locked, not another run's files (see minivq/outdir.py)
     features = load_features(args.data, split=args.split, max_per_digit=mpd)
     print(f"data: {len(features.train.x)} train / {len(features.test.x)} test clips "
           f"({args.split} split) loaded in {time.perf_counter() - t0:.1f} s", flush=True)

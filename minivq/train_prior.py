@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minivq import checkpoint
+from minivq import checkpoint, outdir
 from minivq.backend import asarray, to_numpy
 from minivq.optim import adam_step, clip_grad_norm, lr_at
 from minivq.progress import NonFiniteLoss, Progress, check_finite
@@ -110,6 +110,7 @@ def _save(out, params, cfg, opt, hyper, meta):
 
 
 # ----------------------------------------------------------------------------- training
+@outdir.scoped
 def train(tokens, out, cfg=None, resume=False, log=print, callback=None, progress_every=10.0, **hyper):
     """Train (or resume) a prior; returns a summary dict (losses in nats and bits per token).
 
@@ -119,6 +120,7 @@ def train(tokens, out, cfg=None, resume=False, log=print, callback=None, progres
     Ctrl-C, saves a checkpoint and returns with summary['interrupted'] = True).
     Raises NonFiniteLoss when the loss or gradient norm stops being finite."""
     out = Path(out)
+    outdir.hold(out)  # a writable folder, locked until train returns
     data = load_tokens(tokens) if not isinstance(tokens, dict) else tokens
     ckpt_path = out / CKPT_NAME
     if resume:
@@ -235,6 +237,7 @@ def add_arguments(p):
     p.add_argument("--class-token", choices=("dedicated", "shared"), default="dedicated",
                    help="dedicated: 10 new class-token embeddings; shared: digit d is fed as code token d")
     p.add_argument("--resume", action="store_true", help="continue OUT/prior.npz exactly (other settings ignored)")
+    p.add_argument("--force", action="store_true", help="write OUT even where another run's files would be overwritten")
     d = GPTConfig()
     p.add_argument("--d-model", type=int, default=d.d_model, help="model width")
     p.add_argument("--n-layer", type=int, default=d.n_layer, help="transformer blocks")
@@ -257,7 +260,9 @@ def add_arguments(p):
     p.add_argument("--max-train", type=int, default=None, help="use only the first N training grids (quick runs)")
 
 
+@outdir.scoped
 def run(args):
+    outdir.claim(args.out, "prior", args)  # writable, locked, not another run's files (see minivq/outdir.py)
     if args.class_token == "shared" and args.cond != "class":
         raise ValueError("--class-token shared only applies with --cond class")
     cfg = GPTConfig(cond=args.cond, class_token=args.class_token, d_model=args.d_model, n_layer=args.n_layer,

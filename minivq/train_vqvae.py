@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minivq import checkpoint, optim
+from minivq import checkpoint, optim, outdir
 from minivq import quantizer as Q
 from minivq import vqvae as V
 from minivq.backend import asarray, to_numpy
@@ -126,6 +126,7 @@ class _StopFlag:
             signal.signal(signal.SIGINT, self.old)
 
 
+@outdir.scoped
 def train(cfg, features, out_dir, tcfg=None, resume=False, finish=True, callback=None, verbose=True):
     """Train a VQ-VAE on ``features`` (data.Features: .train/.test with x (N, M, T) raw log-mel,
     digit, speaker; .cfg FeatureConfig) and write outputs to ``out_dir``.
@@ -140,7 +141,7 @@ def train(cfg, features, out_dir, tcfg=None, resume=False, finish=True, callback
     if tcfg.restart_share is None:  # resolve the per-CR default, so checkpoints record the value used
         tcfg = dataclasses.replace(tcfg, restart_share=restart_share_for(cfg.cr))
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    outdir.hold(out)  # a writable folder, locked until train returns
     last = out / "last.npz"
     xtr_raw = features.train.x
     if len(xtr_raw) == 0:
@@ -285,10 +286,12 @@ def add_arguments(p):
                    help="official: FSDD takes 0-4 are the test set; speakers: held-out speakers")
     p.add_argument("--max-per-digit", type=int, default=None, help="use at most this many clips per digit")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.npz")
+    p.add_argument("--force", action="store_true", help="write OUT even where another run's files would be overwritten")
     p.add_argument("--quick", action="store_true", help="smoke run: 2 epochs on 30 clips per digit")
     p.add_argument("--log-every", type=float, default=d.log_every, help="seconds between progress lines")
 
 
+@outdir.scoped
 def run(args):
     from minivq.data import load_features
     if not args.data:
@@ -302,6 +305,7 @@ def run(args):
     if not args.lr > 0:
         raise ValueError(f"--lr must be positive, got {args.lr}")
     out = args.out or f"out/vqvae_cr{args.cr}"
+    outdir.claim(out, "vqvae", args)  # writable, locked, not another run's files (see minivq/outdir.py)
     t0 = time.perf_counter()
     features = load_features(args.data, split=args.split, max_per_digit=mpd)
     print(f"data: {len(features.train.x)} train / {len(features.test.x)} test clips ({args.split} split) "
