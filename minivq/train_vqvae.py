@@ -254,8 +254,14 @@ def train(cfg, features, out_dir, tcfg=None, resume=False, finish=True, callback
               "train_seconds": train_seconds}
     if finish:
         from minivq.vqvae_report import finish_run  # host-side: metrics, tokens, figure, WAVs
-        result["metrics"] = finish_run(params, cfg, norm, features, out, tcfg, history, train_seconds,
-                                       verbose=verbose)
+        try:
+            result["metrics"] = finish_run(params, cfg, norm, features, out, tcfg, history, train_seconds,
+                                           verbose=verbose)
+        except KeyboardInterrupt:
+            if verbose:
+                print(f"interrupted while writing the final files; the trained model is saved in {last} "
+                      "(continue with --resume to write vqvae.npz, tokens.npz and metrics.json)", file=sys.stderr)
+            raise
     return result
 
 
