@@ -183,13 +183,17 @@ def _acquire(folder, what):
         if owner.get("pid") not in (None, os.getpid()):
             print(f"note: {lock} was left by PID {owner['pid']}, which ended without releasing it; "
                   "taking it over", file=sys.stderr)
-        me = {"pid": os.getpid(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-              "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]) if sys.argv else ""}
+        me = {"pid": os.getpid(), "started": time.strftime("%Y-%m-%d %H:%M:%S"), "command": _command()}
         os.ftruncate(fd, 0)
         os.lseek(fd, 0, os.SEEK_SET)
         os.write(fd, (json.dumps(me) + "\n").encode())
         return fd
     raise OutDirError(f"{what} {folder}: could not take its lock (other runs keep replacing {lock})")
+
+
+def _command():
+    """The command line of this process, as typed (python -m minivq.train ...)."""
+    return " ".join(getattr(sys, "orig_argv", None) or sys.argv)
 
 
 def _tidy(folder):
@@ -309,8 +313,7 @@ def claim(path, kind, args, what="--out"):
     if force or not resume or not existing:
         if force:  # runs whose files this one overwrites no longer own them
             records = {k: v for k, v in records.items() if not set(OUTPUTS[k]) & set(existing)}
-        records[kind] = {"settings": settings, "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
-                         "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+        records[kind] = {"settings": settings, "command": _command(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
         from minivq.checkpoint import write_json
         write_json(folder / RECORD_NAME, records)
     return folder
