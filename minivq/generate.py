@@ -19,11 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from minivq import audio, evaluate, outdir
+from minivq import audio, evaluate
 from minivq.classifier import load_classifier
 from minivq.sampling import sample
 from minivq.train_prior import load_prior
 from minivq.train_vqvae import decode_logmel, load_model
+from minivq import outdir  # output folders: checked, locked, recorded
 
 BUNDLE_FORMAT = 1
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "data" / "pretrained"

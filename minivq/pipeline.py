@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minivq import __version__, checkpoint, evaluate, outdir
+from minivq import __version__, checkpoint, evaluate
 from minivq import train_classifier as TC
 from minivq import train_prior as TP
 from minivq import train_vqvae as TV
@@ -32,6 +32,7 @@ from minivq import vqvae as V
 from minivq.generate import BUNDLE_FORMAT, PRIOR_FILES, SAMPLING_DEFAULTS, Bundle, generate
 from minivq.progress import fmt_time
 from minivq.transformer import GPTConfig
+from minivq import outdir  # output folders: checked, locked, recorded
 
 # uncond_epochs: the unconditional prior serves as the guide of classifier-free guidance, which
 # samples from l_u + s (l_c - l_u). A guide trained half as long as the conditional prior adds
@@ -331,14 +332,14 @@ def main(argv=None):
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data", default=None, help="FSDD folder (default $MINIVQ_FSDD)")
     p.add_argument("--out", default="out/pipeline", help="working folder (re-runs reuse/resume it)")
+    p.add_argument("--force", action="store_true",
+                   help="write OUT even when it holds a run with other settings or another run's files")
     p.add_argument("--cr", type=int, choices=(4, 16), default=16, help="VQ-VAE compression ratio")
     p.add_argument("--uncond", action="store_true", help="also train and evaluate an unconditional prior")
     p.add_argument("--quick", action="store_true", help="smoke run: 30 clips per digit, tiny models, few epochs")
     p.add_argument("--seed", type=int, default=0, help="seed for every stage")
     p.add_argument("--n-per-digit", type=int, default=None, help="generated clips per digit (default 100; quick 20)")
     p.add_argument("--export", default=None, help="also write a model bundle for python -m minivq.generate here")
-    p.add_argument("--force", action="store_true",
-                   help="write OUT even when it holds a run with other settings or another run's files")
     p.add_argument("--guidance", type=float, default=1.0,
                    help="classifier-free guidance scale for conditional generations (needs --uncond; 1: off)")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature for generations")
@@ -348,9 +349,9 @@ def main(argv=None):
     import os
     data = a.data or os.environ.get("MINIVQ_FSDD")
     try:
-        outdir.claim(a.out, "pipeline", a)  # writable, locked, not another run's files (see minivq/outdir.py)
         if not data:
             raise ValueError("no data folder: pass --data PATH or set MINIVQ_FSDD")
+        outdir.claim(a.out, "pipeline", a)  # writable, locked, not another run's files (see minivq/outdir.py)
         if a.cr != 16:
             log("note: generation needs a prior over this CR's token grid; priors are sized from tokens.npz")
         if a.guidance != 1.0 and not a.uncond:

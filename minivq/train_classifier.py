@@ -27,12 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
-from minivq import checkpoint, outdir
+from minivq import checkpoint
 from minivq import classifier as C
 from minivq.backend import asarray, to_numpy
 from minivq.evaluate import plot_confusion
 from minivq.optim import adam_step, clip_grad_norm, lr_at
 from minivq.progress import NonFiniteLoss, Progress, check_finite
+from minivq import outdir  # output folders: checked, locked, recorded
 
 LOG_FLOOR = math.log(1e-5)  # the front end's floor (audio.FeatureConfig.log_floor), in nats
 SHIFT = 6                   # max time shift (frames; 16 ms each)

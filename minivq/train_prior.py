@@ -22,12 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
-from minivq import checkpoint, outdir
+from minivq import checkpoint
 from minivq.backend import asarray, to_numpy
 from minivq.optim import adam_step, clip_grad_norm, lr_at
 from minivq.progress import NonFiniteLoss, Progress, check_finite
 from minivq.transformer import (LN2, GPTConfig, backward, evaluate, forward, init_params, n_params,
                                 no_decay_names)
+from minivq import outdir  # output folders: checked, locked, recorded
 
 CKPT_NAME = "prior.npz"
 TRAIN_DEFAULTS = dict(epochs=12, batch_size=32, lr=1e-3, min_lr=1e-4, warmup=100, weight_decay=0.01,

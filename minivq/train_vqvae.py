@@ -22,11 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
-from minivq import checkpoint, optim, outdir
+from minivq import checkpoint, optim
 from minivq import quantizer as Q
 from minivq import vqvae as V
 from minivq.backend import asarray, to_numpy
 from minivq.progress import NonFiniteLoss, Progress, check_finite
+from minivq import outdir  # output folders: checked, locked, recorded
 
 
 @dataclasses.dataclass
