@@ -214,25 +214,36 @@ def _tidy(folder):
 
 @contextlib.contextmanager
 def locked(path, what="output folder"):
-    """Check ``path`` is a writable folder (creating it), lock it and tidy it; release on exit."""
-    folder = check_writable(path, what)
-    key = os.path.realpath(folder)
-    held = _state().held
-    if key in held:
-        held[key][1] += 1
-    else:
-        held[key] = [_acquire(folder, what), 1]
-        _tidy(folder)
+    """Check ``path`` is a writable folder (creating it), lock it and tidy it; release on exit.
+    Folders created here that are still empty at the release are removed again, so a run that
+    fails before writing anything leaves no trace."""
+    p = Path(path)
+    created = [q for q in (p, *p.parents) if not q.exists()]  # deepest first
+    key = None
     try:
+        folder = check_writable(p, what)
+        key = os.path.realpath(folder)
+        held = _state().held
+        if key in held:
+            held[key][1] += 1
+        else:
+            held[key] = [_acquire(folder, what), 1]
+            _tidy(folder)
         yield folder
     finally:
-        entry = held[key]
-        entry[1] -= 1
-        if entry[1] == 0:
-            del held[key]
-            with contextlib.suppress(OSError):
-                os.unlink(folder / LOCK_NAME)  # delete first, then drop the lock (see _acquire)
-            os.close(entry[0])
+        if key is not None and key in held:
+            entry = held[key]
+            entry[1] -= 1
+            if entry[1] == 0:
+                del held[key]
+                with contextlib.suppress(OSError):
+                    os.unlink(folder / LOCK_NAME)  # delete first, then drop the lock (see _acquire)
+                os.close(entry[0])
+        for q in created:
+            try:
+                q.rmdir()  # only succeeds while empty
+            except OSError:
+                break
 
 
 def scoped(fn):
