@@ -325,6 +325,22 @@ def claim(path, kind, args, what="--out"):
         if force:  # runs whose files this one overwrites no longer own them
             records = {k: v for k, v in records.items() if not set(OUTPUTS[k]) & set(existing)}
         records[kind] = {"settings": settings, "command": _command(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+        rec_path = folder / RECORD_NAME
+        old, stamp = (rec_path.read_bytes() if rec_path.is_file() else None), _stamp(folder, kind)
         from minivq.checkpoint import write_json
-        write_json(folder / RECORD_NAME, records)
+        write_json(rec_path, records)
+
+        def undo(exc_type, exc, tb):  # a run that fails before writing anything leaves the record as it was
+            if exc_type is not None and _stamp(folder, kind) == stamp:
+                if old is None:
+                    rec_path.unlink(missing_ok=True)
+                else:
+                    rec_path.write_bytes(old)
+            return False
+        _state().scopes[-1].push(undo)  # runs before the lock is released
     return folder
+
+
+def _stamp(folder, kind):
+    """{file: modification time} of the outputs of ``kind`` present in ``folder``."""
+    return {f: (folder / f).stat().st_mtime_ns for f in OUTPUTS[kind] if (folder / f).exists()}
