@@ -334,3 +334,16 @@ def test_atomic_write_replaces_or_leaves_nothing(tmp_path):
         checkpoint.atomic_write(path, fail)
     np.testing.assert_array_equal(np.load(path)["a"], np.arange(3))  # the old file, intact
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npz"]
+
+
+def test_a_run_that_fails_before_writing_leaves_no_trace(tokens_file, tmp_path, capsys):
+    out = tmp_path / "new" / "prior"
+    assert _prior_cli(tmp_path / "missing.npz", out) == 2
+    assert "missing.npz does not exist" in _one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "new").exists()  # no folder, no run.json, no .lock
+    assert _prior_cli(tokens_file, out) == 0
+    rec = (out / "run.json").read_bytes()
+    assert _prior_cli(tokens_file, out, "--tokens", str(tmp_path / "missing.npz"), "--force") == 2
+    assert "missing.npz does not exist" in _one_error_line(capsys.readouterr().err)
+    assert (out / "run.json").read_bytes() == rec  # the failed --force run wrote nothing: the record stays
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "prior.npz", "run.json"]
