@@ -17,6 +17,7 @@ token (bits = nats / ln 2).
 import argparse
 import math
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -276,4 +277,9 @@ def run(args):
         s = train(args.tokens, args.out, cfg, resume=args.resume, **hyper)
     except NonFiniteLoss:
         return 1
+    except KeyboardInterrupt:  # outside the training loop: reading the tokens, or the final evaluation
+        ck = Path(args.out) / CKPT_NAME
+        print(f"interrupted; {ck} holds the last saved state (continue with --resume)" if ck.is_file()
+              else "interrupted before the first checkpoint; nothing was saved", file=sys.stderr)
+        return 130
     return 130 if s["interrupted"] else 0

@@ -347,3 +347,27 @@ def test_a_run_that_fails_before_writing_leaves_no_trace(tokens_file, tmp_path, 
     assert "missing.npz does not exist" in _one_error_line(capsys.readouterr().err)
     assert (out / "run.json").read_bytes() == rec  # the failed --force run wrote nothing: the record stays
     assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "prior.npz", "run.json"]
+
+
+def test_prior_ctrl_c_during_the_final_evaluation_is_one_line(tokens_file, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "prior"
+    real, calls = TP.evaluate, []
+
+    def evaluate(*a, **k):  # the first call ends epoch 1 (in the loop), the second is the final one
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(TP, "evaluate", evaluate)
+    try:
+        rc = _prior_cli(tokens_file, out)
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C escaped the command line (a traceback, no word on what was saved)")
+    assert rc == 130
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and str(out / TP.CKPT_NAME) in err.strip().splitlines()[-1]
+    assert not (out / "metrics.json").exists()
+    monkeypatch.setattr(TP, "evaluate", real)
+    assert _prior_cli(tokens_file, out, "--resume") == 0  # writes metrics.json from the saved model
+    assert json.loads((out / "metrics.json").read_text())["step"] == 2
