@@ -17,17 +17,20 @@ python -m minivq.pipeline, python -m minivq.generate) passes through here before
             behind (checkpoint.save / atomic_write: NAME.npzXXXXXXXX.tmp, write_json:
             NAME.json.tmp) are deleted. Nothing else in the folder is touched.
   record    The command lines keep OUT/run.json: for each kind of run that wrote the folder, its
-            settings (the command-line options apart from --out, --resume, --force and
+            settings (the command-line options apart from --out, --resume, --force, --export and
             --log-every). A run is refused, unless --force is given, when it would overwrite
               - the files of another kind of run (a prior into a VQ-VAE folder: metrics.json),
               - the files of a run of its kind made with other settings (train vqvae --cr 4
-                over a CR=16 run), or
+                over a CR=16 run; a pipeline with other options over a finished pipeline's
+                results.json and report.md -- its stages it sets aside itself), or
               - files of its kind that no record accounts for (left by an older minivq).
             The same command again goes on as before (a trainer retrains, the pipeline reuses
             its finished stages); --resume goes on whatever the settings (each trainer checks
             what resuming needs) but never into another kind's files, and leaves the record as
-            it is. Metrics keep their one name, metrics.json: runs of different kinds belong in
-            different folders, which is what the refusal says.
+            it is. A run that fails before writing any of its files puts the record back as it
+            was (and a folder it created and left empty is removed). Metrics keep their one
+            name, metrics.json: runs of different kinds belong in different folders, which is
+            what the refusal says.
 
 Use:
     @outdir.scoped                          # locks taken inside are released when run returns
@@ -303,6 +306,7 @@ def claim(path, kind, args, what="--out"):
     folder = Path(path)
     force, resume = bool(getattr(args, "force", False)), bool(getattr(args, "resume", False))
     settings = settings_of(args)
+    go_on = "continue it with --resume, " if hasattr(args, "resume") else ""  # the pipeline resumes by itself
     records = _read_record(folder / RECORD_NAME)
     existing = [f for f in OUTPUTS[kind] if (folder / f).exists()]
     if existing and not force:
@@ -315,12 +319,11 @@ def claim(path, kind, args, what="--out"):
                               f"--force to overwrite")
         if mine is None and not resume:
             raise OutDirError(f"{what} {folder} holds {', '.join(existing)} of a run that left no {RECORD_NAME} "
-                              f"record; continue it with --resume, choose another folder, or pass --force to "
-                              f"overwrite it")
+                              f"record; {go_on}choose another folder, or pass --force to overwrite it")
         if mine is not None and not resume and mine.get("settings") != settings:
             raise OutDirError(f"{what} {folder} holds a {kind} run made with other settings "
-                              f"({_differences(mine.get('settings') or {}, settings)}); continue it with --resume, "
-                              f"choose another folder, or pass --force to overwrite it")
+                              f"({_differences(mine.get('settings') or {}, settings)}); {go_on}choose another folder, "
+                              f"or pass --force to overwrite it")
     if force or not resume or not existing:
         if force:  # runs whose files this one overwrites no longer own them
             records = {k: v for k, v in records.items() if not set(OUTPUTS[k]) & set(existing)}
