@@ -23,6 +23,7 @@ from minivq.classifier import load_classifier
 from minivq.sampling import sample
 from minivq.train_prior import load_prior
 from minivq.train_vqvae import decode_logmel, load_model
+from minivq import outdir  # output folders: checked, locked, recorded
 
 BUNDLE_FORMAT = 1
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "pretrained"
@@ -181,6 +182,7 @@ def parse_digits(text, n):
     raise ValueError(f"--digit must be a single digit 0-9 or 'all', got {text!r}")
 
 
+@outdir.scoped
 def main(argv=None):
     p = cli.ArgumentParser(prog="python -m minivq.generate", description=__doc__.split("\n\n")[1],
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -205,6 +207,7 @@ def main(argv=None):
         if a.uncond and a.digit != "all":
             raise ValueError("--uncond samples without a digit; leave --digit at 'all'")
         digits = None if a.uncond else parse_digits(a.digit, a.n)
+        outdir.hold(a.out, what="--out")  # writable and locked before sampling, until main returns
         bundle = load_bundle(a.checkpoint, cond="none" if a.uncond else "class")
         kw = bundle_sampling(bundle)
         kw.update({k: v for k, v in (("temperature", a.temperature), ("top_k", a.top_k), ("top_p", a.top_p),

@@ -33,6 +33,7 @@ from minivq.data import LoadInterrupted
 from minivq.generate import BUNDLE_FORMAT, PRIOR_FILES, SAMPLING_DEFAULTS, Bundle, generate
 from minivq.progress import fmt_time
 from minivq.transformer import GPTConfig
+from minivq import outdir  # output folders: checked, locked, recorded
 
 # uncond_epochs: the unconditional prior serves as the guide of classifier-free guidance, which
 # samples from l_u + s (l_c - l_u). A guide trained half as long as the conditional prior adds
@@ -67,6 +68,7 @@ def _stage(folder, settings, final):
     return "resume" if same else "fresh"
 
 
+@outdir.scoped
 def run_pipeline(data, out, cr=16, uncond=False, quick=False, seed=0, n_per_digit=None, export=None,
                  sampling=None, overrides=None, latents=False):
     """Train (or reuse) every stage, evaluate, write report.md/results.json; returns results.
@@ -82,7 +84,7 @@ def run_pipeline(data, out, cr=16, uncond=False, quick=False, seed=0, n_per_digi
         S["n_per_digit"] = int(n_per_digit)
     sampling = {**SAMPLING_DEFAULTS, **(sampling or {})}
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    outdir.hold(out, export)  # writable folders, locked until run_pipeline returns
     times, t_all = {}, time.perf_counter()
 
     t = time.perf_counter()
@@ -364,11 +366,14 @@ def _card_metrics(name, out, cr, res):
     return m
 
 
+@outdir.scoped
 def main(argv=None):
     p = cli.ArgumentParser(prog="python -m minivq.pipeline", description=__doc__.split("\n\n")[0],
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data", default=None, help="FSDD folder (default $MINIVQ_FSDD)")
     p.add_argument("--out", default="out/pipeline", help="working folder (re-runs reuse/resume it)")
+    p.add_argument("--force", action="store_true",
+                   help="write OUT even when it holds a run with other settings or another run's files")
     p.add_argument("--cr", type=int, choices=(4, 16), default=16, help="VQ-VAE compression ratio")
     p.add_argument("--uncond", action="store_true", help="also train and evaluate an unconditional prior")
     p.add_argument("--quick", action="store_true", help="smoke run: 30 clips per digit, tiny models, few epochs")
@@ -387,6 +392,7 @@ def main(argv=None):
         data = a.data or os.environ.get("MINIVQ_FSDD")
         if not data:
             raise ValueError("no data folder: pass --data PATH or set MINIVQ_FSDD")
+        outdir.claim(a.out, "pipeline", a)  # writable, locked, not another run's files (see minivq/outdir.py)
         if a.cr != 16:
             log("note: generation needs a prior over this CR's token grid; priors are sized from tokens.npz")
         if a.guidance != 1.0 and not a.uncond:

@@ -33,6 +33,7 @@ from minivq.backend import asarray, to_numpy
 from minivq.evaluate import plot_confusion
 from minivq.optim import adam_step, clip_grad_norm, lr_at
 from minivq.progress import NonFiniteLoss, Progress, check_finite
+from minivq import outdir  # output folders: checked, locked, recorded
 
 LOG_FLOOR = math.log(1e-5)  # the front end's floor (audio.FeatureConfig.log_floor), in nats
 SHIFT = 6                   # max time shift (frames; 16 ms each)
@@ -106,6 +107,7 @@ def _opt_to_backend(opt):
     return {k: {"m": asarray(s["m"]), "v": asarray(s["v"]), "t": int(s["t"])} for k, s in opt.items()}
 
 
+@outdir.scoped
 def train(features, out_dir, cfg=None, epochs=20, batch=64, lr=3e-3, seed=0, weight_decay=1e-2,
           clip=5.0, use_augment=True, resume=False, quiet=False, every=2.0, meta=None):
     """Train on features.train, evaluate on features.test, write the files listed above.
@@ -127,7 +129,7 @@ def train(features, out_dir, cfg=None, epochs=20, batch=64, lr=3e-3, seed=0, wei
         raise ValueError(f"features are {x_tr.shape[1]} x {x_tr.shape[2]} but the classifier config "
                          f"expects {cfg.n_mels} x {cfg.n_frames}")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    outdir.hold(out_dir)  # a writable folder, locked until train returns
     last = out_dir / "last.npz"
     norm = {k: to_numpy(v) for k, v in C.norm_stats(x_tr).items()}
     params, opt, start, history, train_time, n_seen, loss_sum = C.init_params(cfg, seed), {}, 0, [], 0.0, 0, 0.0
@@ -223,9 +225,11 @@ def add_arguments(p):
     p.add_argument("--max-per-digit", type=cli.positive_int, default=None, help="use at most this many clips per digit")
     p.add_argument("--no-augment", action="store_true", help="train on clean features only")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.npz")
+    p.add_argument("--force", action="store_true", help="write OUT even where another run's files would be overwritten")
     p.add_argument("--quick", action="store_true", help="smoke run: 3 epochs on 30 clips per digit")
 
 
+@outdir.scoped
 def run(args):
     from minivq.data import load_features
     if not args.data:
@@ -234,6 +238,7 @@ def run(args):
     if args.quick:
         epochs, mpd = min(epochs, 3), mpd or 30
     t0 = time.perf_counter()
+    outdir.claim(args.out, "classifier", args)  # writable, locked, not another run's files (see minivq/outdir.py)
     features = load_features(args.data, split=args.split, max_per_digit=mpd)
     print(f"data: {len(features.train.x)} train / {len(features.test.x)} test clips "
           f"({args.split} split) loaded in {time.perf_counter() - t0:.1f} s", flush=True)

@@ -17,6 +17,7 @@ token (bits = nats / ln 2).
 import argparse
 import math
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from minivq.optim import adam_step, clip_grad_norm, lr_at
 from minivq.progress import NonFiniteLoss, Progress, check_finite
 from minivq.transformer import (LN2, GPTConfig, backward, evaluate, forward, init_params, n_params,
                                 no_decay_names)
+from minivq import outdir  # output folders: checked, locked, recorded
 
 CKPT_NAME = "prior.npz"
 TRAIN_DEFAULTS = dict(epochs=12, batch_size=32, lr=1e-3, min_lr=1e-4, warmup=100, weight_decay=0.01,
@@ -113,6 +115,7 @@ def _save(out, params, cfg, opt, hyper, meta):
 
 
 # ----------------------------------------------------------------------------- training
+@outdir.scoped
 def train(tokens, out, cfg=None, resume=False, log=print, callback=None, progress_every=10.0, **hyper):
     """Train (or resume) a prior; returns a summary dict (losses in nats and bits per token).
 
@@ -122,6 +125,7 @@ def train(tokens, out, cfg=None, resume=False, log=print, callback=None, progres
     Ctrl-C, saves a checkpoint and returns with summary['interrupted'] = True).
     Raises NonFiniteLoss when the loss or gradient norm stops being finite."""
     out = Path(out)
+    outdir.hold(out)  # a writable folder, locked until train returns
     data = load_tokens(tokens) if not isinstance(tokens, dict) else tokens
     ckpt_path = out / CKPT_NAME
     if resume:
@@ -239,6 +243,7 @@ def add_arguments(p):
     p.add_argument("--class-token", choices=("dedicated", "shared"), default="dedicated",
                    help="dedicated: 10 new class-token embeddings; shared: digit d is fed as code token d")
     p.add_argument("--resume", action="store_true", help="continue OUT/prior.npz exactly (other settings ignored)")
+    p.add_argument("--force", action="store_true", help="write OUT even where another run's files would be overwritten")
     d = GPTConfig()
     p.add_argument("--d-model", type=cli.positive_int, default=d.d_model, help="model width")
     p.add_argument("--n-layer", type=cli.positive_int, default=d.n_layer, help="transformer blocks")
@@ -264,7 +269,9 @@ def add_arguments(p):
                    help="use only the first N training grids (quick runs)")
 
 
+@outdir.scoped
 def run(args):
+    outdir.claim(args.out, "prior", args)  # writable, locked, not another run's files (see minivq/outdir.py)
     if args.class_token == "shared" and args.cond != "class":
         raise ValueError("--class-token shared only applies with --cond class")
     cfg = GPTConfig(cond=args.cond, class_token=args.class_token, d_model=args.d_model, n_layer=args.n_layer,
@@ -277,4 +284,9 @@ def run(args):
         s = train(args.tokens, args.out, cfg, resume=args.resume, **hyper)
     except NonFiniteLoss:
         return 1
+    except KeyboardInterrupt:  # outside the training loop: reading the tokens, or the final evaluation
+        ck = Path(args.out) / CKPT_NAME
+        print(f"interrupted; {ck} holds the last saved state (continue with --resume)" if ck.is_file()
+              else "interrupted before the first checkpoint; nothing was saved", file=sys.stderr)
+        return 130
     return 130 if s["interrupted"] else 0

@@ -27,6 +27,7 @@ from minivq import quantizer as Q
 from minivq import vqvae as V
 from minivq.backend import asarray, to_numpy
 from minivq.progress import NonFiniteLoss, Progress, check_finite
+from minivq import outdir  # output folders: checked, locked, recorded
 
 
 @dataclasses.dataclass
@@ -142,6 +143,7 @@ class _StopFlag:
             signal.signal(signal.SIGINT, self.old)
 
 
+@outdir.scoped
 def train(cfg, features, out_dir, tcfg=None, resume=False, finish=True, callback=None, verbose=True):
     """Train a VQ-VAE on ``features`` (data.Features: .train/.test with x (N, M, T) raw log-mel,
     digit, speaker; .cfg FeatureConfig) and write outputs to ``out_dir``.
@@ -158,7 +160,7 @@ def train(cfg, features, out_dir, tcfg=None, resume=False, finish=True, callback
     if tcfg.restart_share is None:  # resolve the per-CR default, so checkpoints record the value used
         tcfg = dataclasses.replace(tcfg, restart_share=restart_share_for(cfg.cr))
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    outdir.hold(out)  # a writable folder, locked until train returns
     last = out / "last.npz"
     xtr_raw = features.train.x
     if len(xtr_raw) == 0:
@@ -272,8 +274,14 @@ def train(cfg, features, out_dir, tcfg=None, resume=False, finish=True, callback
               "train_seconds": train_seconds}
     if finish:
         from minivq.vqvae_report import finish_run  # host-side: metrics, tokens, figure, WAVs
-        result["metrics"] = finish_run(params, cfg, norm, features, out, tcfg, history, train_seconds,
-                                       verbose=verbose)
+        try:
+            result["metrics"] = finish_run(params, cfg, norm, features, out, tcfg, history, train_seconds,
+                                           verbose=verbose)
+        except KeyboardInterrupt:
+            if verbose:
+                print(f"interrupted while writing the final files; the trained model is saved in {last} "
+                      "(continue with --resume to write vqvae.npz, tokens.npz and metrics.json)", file=sys.stderr)
+            raise
     return result
 
 
@@ -305,10 +313,12 @@ def add_arguments(p):
                    help="official: FSDD takes 0-4 are the test set; speakers: held-out speakers")
     p.add_argument("--max-per-digit", type=cli.positive_int, default=None, help="use at most this many clips per digit")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.npz")
+    p.add_argument("--force", action="store_true", help="write OUT even where another run's files would be overwritten")
     p.add_argument("--quick", action="store_true", help="smoke run: 2 epochs on 30 clips per digit")
     p.add_argument("--log-every", type=cli.nonneg_float, default=d.log_every, help="seconds between progress lines")
 
 
+@outdir.scoped
 def run(args):
     from minivq.data import load_features
     if not args.data:
@@ -317,6 +327,7 @@ def run(args):
     if args.quick:
         epochs, mpd = min(epochs, 2), mpd or 30
     out = args.out or f"out/vqvae_cr{args.cr}"
+    outdir.claim(out, "vqvae", args)  # writable, locked, not another run's files (see minivq/outdir.py)
     t0 = time.perf_counter()
     features = load_features(args.data, split=args.split, max_per_digit=mpd)
     print(f"data: {len(features.train.x)} train / {len(features.test.x)} test clips ({args.split} split) "

@@ -74,11 +74,11 @@ def finish_run(params, cfg, norm, features, out, tcfg, history, train_seconds, v
                "history": history}
     checkpoint.write_json(out / "metrics.json", metrics)
     tdt = np.int32
-    np.savez(out / "tokens.npz",
-             train_tokens=tr_tok.astype(tdt), train_digit=np.asarray(features.train.digit, np.int64),
-             train_speaker=np.asarray(features.train.speaker, dtype=str),
-             test_tokens=te_tok.astype(tdt), test_digit=np.asarray(features.test.digit, np.int64),
-             test_speaker=np.asarray(features.test.speaker, dtype=str), K=np.int64(cfg.K), cr=np.int64(cfg.cr))
+    tokens = dict(train_tokens=tr_tok.astype(tdt), train_digit=np.asarray(features.train.digit, np.int64),
+                  train_speaker=np.asarray(features.train.speaker, dtype=str),
+                  test_tokens=te_tok.astype(tdt), test_digit=np.asarray(features.test.digit, np.int64),
+                  test_speaker=np.asarray(features.test.speaker, dtype=str), K=np.int64(cfg.K), cr=np.int64(cfg.cr))
+    checkpoint.atomic_write(out / "tokens.npz", lambda f: np.savez(f, **tokens))  # never half-written
     if te_rec is not None:
         _figure(out / "recon.png", features.test.x, te_rec, te_tok, ste["hist"], stt["hist"], history, cfg)
         _wavs(out, features.test.x[:N_WAVS], te_rec[:N_WAVS], features.cfg)

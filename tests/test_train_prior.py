@@ -89,7 +89,7 @@ def test_cli(tmp_path, toks, capsys):
     assert train_main(argv) == 0
     m = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert m["model"]["class_token"] == "shared" and m["step"] == 3 and not m["model"]["class_every"]
-    small = argv[:7] + argv[9:]  # dedicated class tokens
+    small = argv[:7] + argv[9:] + ["--force"]  # dedicated class tokens (other settings: --force to overwrite)
     assert train_main(small + ["--order", "time"]) == 0  # class_every is on by default for these
     m = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert m["model"]["class_every"] and m["model"]["order"] == "time"
