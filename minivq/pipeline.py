@@ -56,7 +56,7 @@ def _stage(folder, settings, final):
     with the same settings is there; 'fresh' otherwise (a run with other settings is set aside)."""
     folder.mkdir(parents=True, exist_ok=True)
     rec = folder / "stage.json"
-    same = rec.is_file() and json.loads(rec.read_text()) == settings
+    same = rec.is_file() and checkpoint.read_json(rec, "stage record") == settings
     if same and final.is_file():
         return "done"
     if rec.is_file() and not same:
@@ -94,6 +94,10 @@ def run_pipeline(data, out, cr=16, uncond=False, quick=False, seed=0, n_per_digi
                "n_train": len(feats.train.x), "n_test": len(feats.test.x), "seed": seed}
     log(f"data: {len(feats.train.x)} train / {len(feats.test.x)} test clips ({fmt_time(times['features'])})")
     digits = check_coverage(feats)
+    bs = TP.TRAIN_DEFAULTS["batch_size"]
+    if len(feats.train.x) < bs:  # checked now, not after the classifier and VQ-VAE have trained
+        raise ValueError(f"data folder {feats.root}: only {len(feats.train.x)} training clips, fewer than the "
+                         f"{bs} sequences of one prior training batch; the pipeline needs at least {bs}")
 
     # 1. classifier
     t = time.perf_counter()
@@ -163,11 +167,11 @@ def _train_seconds(out, cr, priors):
     """Training time of each stage as recorded by its trainer (survives reuse and resume)."""
     ts = {}
     m = out / "classifier" / "metrics.json"
-    ts["classifier"] = json.loads(m.read_text()).get("train_seconds")
+    ts["classifier"] = checkpoint.read_json(m, "metrics file").get("train_seconds")
     m = out / f"vqvae_cr{cr}" / "metrics.json"
-    ts["vqvae"] = json.loads(m.read_text()).get("train_seconds")
+    ts["vqvae"] = checkpoint.read_json(m, "metrics file").get("train_seconds")
     for cond in priors:
-        ts[f"prior_{cond}"] = json.loads((out / f"prior_{cond}" / "metrics.json").read_text()).get("elapsed_s")
+        ts[f"prior_{cond}"] = checkpoint.read_json(out / f"prior_{cond}" / "metrics.json", "metrics file").get("elapsed_s")
     return ts
 
 
@@ -350,15 +354,15 @@ def export_bundle(out, dest, cr, conds, feat_cfg, res, data):
 
 def _card_metrics(name, out, cr, res):
     if name == "classifier.npz":
-        m = json.loads((out / "classifier" / "metrics.json").read_text())
+        m = checkpoint.read_json(out / "classifier" / "metrics.json", "metrics file")
         return {k: m[k] for k in ("test_accuracy", "train_accuracy", "train_seconds", "epochs") if k in m}
     if name == "vqvae.npz":
-        m = json.loads((out / f"vqvae_cr{cr}" / "metrics.json").read_text())
+        m = checkpoint.read_json(out / f"vqvae_cr{cr}" / "metrics.json", "metrics file")
         m = {k: v for k, v in m.items() if not isinstance(v, (list, dict))}
         m["classifier_accuracy_on_reconstructions"] = res["reconstruction"]["accuracy"]
         return m
     cond = "class" if "class" in name else "none"
-    m = json.loads((out / f"prior_{cond}" / "metrics.json").read_text())
+    m = checkpoint.read_json(out / f"prior_{cond}" / "metrics.json", "metrics file")
     m = {k: m[k] for k in ("test_nats", "test_bits", "train_nats", "train_bits", "elapsed_s", "n_params") if k in m}
     g = res.get(f"generated_{cond}", {})
     m["classifier_accuracy_on_generations"] = g.get("accuracy")

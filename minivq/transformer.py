@@ -24,6 +24,7 @@ One block (pre-LayerNorm, as in GPT-2):
     x = x + Dropout(W2 GELU(W1 LN2(x)))
 """
 from dataclasses import asdict, dataclass, fields
+from numbers import Integral
 
 from minivq.attention import attention_backward, attention_forward, attention_probs, init_attention
 from minivq.backend import asarray, xp
@@ -67,6 +68,10 @@ class GPTConfig:
             raise ValueError("class_token='shared' only applies to class-conditional priors (cond='class')")
         if self.class_token == "shared" and self.n_code < self.n_class:
             raise ValueError(f"class_token='shared' needs at least {self.n_class} codes, got {self.n_code}")
+        for name in ("n_code", "n_class", "context", "d_model", "n_layer", "n_head", "mlp_ratio"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, Integral) or v < 1:
+                raise ValueError(f"GPTConfig.{name} must be a whole number >= 1, got {v!r}")
         if self.d_model % self.n_head:
             raise ValueError(f"d_model={self.d_model} is not divisible by n_head={self.n_head}")
         if not 0.0 <= self.dropout < 1.0:

@@ -86,6 +86,16 @@ def test_a_test_digit_without_training_clips_stops_before_training(tmp_path, cap
     assert not (tmp_path / "out" / "classifier").exists()                    # nothing was trained
 
 
+def test_too_few_training_clips_for_a_prior_batch_stops_before_training(tmp_path, capsys):
+    root = fsdd(tmp_path / "few", {3: (0, 5, 6), 4: (0, 5, 6)})              # 8 training clips < 32
+    rc = _no_escape(pipeline.main, ["--data", str(root), "--out", str(tmp_path / "out"), "--quick"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"error: data folder {root}: only 8 training clips") and "prior training batch" in last
+    assert not (tmp_path / "out" / "classifier").exists()                    # nothing was trained
+
+
 def test_check_coverage_returns_the_digits_with_training_clips(capsys):
     split = lambda digits: type("S", (), {"digit": np.array(digits)})       # noqa: E731
     feats = type("F", (), {"root": "DATA", "train": split([1, 1, 2, 9]), "test": split([1, 9])})

@@ -215,3 +215,11 @@ def test_guided_sampling_combines_logits(backend):
     assert not np.array_equal(g, S.sample(p, cfg, 4, cond=digits, seed=5, top_k=1))
     with pytest.raises(ValueError, match="unconditional prior"):
         S.sample(p, cfg, 4, cond=digits, guide=(p, cfg), guidance=2.0)
+
+
+@pytest.mark.parametrize("field, value", [("n_head", 0), ("d_model", 0), ("n_layer", -1), ("context", 0),
+                                          ("n_code", 2.5), ("mlp_ratio", True)])
+def test_config_refuses_sizes_that_are_not_positive_whole_numbers(field, value):
+    # n_head=0 used to surface as ZeroDivisionError from `d_model % n_head`
+    with pytest.raises(ValueError, match=f"GPTConfig.{field} must be a whole number >= 1"):
+        G.GPTConfig(**{field: value})
