@@ -26,8 +26,8 @@ Network (a 1-D convolution over time is conv2d on (B, C, 1, T) with a (F, C, 1, 
     x (B, C0, 1, T) -> [pad time k//2 -> conv 1 x k (stride s) -> relu -> zero beyond the clip] x 3
       -> mean and max over the clip's frames -> concat (B, P) -> linear -> relu (B, E) -> linear (B, K)
 
-Clips of different lengths share a batch: they are zero-padded to the longest, and after
-every layer the frames past each clip's own length are zeroed (its length shrinks as
+Clips of different lengths share a batch: they are zero-padded to the longest, and at the
+input and after every layer the frames past each clip's own length are zeroed (its length shrinks as
 ceil(L / s) with stride s). A padded clip's output is then exactly the output of the clip
 alone (tests check it), and the pooling only ever sees the clip's own frames.
 """
@@ -317,9 +317,9 @@ def forward(params, x, lengths, y=None, strides=(1, 2, 2)):
     """x (B, C0, 1, T) standardised features, lengths (B,) frames per clip, y (B,) digits or None
     -> (loss or None, logits (B, K), cache). loss = mean cross-entropy of softmax(logits)."""
     _check_input(params, x, lengths)
-    x = x.astype(params["conv1_w"].dtype, copy=False)
     s1, s2, s3 = strides
     L0 = np.asarray(lengths)
+    x = x.astype(params["conv1_w"].dtype, copy=False) * _mask(L0, x.shape[3], params["conv1_w"].dtype)  # (B, C0, 1, T) nothing past the clip
     L1, T1 = -(-L0 // s1), -(-x.shape[3] // s1)  # ceil(L / s): each layer shrinks the clip
     L2, T2 = -(-L1 // s2), -(-T1 // s2)
     L3, T3 = -(-L2 // s3), -(-T2 // s3)
