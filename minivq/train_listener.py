@@ -1,7 +1,8 @@
 """Train the listener (the second judge): python -m minivq.train_listener --data FSDD --out DIR
 
 Trains minivq.listener on the recordings of FSDD's official training split (takes 5-49)
-and tests it on the official test split (takes 0-4). Writes into ``--out``:
+and tests it on the official test split (takes 0-4); ``--split speakers`` holds out
+speakers instead (as minivq.data defines them). Writes into ``--out``:
     listener.npz   params, ListenerConfig, per-coefficient norm stats, meta (accuracy, timing)
     metrics.json   test accuracy, per-digit accuracy, confusion, history, timing, command
 
@@ -131,9 +132,10 @@ def evaluate(listener, feats, digit, n_classes=10):
 
 
 def train(train_set, test_set, out_dir, cfg=None, epochs=40, batch=32, lr=2e-3, seed=0, weight_decay=1e-2,
-          clip=5.0, quiet=False, meta=None):
+          clip=5.0, use_augment=True, quiet=False, meta=None):
     """Train on train_set, test on test_set (dicts from load_split), write listener.npz and
-    metrics.json into out_dir. Returns dict(params, cfg, norm, metrics)."""
+    metrics.json into out_dir. use_augment=False trains on the clean features (an ablation).
+    Returns dict(params, cfg, norm, metrics)."""
     cfg = cfg or L.ListenerConfig()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -156,8 +158,11 @@ def train(train_set, test_set, out_dir, cfg=None, epochs=40, batch=32, lr=2e-3, 
     for epoch in range(epochs):
         for idx in batches(raw_len, batch, np.random.default_rng([seed, epoch])):
             g = np.random.default_rng([seed, epoch, step])
-            x, lengths = L.standardise([augmented_features(train_set["waves"][i], g, cfg) for i in idx], norm)
-            x = time_masks(x, lengths, g)
+            if use_augment:
+                x, lengths = L.standardise([augmented_features(train_set["waves"][i], g, cfg) for i in idx], norm)
+                x = time_masks(x, lengths, g)
+            else:
+                x, lengths = L.standardise([clean_tr[i] for i in idx], norm)
             loss, _, cache = L.forward(params, x, lengths, y_tr[idx], strides=cfg.strides)
             loss = check_finite(loss, step)
             grads, gnorm = clip_grad_norm(L.backward(cache), clip)
@@ -179,7 +184,7 @@ def train(train_set, test_set, out_dir, cfg=None, epochs=40, batch=32, lr=2e-3, 
     metrics = {"test_accuracy": acc, "train_accuracy": train_acc,
                "per_digit_accuracy": (np.diag(conf) / np.maximum(conf.sum(axis=1), 1)).tolist(),
                "confusion": conf.tolist(), "n_train": len(y_tr), "n_test": len(clean_te), "epochs": epochs,
-               "batch": batch, "lr": lr, "seed": seed, "weight_decay": weight_decay,
+               "batch": batch, "lr": lr, "seed": seed, "weight_decay": weight_decay, "augment": use_augment,
                "n_params": int(sum(int(np.prod(p.shape)) for p in params.values())),
                "train_seconds": train_time, "samples_per_second": n_seen / max(train_time, 1e-9),
                "config": cfg.to_dict(), "history": history, **(meta or {})}
@@ -199,6 +204,15 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=32, help="clips per step")
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (warmup, then cosine)")
     p.add_argument("--seed", type=int, default=0, help="initialisation / shuffling / augmentation seed")
+    p.add_argument("--split", choices=("official", "speakers"), default="official",
+                   help="official: FSDD takes 0-4 are the test set; speakers: held-out speakers")
+    p.add_argument("--no-augment", action="store_true", help="train on clean features only (an ablation)")
+    d = L.ListenerConfig()
+    p.add_argument("--win", type=int, default=d.win, help="analysis window (samples at 8 kHz)")
+    p.add_argument("--hop", type=int, default=d.hop, help="frame step (samples at 8 kHz)")
+    p.add_argument("--n-fft", type=int, default=d.n_fft, help="FFT size (>= --win)")
+    p.add_argument("--n-mels", type=int, default=d.n_mels, help="mel bands")
+    p.add_argument("--n-ceps", type=int, default=d.n_ceps, help="cepstra kept after the DCT")
     p.add_argument("--quick", action="store_true", help="smoke run: 3 epochs on 30 clips per digit")
     a = p.parse_args(argv)
     try:
@@ -211,11 +225,13 @@ def main(argv=None):
             raise ValueError(f"--lr must be positive, got {a.lr}")
         epochs, mpd = (min(a.epochs, 3), 30) if a.quick else (a.epochs, None)
         t0 = time.perf_counter()
-        tr, te = load_split(a.data, max_per_digit=mpd)
-        print(f"data: {len(tr['waves'])} train / {len(te['waves'])} test recordings (official split) "
+        cfg = L.ListenerConfig(win=a.win, hop=a.hop, n_fft=a.n_fft, n_mels=a.n_mels, n_ceps=a.n_ceps)
+        tr, te = load_split(a.data, a.split, max_per_digit=mpd)
+        print(f"data: {len(tr['waves'])} train / {len(te['waves'])} test recordings ({a.split} split) "
               f"read in {time.perf_counter() - t0:.1f} s", flush=True)
-        res = train(tr, te, a.out, epochs=epochs, batch=a.batch, lr=a.lr, seed=a.seed,
-                    meta={"data": str(a.data), "split": "official", "max_per_digit": mpd,
+        res = train(tr, te, a.out, cfg, epochs=epochs, batch=a.batch, lr=a.lr, seed=a.seed,
+                    use_augment=not a.no_augment,
+                    meta={"data": str(a.data), "split": a.split, "max_per_digit": mpd,
                           "command": "python -m minivq.train_listener " + " ".join(sys.argv[1:] if argv is None else argv)})
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
