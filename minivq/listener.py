@@ -183,7 +183,8 @@ def deltas(c, n: int = 2) -> np.ndarray:
     """(..., C, T) -> (..., C, T) regression deltas d_t = sum_k k (c_{t+k} - c_{t-k}) / (2 sum_k k^2),
     k = 1..n, with the first/last frame repeated beyond the edges."""
     T = c.shape[-1]
-    pad = np.concatenate([c[..., :1].repeat(n, axis=-1), c, c[..., -1:].repeat(n, axis=-1)], axis=-1)  # (..., C, T + 2n)
+    first, last = c[..., :1].repeat(n, axis=-1), c[..., -1:].repeat(n, axis=-1)  # (..., C, n) each
+    pad = np.concatenate([first, c, last], axis=-1)  # (..., C, T + 2n)
     num = sum(k * (pad[..., n + k:n + k + T] - pad[..., n - k:n - k + T]) for k in range(1, n + 1))
     return num / (2 * sum(k * k for k in range(1, n + 1)))
 
@@ -242,7 +243,8 @@ def init_params(cfg: ListenerConfig, seed=0, dtype="float32"):
     p = {}
     c_in = cfg.in_channels
     for name, c_out in zip(CONVS, cfg.channels):
-        p[f"{name}_w"] = g.standard_normal((c_out, c_in, 1, cfg.kernel)) * (2.0 / (c_in * cfg.kernel)) ** 0.5  # (C_out, C_in, 1, k)
+        std = (2.0 / (c_in * cfg.kernel)) ** 0.5
+        p[f"{name}_w"] = g.standard_normal((c_out, c_in, 1, cfg.kernel)) * std  # (C_out, C_in, 1, k)
         p[f"{name}_b"] = np.zeros(c_out)
         c_in = c_out
     P, E, K = 2 * cfg.channels[2], cfg.hidden, cfg.n_classes
@@ -269,14 +271,14 @@ def conv_time_forward(x, w, b, stride, mask):
     xp_ = xp.pad(x, ((0, 0), (0, 0), (0, 0), (p, p)))  # (B, C, 1, T + 2p)  zeros beyond both ends
     h, cc = conv2d_forward(xp_, w, b, stride=stride)  # (B, F, 1, T')
     a, cr = relu_forward(h)
-    return a * mask, (cc, cr, mask, p)
+    return a * mask, {"conv": cc, "relu": cr, "mask": mask, "pad": p}
 
 
 def conv_time_backward(da, cache, need_dx=True):
     """da (B, F, 1, T') -> dx (B, C, 1, T) (None unless need_dx), dw, db."""
-    cc, cr, mask, p = cache
-    dh = relu_backward(da * mask, cr)
-    dxp, dw, db = conv2d_backward(dh, cc, need_dx=need_dx)  # (B, C, 1, T + 2p)
+    p = cache["pad"]
+    dh = relu_backward(da * cache["mask"], cache["relu"])
+    dxp, dw, db = conv2d_backward(dh, cache["conv"], need_dx=need_dx)  # (B, C, 1, T + 2p)
     dx = None if dxp is None else dxp[:, :, :, p:dxp.shape[3] - p]  # (B, C, 1, T)
     return dx, dw, db
 
@@ -289,14 +291,14 @@ def pool_forward(a, mask, lengths):
     mean = a[:, :, 0, :].sum(axis=2) / n  # (B, F)
     arg = a[:, :, 0, :].argmax(axis=2)  # (B, F) first frame holding the max
     mx = xp.take_along_axis(a[:, :, 0, :], arg[:, :, None], axis=2)[:, :, 0]  # (B, F)
-    return xp.concatenate([mean, mx], axis=1), (mask, n, arg, a.shape)  # (B, 2F)
+    return xp.concatenate([mean, mx], axis=1), {"mask": mask, "n": n, "arg": arg, "shape": a.shape}  # (B, 2F)
 
 
 def pool_backward(dpool, cache):
     """dpool (B, 2F) -> da (B, F, 1, T): the mean spreads d/n over the clip's frames, the max
     sends its gradient to the frame it picked."""
-    mask, n, arg, shape = cache
-    F, T = shape[1], shape[3]
+    mask, n, arg = cache["mask"], cache["n"], cache["arg"]
+    F, T = cache["shape"][1], cache["shape"][3]
     dmean, dmax = dpool[:, :F], dpool[:, F:]  # (B, F) each
     onehot = (xp.arange(T)[None, None, :] == arg[:, :, None]).astype(dpool.dtype)  # (B, F, T)
     da = (dmean / n)[:, :, None] * mask[:, :, 0, :] + dmax[:, :, None] * onehot  # (B, F, T)
@@ -319,14 +321,15 @@ def forward(params, x, lengths, y=None, strides=(1, 2, 2)):
     _check_input(params, x, lengths)
     s1, s2, s3 = strides
     L0 = np.asarray(lengths)
-    x = x.astype(params["conv1_w"].dtype, copy=False) * _mask(L0, x.shape[3], params["conv1_w"].dtype)  # (B, C0, 1, T) nothing past the clip
+    dtype = params["conv1_w"].dtype
+    x = x.astype(dtype, copy=False) * _mask(L0, x.shape[3], dtype)  # (B, C0, 1, T), zero past each clip
     L1, T1 = -(-L0 // s1), -(-x.shape[3] // s1)  # ceil(L / s): each layer shrinks the clip
     L2, T2 = -(-L1 // s2), -(-T1 // s2)
     L3, T3 = -(-L2 // s3), -(-T2 // s3)
-    a1, c1 = conv_time_forward(x, params["conv1_w"], params["conv1_b"], s1, _mask(L1, T1, x.dtype))  # (B, C1, 1, T1)
-    a2, c2 = conv_time_forward(a1, params["conv2_w"], params["conv2_b"], s2, _mask(L2, T2, x.dtype))  # (B, C2, 1, T2)
-    a3, c3 = conv_time_forward(a2, params["conv3_w"], params["conv3_b"], s3, _mask(L3, T3, x.dtype))  # (B, C3, 1, T3)
-    pooled, cp = pool_forward(a3, c3[2], L3)  # (B, P)
+    a1, c1 = conv_time_forward(x, params["conv1_w"], params["conv1_b"], s1, _mask(L1, T1, dtype))  # (B, C1, 1, T1)
+    a2, c2 = conv_time_forward(a1, params["conv2_w"], params["conv2_b"], s2, _mask(L2, T2, dtype))  # (B, C2, 1, T2)
+    a3, c3 = conv_time_forward(a2, params["conv3_w"], params["conv3_b"], s3, _mask(L3, T3, dtype))  # (B, C3, 1, T3)
+    pooled, cp = pool_forward(a3, c3["mask"], L3)  # (B, P)
     h, c4 = linear_forward(pooled, params["fc1_w"], params["fc1_b"])  # (B, E)
     e, r4 = relu_forward(h)
     logits, c5 = linear_forward(e, params["fc2_w"], params["fc2_b"])  # (B, K)
@@ -371,7 +374,8 @@ def classify_waves(listener, waves, sr, batch=64):
     together (sorted by length, results returned in the input order)."""
     params, cfg, norm = listener
     if isinstance(waves, np.ndarray) and waves.ndim == 1:
-        raise ValueError(f"classify_waves takes a batch of waves ((B, N) or a list), got one 1-D wave of shape {waves.shape}")
+        raise ValueError("classify_waves takes a batch of waves ((B, N) or a list), "
+                         f"got one 1-D wave of shape {waves.shape}")
     if len(waves) == 0:
         raise ValueError("classify_waves needs at least one wave")
     feats = [features(check_wave(w, f"wave {i}"), sr, cfg) for i, w in enumerate(waves)]
