@@ -334,7 +334,8 @@ def forward(params, x, lengths, y=None, strides=(1, 2, 2)):
     e, r4 = relu_forward(h)
     logits, c5 = linear_forward(e, params["fc2_w"], params["fc2_b"])  # (B, K)
     loss, dlogits = (None, None) if y is None else softmax_cross_entropy(logits, asarray(y))
-    cache = {"dlogits": dlogits, "c1": c1, "c2": c2, "c3": c3, "pool": cp, "fc1": c4, "relu4": r4, "fc2": c5}
+    cache = {"dlogits": dlogits, "c1": c1, "c2": c2, "c3": c3, "pool": cp, "fc1": c4, "relu4": r4, "fc2": c5,
+             "embed": h}  # h: not needed by backward; it is the listener's embedding (see predict)
     return loss, logits, cache
 
 
@@ -353,39 +354,55 @@ def backward(cache):
     return g
 
 
-def predict(params, x, lengths, cfg: ListenerConfig, batch=64):
-    """Standardised features (B, C0, 1, T) + lengths (B,) -> class probabilities (B, K) NumPy."""
-    outs = []
+def predict(params, x, lengths, cfg: ListenerConfig, batch=64, with_embed=False):
+    """Standardised features (B, C0, 1, T) + lengths (B,) -> class probabilities (B, K) NumPy,
+    and with ``with_embed`` also the embeddings (B, E): fc1's output before its relu (every
+    direction kept, as for the classifier's embedding), a feature space for distribution metrics."""
+    probs, embeds = [], []
     lengths = np.asarray(lengths)
     for i in range(0, x.shape[0], batch):
         Lb = lengths[i:i + batch]
-        _, logits, _ = forward(params, x[i:i + batch, :, :, :int(Lb.max())], Lb, strides=cfg.strides)
+        _, logits, cache = forward(params, x[i:i + batch, :, :, :int(Lb.max())], Lb, strides=cfg.strides)
         z = logits - logits.max(axis=1, keepdims=True)
         e = xp.exp(z)
-        outs.append(to_numpy(e / e.sum(axis=1, keepdims=True)))  # (b, K) softmax
-    return np.concatenate(outs)  # (B, K)
+        probs.append(to_numpy(e / e.sum(axis=1, keepdims=True)))  # (b, K) softmax
+        embeds.append(to_numpy(cache["embed"]))  # (b, E)
+    if with_embed:
+        return np.concatenate(probs), np.concatenate(embeds)  # (B, K), (B, E)
+    return np.concatenate(probs)  # (B, K)
 
 
-def classify_waves(listener, waves, sr, batch=64):
+def listen(listener, waves, sr, batch=64):
     """listener = (params, cfg, norm) as load_listener returns; waves: a (B, N) array or a list
-    of (N_i,) arrays at ``sr`` Hz -> class probabilities (B, K) float NumPy.
+    of (N_i,) arrays at ``sr`` Hz -> (probabilities (B, K), embeddings (B, E)) float NumPy.
 
     Each wave goes through the listener's own front end; clips of similar length are batched
     together (sorted by length, results returned in the input order)."""
     params, cfg, norm = listener
     if isinstance(waves, np.ndarray) and waves.ndim == 1:
-        raise ValueError("classify_waves takes a batch of waves ((B, N) or a list), "
+        raise ValueError("the listener takes a batch of waves ((B, N) or a list), "
                          f"got one 1-D wave of shape {waves.shape}")
     if len(waves) == 0:
-        raise ValueError("classify_waves needs at least one wave")
+        raise ValueError("the listener needs at least one wave")
     feats = [features(check_wave(w, f"wave {i}"), sr, cfg) for i, w in enumerate(waves)]
     order = np.argsort([f.shape[1] for f in feats], kind="stable")  # (B,)
     probs = np.zeros((len(feats), cfg.n_classes))  # (B, K)
+    embeds = np.zeros((len(feats), cfg.hidden))  # (B, E)
     for i in range(0, len(order), batch):
         idx = order[i:i + batch]
         x, lengths = standardise([feats[j] for j in idx], norm)
-        probs[idx] = predict(params, x, lengths, cfg, batch)
-    return probs
+        probs[idx], embeds[idx] = predict(params, x, lengths, cfg, batch, with_embed=True)
+    return probs, embeds
+
+
+def classify_waves(listener, waves, sr, batch=64):
+    """Waves ((B, N) array or list of (N_i,) at ``sr`` Hz) -> class probabilities (B, K) (see listen)."""
+    return listen(listener, waves, sr, batch)[0]
+
+
+def embed_waves(listener, waves, sr, batch=64):
+    """Waves ((B, N) array or list of (N_i,) at ``sr`` Hz) -> embeddings (B, E) (see listen)."""
+    return listen(listener, waves, sr, batch)[1]
 
 
 # ============================================================================ checkpoints

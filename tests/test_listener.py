@@ -171,7 +171,7 @@ def _tiny_listener():
     ([np.zeros((2, 100))], 8000, "wave 0 must be a non-empty 1-D array"),
     ([np.array([])], 8000, "wave 0 must be a non-empty 1-D array"),
     (np.zeros(8000), 8000, "got one 1-D wave"),
-    ([], 8000, "at least one wave"),
+    ([], 8000, "needs at least one wave"),
     ([np.ones(800)], 0, "sample rate must be a positive"),
 ])
 def test_bad_waves_raise_one_clear_error(waves, sr, message):
@@ -195,6 +195,16 @@ def test_checkpoint_round_trip_and_wrong_file(tmp_path):
     before = L.classify_waves(lis, waves, 8000)
     assert before.shape == (4, 10)
     np.testing.assert_allclose(before.sum(axis=1), 1.0, atol=1e-6)
+    alone = np.concatenate([L.classify_waves(lis, [w], 8000) for w in waves])  # (4, 10)
+    np.testing.assert_allclose(before, alone, atol=1e-6)  # batching by length keeps the input order
+    assert np.abs(before - before[::-1]).max() > 1e-4  # ... which matters: the clips' verdicts differ
+    probs, emb = L.listen(lis, waves, 8000)
+    np.testing.assert_array_equal(probs, before)
+    assert emb.shape == (4, TINY.hidden) and np.all(np.isfinite(emb))
+    # the embedding is fc1's pre-activation: the head maps relu(emb) to the logits
+    logits = np.maximum(emb, 0) @ to_numpy(lis[0]["fc2_w"]) + to_numpy(lis[0]["fc2_b"])
+    soft = np.exp(logits - logits.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(soft / soft.sum(axis=1, keepdims=True), probs, atol=1e-5)
     L.save_listener(tmp_path / "l.npz", *lis, meta={"test_accuracy": 0.5})
     after = L.classify_waves(L.load_listener(tmp_path / "l.npz"), waves, 8000)
     np.testing.assert_allclose(after, before, atol=1e-6)
