@@ -18,8 +18,9 @@ Two controls, both judges: the real clips played backwards, and with white noise
 Each judge's verdicts are recomputed from the cached audio (the classifier's must equal those
 made when the sounds were made: a check that the audio cache is faithful).
 
-Prints markdown tables (accuracy with the mean probability of the right digit; per-digit
-accuracy on the VQ-VAE and generated sets) and writes results.json and the sounds
+Prints markdown tables (accuracy with the mean probability of the right digit; the Frechet
+distance to the real clips in each judge's embedding space, divided by the real clips' total
+variance; per-digit accuracy on the VQ-VAE and generated sets) and writes results.json and the sounds
 (waves_pd{N}_seed{S}.npz, reused by a later run) to --work. Several --listener files may be
 given, as PATH or NAME=PATH; a column is named NAME, else by the folder of its checkpoint.
 """
@@ -37,6 +38,7 @@ from minivq import audio as A  # noqa: E402
 from minivq import data as D  # noqa: E402
 from minivq import evaluate as E  # noqa: E402
 from minivq import generate as G  # noqa: E402
+from minivq import metrics as M  # noqa: E402
 from minivq import train_vqvae as TV  # noqa: E402
 
 SETS = ("real", "griffin-lim", "vq-vae", "generated")
@@ -109,10 +111,10 @@ def controls(real, seed=0):
             "control: noise 0 dB SNR": {"waves": noisy, "digit": real["digit"]}}
 
 
-def verdict(probs, digit):
+def verdict(probs, digit, embed):
     pred = probs.argmax(axis=1)  # (B,)
     return {"accuracy": float((pred == digit).mean()), "p_wanted": float(probs[np.arange(len(digit)), digit].mean()),
-            "per_digit": per_digit(pred, digit), "pred": pred}
+            "per_digit": per_digit(pred, digit), "pred": pred, "embed": embed}
 
 
 def main(argv=None):
@@ -161,21 +163,37 @@ def main(argv=None):
     for name, s in all_sets.items():
         y = np.asarray(s["digit"])
         # the project's judge, as the pipeline runs it: prepare + 64x64 log-mel of the audio -> CNN
-        clf = verdict(E.judge(bundle.classifier, E.featurise(s["waves"], fc))["probs"], y)
+        j = E.judge(bundle.classifier, E.featurise(s["waves"], fc))
+        clf = verdict(j["probs"], y, j["embed"])
         if "clf_pred" in s and not np.array_equal(clf["pred"], s["clf_pred"]):
             raise AssertionError(f"{name}: the classifier's verdicts on the cached audio differ from those made with it")
         r = {"n": len(y), "classifier": clf}
         for lname, lis in listeners.items():
-            r[lname] = verdict(L.classify_waves(lis, s["waves"], sr), y)
+            probs, emb = L.listen(lis, s["waves"], sr)
+            r[lname] = verdict(probs, y, emb)
             r[lname]["agree_with_classifier"] = float((r[lname]["pred"] == clf["pred"]).mean())
         res["sets"][name] = r
     judges = ["classifier"] + list(listeners)
+    # Frechet distance to the real clips in each judge's own embedding space (classifier: 32-d,
+    # listener: 64-d), with the spread of the real clips (trace of their covariance) as the scale
+    for name, r in res["sets"].items():
+        for j in judges:
+            real_emb = res["sets"]["real"][j]["embed"]
+            r[j]["frechet"] = float(M.frechet_distance(real_emb, r[j]["embed"]))
+            r[j]["frechet_rel"] = r[j]["frechet"] / float(np.trace(np.cov(real_emb, rowvar=False)))
     print("accuracy (mean probability of the right digit):\n")
     print("| set | n | " + " | ".join(judges) + " |")
     print("|---|---|" + "---|" * len(judges))
     for name, r in res["sets"].items():
         print(f"| {name} | {r['n']} | " + " | ".join(
             f"{100 * r[j]['accuracy']:.1f} % ({r[j]['p_wanted']:.2f})" for j in judges) + " |")
+    print("\nFrechet distance to the real clips in each judge's embedding space "
+          "(in units of the real clips' total variance):\n")
+    print("| set | " + " | ".join(judges) + " |")
+    print("|---|" + "---|" * len(judges))
+    for name, r in res["sets"].items():
+        if name != "real":
+            print(f"| {name} | " + " | ".join(f"{r[j]['frechet_rel']:.3f}" for j in judges) + " |")
     for name in ("vq-vae", "generated"):
         print(f"\nper digit, {name} (accuracy %):\n")
         print("| judge | " + " | ".join(str(d) for d in range(10)) + " |")
@@ -185,6 +203,7 @@ def main(argv=None):
     for r in res["sets"].values():
         for j in judges:
             r[j]["pred"] = r[j]["pred"].tolist()
+            del r[j]["embed"]
     (work / "results.json").write_text(json.dumps(res, indent=2) + "\n")
     return 0
 
