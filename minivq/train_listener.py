@@ -213,6 +213,8 @@ def main(argv=None):
     p.add_argument("--n-fft", type=int, default=d.n_fft, help="FFT size (>= --win)")
     p.add_argument("--n-mels", type=int, default=d.n_mels, help="mel bands")
     p.add_argument("--n-ceps", type=int, default=d.n_ceps, help="cepstra kept after the DCT")
+    p.add_argument("--kernel", type=int, default=d.kernel, help="width of the 1-D convolutions (frames, odd)")
+    p.add_argument("--strides", type=int, nargs=3, default=list(d.strides), help="strides of the three convolutions")
     p.add_argument("--quick", action="store_true", help="smoke run: 3 epochs on 30 clips per digit")
     a = p.parse_args(argv)
     try:
@@ -225,7 +227,8 @@ def main(argv=None):
             raise ValueError(f"--lr must be positive, got {a.lr}")
         epochs, mpd = (min(a.epochs, 3), 30) if a.quick else (a.epochs, None)
         t0 = time.perf_counter()
-        cfg = L.ListenerConfig(win=a.win, hop=a.hop, n_fft=a.n_fft, n_mels=a.n_mels, n_ceps=a.n_ceps)
+        cfg = L.ListenerConfig(win=a.win, hop=a.hop, n_fft=a.n_fft, n_mels=a.n_mels, n_ceps=a.n_ceps,
+                               kernel=a.kernel, strides=tuple(a.strides))
         tr, te = load_split(a.data, a.split, max_per_digit=mpd)
         print(f"data: {len(tr['waves'])} train / {len(te['waves'])} test recordings ({a.split} split) "
               f"read in {time.perf_counter() - t0:.1f} s", flush=True)
