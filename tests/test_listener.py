@@ -123,6 +123,18 @@ def test_cepstra_and_deltas_match_scipy_dct_and_a_loop():
     np.testing.assert_allclose(feats[cfg.n_ceps:], d, rtol=1e-5, atol=1e-4)
 
 
+def test_speech_span_is_loud_frames_plus_margin():
+    cfg = L.ListenerConfig()  # vad_db 35, margin 5
+    lm = np.full((cfg.n_mels, 40), -20.0)  # (M, T) quiet: 20 nats = 87 dB below 0
+    lm[:, 12:20] = 0.0  # loud frames 12..19
+    lm[:, 25] = -7.0  # 7 nats = 30.4 dB below: still speech (within 35 dB)
+    assert L.speech_span(lm, cfg) == (12 - 5, 26 + 5)
+    lm[:, 25] = -8.5  # 36.9 dB below: silence
+    assert L.speech_span(lm, cfg) == (12 - 5, 20 + 5)
+    lm[:, 1] = 0.0  # a loud frame near the start: the margin stops at the clip's edge
+    assert L.speech_span(lm, cfg) == (0, 25)
+
+
 def test_speech_span_trims_silence_only():
     cfg = L.ListenerConfig()
     wave = _speech_wave()  # 1200 samples of silence (15 frames), then 0.7 s of speech, then 900
