@@ -38,6 +38,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 from minivq import audio, data, evaluate, generate, metrics  # noqa: E402
+from minivq.plots import plot_spectrogram_grid  # noqa: E402
 from minivq.train_vqvae import encode_logmel  # noqa: E402
 
 SEED = 0
@@ -130,9 +131,9 @@ def plot_generated_vs_real(path, ref, real, want):
     mels += [ref["heard"][i] for i in gi]
     titles += [f"heard {want[i]}->{ref['pred'][i]} ({ref['confidence'][i]:.2f})" for i in gi]
     rows = "real test clip / " if real is not None else ""
-    evaluate.plot_spectrogram_grid(path, np.stack(mels), titles, ncols=len(gi),
-                                   suptitle=f"rows: {rows}decoder output / after Griffin-Lim "
-                                            "(requested->classifier's digit, confidence)")
+    plot_spectrogram_grid(path, np.stack(mels), titles, ncols=len(gi),
+                          suptitle=f"rows: {rows}decoder output / after Griffin-Lim "
+                                   "(requested->classifier's digit, confidence)")
 
 
 def plot_token_grids(path, results, want, K):

@@ -1,5 +1,6 @@
 """Judging sound the pipeline made: back to audio, features again, classifier verdicts,
-distribution metrics. Host-side glue shared by generate.py, pipeline.py and lesson 08.
+distribution metrics. Host-side glue shared by generate.py, pipeline.py and lesson 08 (the
+figures of these verdicts are drawn in plots.py).
 
 Size letters: B clips, M mel bands, T frames, E embedding size.
 
@@ -8,8 +9,6 @@ Griffin-Lim) -> prepare (trim, peak-normalise, centre) -> log-mel -> classifier.
 generated digit is scored on the sound a listener would hear, not on the decoder's
 spectrogram, and real/round-trip/reconstructed/generated accuracies are comparable.
 """
-import math
-
 import numpy as np
 
 from minivq import audio, metrics
@@ -77,47 +76,3 @@ def distribution_metrics(real_emb, fake_emb, seed=0):
         res["prdc_note"] = str(e)
     res["frechet"] = metrics.frechet_distance(real_emb, fake_emb) if min(len(real_emb), len(fake_emb)) > 1 else None
     return res
-
-
-def plot_spectrogram_grid(path, logmels, titles, ncols=10, suptitle=None):
-    """Save a grid of log-mel images (B, M, T) with one title each."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    n = len(logmels)
-    ncols = max(1, min(ncols, n))
-    nrows = math.ceil(n / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(1.6 * ncols, 1.8 * nrows), squeeze=False)
-    for ax in axes.ravel():
-        ax.axis("off")
-    for ax, m, t in zip(axes.ravel(), logmels, titles):
-        ax.imshow(m, origin="lower", aspect="auto", cmap="magma")
-        ax.set_title(t, fontsize=7)
-    if suptitle:
-        fig.suptitle(suptitle, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def plot_confusion(path, conf, title):
-    """Save a confusion matrix (rows: requested/true digit, columns: classifier's digit)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    conf = np.asarray(conf)
-    fig, ax = plt.subplots(figsize=(4.2, 3.8))
-    ax.imshow(conf, cmap="Blues")
-    for i in range(conf.shape[0]):
-        for j in range(conf.shape[1]):
-            if conf[i, j]:
-                ax.text(j, i, int(conf[i, j]), ha="center", va="center", fontsize=6,
-                        color="white" if conf[i, j] > conf.max() / 2 else "black")
-    ax.set_xlabel("classifier's digit")
-    ax.set_ylabel("requested / true digit")
-    ax.set_xticks(range(conf.shape[1]))
-    ax.set_yticks(range(conf.shape[0]))
-    ax.set_title(title, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)

@@ -22,6 +22,7 @@ from minivq import audio, checkpoint, cli, evaluate
 from minivq.classifier import load_classifier
 from minivq.sampling import sample
 from minivq.train_prior import load_prior
+from minivq.plots import plot_spectrogram_grid
 from minivq.train_vqvae import decode_logmel, load_model
 from minivq import outdir  # output folders: checked, locked, recorded
 
@@ -227,8 +228,8 @@ def main(argv=None):
         audio.save_wav(out / name, w, bundle.features.sr)
         rows.append((name, want, int(pred), float(conf)))
         titles.append(f"{want}->{pred} ({conf:.2f})")
-    evaluate.plot_spectrogram_grid(out / "spectrograms.png", res["heard"], titles,
-                                   suptitle="generated clips: requested -> classifier's digit (confidence)")
+    plot_spectrogram_grid(out / "spectrograms.png", res["heard"], titles,
+                          suptitle="generated clips: requested -> classifier's digit (confidence)")
     print(f"{'file':<20} {'requested':>9} {'classifier':>10} {'confidence':>10}")
     for name, want, pred, conf in rows:
         print(f"{name:<20} {want:>9} {pred:>10} {conf:>10.3f}")

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minivq import __version__, checkpoint, cli, evaluate
+from minivq import __version__, checkpoint, cli, evaluate, plots
 from minivq import train_classifier as TC
 from minivq import train_prior as TP
 from minivq import train_vqvae as TV
@@ -240,7 +240,7 @@ def evaluate_all(feats, clf, vq, priors, out, n_per_digit, seed, sampling, laten
     r["reconstruction"]["mse_standardised"] = float(np.mean(((rec_mel - x_te) / vnorm["std"]) ** 2))
     r["reconstruction"]["metrics"] = evaluate.distribution_metrics(real["embed"], rec["embed"], seed)
     log(f"  VQ-VAE reconstructions: accuracy {rec['accuracy']:.4f}")
-    evaluate.plot_confusion(out / "confusion_real.png", real["confusion"], f"real test clips: {real['accuracy']:.3f}")
+    plots.plot_confusion(out / "confusion_real.png", real["confusion"], f"real test clips: {real['accuracy']:.3f}")
     samples = out / "samples"
     samples.mkdir(exist_ok=True)
     for cond, prior in priors.items():
@@ -259,18 +259,11 @@ def evaluate_all(feats, clf, vq, priors, out, n_per_digit, seed, sampling, laten
         r[f"generated_{cond}"] = s
         tag = "conditional" if cond == "class" else "unconditional"
         if cond == "class":
-            evaluate.plot_confusion(out / "confusion_generated.png", g["confusion"],
-                                    f"conditional generations: {g['accuracy']:.3f}")
+            plots.plot_confusion(out / "confusion_generated.png", g["confusion"],
+                                 f"conditional generations: {g['accuracy']:.3f}")
             log(f"  conditional generations: accuracy {g['accuracy']:.4f}")
-            shown = [dg for dg in gen_digits if (y_te == dg).any()]  # digits with a real and a generated clip
-            first = [np.flatnonzero(y_te == dg)[0] for dg in shown]
-            gen_first = [gen_digits.index(dg) * n_per_digit for dg in shown]
-            evaluate.plot_spectrogram_grid(out / "real_vs_generated.png",
-                                           np.concatenate([x_te[first], g["heard"][gen_first]]),
-                                           [f"real {dg}" for dg in shown] +
-                                           [f"gen {dg}->{g['pred'][i]}" for dg, i in zip(shown, gen_first)],
-                                           ncols=len(shown),
-                                           suptitle="top: real test clips; bottom: generated (heard digit)")
+            plots.plot_real_vs_generated(out / "real_vs_generated.png", x_te, y_te, g["heard"], g["pred"],
+                                         gen_digits, n_per_digit)
         else:
             log(f"  unconditional generations: heard-digit entropy {s['heard_entropy_bits']:.3f} bits")
         for i in range(0, len(g["waves"]), max(1, n_per_digit // 2)):
