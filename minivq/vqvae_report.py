@@ -18,7 +18,7 @@ N_FIGURE = 6  # test clips shown in recon.png
 N_WAVS = 3    # test clips written as original/reconstruction WAV pairs
 
 
-def evaluate(params, cfg, norm, x_raw, batch=128):
+def reconstruction_stats(params, cfg, norm, x_raw, batch=128):
     """x_raw: (N, M, T) raw log-mel -> (tokens (N, h, w) int64, recon (N, M, T) raw log-mel,
     mse in standardised units, mse in log-mel units)."""
     from minivq.train_vqvae import _prep
@@ -53,7 +53,7 @@ def finish_run(params, cfg, norm, features, out, tcfg, history, train_seconds, v
                                                        "features": feat_cfg},
                     meta={"history": history, "train_seconds": train_seconds},
                     extra={"norm_mean": np.float64(norm["mean"]), "norm_std": np.float64(norm["std"])})
-    te_tok, te_rec, te_mse, te_mse_raw = evaluate(params, cfg, norm, features.test.x) \
+    te_tok, te_rec, te_mse, te_mse_raw = reconstruction_stats(params, cfg, norm, features.test.x) \
         if len(features.test.x) else (np.zeros((0, cfg.grid, cfg.grid), np.int64), None, float("nan"), float("nan"))
     tr_tok = np.concatenate([to_numpy(V.encode(params, _prep_chunk(features.train.x[s:s + 256], norm), cfg))
                              for s in range(0, len(features.train.x), 256)])  # (N, h, w)
