@@ -24,13 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
-from minivq import __version__, checkpoint, cli, evaluate, plots
+from minivq import checkpoint, cli, evaluate, plots
 from minivq import train_classifier as TC
 from minivq import train_prior as TP
 from minivq import train_vqvae as TV
 from minivq import vqvae as V
+from minivq.bundle import SAMPLING_DEFAULTS, Bundle, export_bundle, generate_clips
 from minivq.data import LoadInterrupted
-from minivq.generate import BUNDLE_FORMAT, PRIOR_FILES, SAMPLING_DEFAULTS, Bundle, generate
 from minivq.progress import fmt_time
 from minivq.transformer import GPTConfig
 from minivq import outdir  # output folders: checked, locked, recorded
@@ -159,7 +159,8 @@ def run_pipeline(data, out, cr=16, uncond=False, quick=False, seed=0, n_per_digi
     write_report(out / "report.md", res)
     log(f"done in {fmt_time(times['total'])}: {out / 'report.md'}")
     if export:
-        export_bundle(out, export, cr, list(priors), feats.cfg, res, data)
+        files = export_bundle(out, export, cr, list(priors), feats.cfg, res, data)
+        log(f"exported bundle to {Path(export)} ({sum(f['bytes'] for f in files.values()) / 1e6:.1f} MB)")
     return res
 
 
@@ -247,7 +248,7 @@ def evaluate_all(feats, clf, vq, priors, out, n_per_digit, seed, sampling, laten
         bundle = Bundle(vq, prior, clf, fc, {}, guide=priors.get("none") if cond == "class" else None)
         want_digits = np.repeat(gen_digits, n_per_digit) if cond == "class" else None  # (n,)
         kw = dict(sampling) if cond == "class" else {**sampling, "guidance": 1.0}
-        g = generate(bundle, want_digits, n=10 * n_per_digit, seed=seed, **kw)
+        g = generate_clips(bundle, want_digits, n=10 * n_per_digit, seed=seed, **kw)
         s = _summary(g)
         s["metrics"] = evaluate.distribution_metrics(real["embed"], g["embed"], seed)
         hist = np.bincount(g["pred"], minlength=10)
@@ -317,50 +318,6 @@ def write_report(path, r):
         lines.append(f"| {k} | {fmt_time(v)} | {fmt_time(r['train_seconds'][k]) if r['train_seconds'].get(k) else ''} |")
     lines += ["", "Figures: confusion_real.png, confusion_generated.png, real_vs_generated.png; sounds: samples/."]
     Path(path).write_text("\n".join(lines) + "\n")
-
-
-def export_bundle(out, dest, cr, conds, feat_cfg, res, data):
-    """Copy final weights (no optimiser state) into ``dest`` with manifest.json and one JSON card each."""
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    src = {"vqvae.npz": out / f"vqvae_cr{cr}" / "vqvae.npz", "classifier.npz": out / "classifier" / "classifier.npz"}
-    src.update({PRIOR_FILES[c]: out / f"prior_{c}" / TP.CKPT_NAME for c in conds})
-    common = {"data": {"name": "Free Spoken Digit Dataset (FSDD)", "path_used": str(Path(data).resolve()),
-                       "license": "CC BY-SA 4.0", "credit": "Zohar Jackson and the FSDD contributors",
-                       "split": "official (takes 0-4 test, 5-49 train)", "features": feat_cfg.to_dict()},
-              "minivq": __version__, "pipeline_command": " ".join(["python -m minivq.pipeline"] + sys.argv[1:]),
-              "pipeline_settings": res["settings"]}
-    files = {}
-    for name, path in src.items():
-        ck = checkpoint.load(path)
-        checkpoint.save(dest / name, ck["params"], config=ck["config"], extra=ck["extra"],
-                        meta={k: v for k, v in ck["meta"].items() if k not in ("step_loss", "rng_state")})
-        files[name] = {"bytes": (dest / name).stat().st_size, "sha256": checkpoint.file_sha256(dest / name)}
-        card = {"file": name, "config": ck["config"], **common}
-        card["metrics"] = _card_metrics(name, out, cr, res)
-        checkpoint.write_json(dest / name.replace(".npz", ".json"), card)
-    checkpoint.write_json(dest / "manifest.json", {"format": BUNDLE_FORMAT, "minivq": __version__, "files": files,
-                                                   "features": feat_cfg.to_dict(), "features_key": feat_cfg.key(),
-                                                   "sampling": res["settings"]["sampling"]})
-    log(f"exported bundle to {dest} ({sum(f['bytes'] for f in files.values()) / 1e6:.1f} MB)")
-
-
-def _card_metrics(name, out, cr, res):
-    if name == "classifier.npz":
-        m = checkpoint.read_json(out / "classifier" / "metrics.json", "metrics file")
-        return {k: m[k] for k in ("test_accuracy", "train_accuracy", "train_seconds", "epochs") if k in m}
-    if name == "vqvae.npz":
-        m = checkpoint.read_json(out / f"vqvae_cr{cr}" / "metrics.json", "metrics file")
-        m = {k: v for k, v in m.items() if not isinstance(v, (list, dict))}
-        m["classifier_accuracy_on_reconstructions"] = res["reconstruction"]["accuracy"]
-        return m
-    cond = "class" if "class" in name else "none"
-    m = checkpoint.read_json(out / f"prior_{cond}" / "metrics.json", "metrics file")
-    m = {k: m[k] for k in ("test_nats", "test_bits", "train_nats", "train_bits", "elapsed_s", "n_params") if k in m}
-    g = res.get(f"generated_{cond}", {})
-    m["classifier_accuracy_on_generations"] = g.get("accuracy")
-    m["heard_entropy_bits"] = g.get("heard_entropy_bits")
-    return m
 
 
 @outdir.scoped

@@ -6,7 +6,8 @@ import shutil
 import numpy as np
 import pytest
 
-from minivq import generate, pipeline
+from minivq import pipeline
+from minivq.bundle import load_bundle
 
 TINY = dict(max_per_digit=6, clf_epochs=1, vq_epochs=1, prior_epochs=1, uncond_epochs=1, d_model=32, n_layer=1,
             n_per_digit=2, warmup=1)
@@ -45,12 +46,12 @@ def test_pipeline_writes_results_report_and_figures(tiny_run):
 def test_exported_bundle_loads_and_has_cards(tiny_run):
     out, _ = tiny_run
     b = out / "bundle"
-    bundle = generate.load_bundle(b)
+    bundle = load_bundle(b)
     assert bundle.prior[1].context == bundle.vqvae[1].grid ** 2
     for name in ("vqvae", "prior_class", "prior_none", "classifier"):
         card = json.loads((b / f"{name}.json").read_text())
         assert card["data"]["license"] == "CC BY-SA 4.0" and "metrics" in card and "pipeline_command" in card
-    assert generate.load_bundle(b, cond="none").prior[1].cond == "none"
+    assert load_bundle(b, cond="none").prior[1].cond == "none"
 
 
 def test_rerun_reuses_finished_stages(tiny_run, capsys):
