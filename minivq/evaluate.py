@@ -1,5 +1,5 @@
 """Judging sound the pipeline made: back to audio, features again, classifier verdicts,
-distribution metrics. Host-side glue shared by generate.py, pipeline.py and lesson 08 (the
+distribution metrics. Host-side glue shared by bundle.py, pipeline.py and lesson 08 (the
 figures of these verdicts are drawn in plots.py).
 
 Size letters: B clips, M mel bands, T frames, E embedding size.
@@ -53,6 +53,16 @@ def judge(clf, logmel, want=None):
     return out
 
 
+def summarise(verdict):
+    """The JSON-ready part of a judge() verdict: n, mean confidence and, when it had requested
+    digits, accuracy, mean probability of the wanted digit and the confusion matrix as lists."""
+    s = {"n": int(len(verdict["pred"])), "mean_confidence": float(np.mean(verdict["confidence"]))}
+    if "accuracy" in verdict:
+        s.update(accuracy=float(verdict["accuracy"]), p_wanted=verdict["p_wanted"],
+                 confusion=verdict["confusion"].tolist())
+    return s
+
+
 def entropy_bits(counts):
     """Shannon entropy (bits) of a histogram; log2(10) = 3.32 for 10 equally used digits."""
     p = np.asarray(counts, dtype=np.float64)
@@ -76,3 +86,17 @@ def distribution_metrics(real_emb, fake_emb, seed=0):
         res["prdc_note"] = str(e)
     res["frechet"] = metrics.frechet_distance(real_emb, fake_emb) if min(len(real_emb), len(fake_emb)) > 1 else None
     return res
+
+
+def latent_top_pr(codebook, real_tokens, fake_tokens, seed=0):
+    """TopP&R between two sets of token grids in the VQ latent space: each grid becomes its
+    code vectors codebook[tokens] flattened (h*w*D dims), projected to 32-d by top_pr's seeded
+    Gaussian map. None (with the reason) when there are too few grids."""
+    cb = to_numpy(codebook)
+    real = cb[np.asarray(real_tokens)].reshape(len(real_tokens), -1)  # (N, h*w*D)
+    fake = cb[np.asarray(fake_tokens)].reshape(len(fake_tokens), -1)  # (M, h*w*D)
+    try:
+        r = metrics.top_pr(real, fake, rng=np.random.RandomState(seed))
+        return {"fidelity": r.fidelity, "diversity": r.diversity, "top_f1": r.top_f1}
+    except ValueError as e:
+        return {"fidelity": None, "diversity": None, "top_f1": None, "note": str(e)}

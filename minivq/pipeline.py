@@ -13,9 +13,14 @@ real test clips, on their Griffin-Lim round trips, on VQ-VAE reconstructions, an
 generated clips (N per digit); TopP&R, PRDC and Frechet distance on classifier embeddings;
 for the unconditional prior the histogram of heard digits and its entropy.
 --export DIR writes the model bundle python -m minivq.generate loads (with model cards).
+
+This file holds the stage records and the order of the work; the work itself is elsewhere:
+the trainers (train_*.py), judging clips (evaluate.py), making clips and exporting the bundle
+(bundle.py), figures (plots.py) and report.md (report.py).
 """
 import argparse
 import hashlib
+import os
 import shutil
 import sys
 import time
@@ -23,11 +28,13 @@ from pathlib import Path
 
 import numpy as np
 
-from minivq import checkpoint, cli, evaluate, plots
+from minivq import checkpoint, cli, evaluate, metrics, plots
+from minivq import data as D
 from minivq import train_classifier as TC
 from minivq import train_prior as TP
 from minivq import train_vqvae as TV
 from minivq import vqvae as V
+from minivq.audio import save_wav
 from minivq.bundle import SAMPLING_DEFAULTS, Bundle, export_bundle, generate_clips
 from minivq.data import LoadInterrupted
 from minivq.progress import fmt_time
@@ -74,7 +81,6 @@ def run_pipeline(data, out, cr=16, uncond=False, quick=False, seed=0, n_per_digi
     """Train (or reuse) every stage, evaluate, write report.md/results.json; returns results.
     overrides: replaces entries of the QUICK/FULL settings (e.g. a smaller subset for tests).
     latents: also compute TopP&R between real and generated token grids in the VQ latent space."""
-    from minivq.data import load_features
     S = dict(QUICK if quick else FULL)
     unknown = set(overrides or {}) - set(S)
     if unknown:
@@ -88,7 +94,7 @@ def run_pipeline(data, out, cr=16, uncond=False, quick=False, seed=0, n_per_digi
     times, t_all = {}, time.perf_counter()
 
     t = time.perf_counter()
-    feats = load_features(data, split="official", max_per_digit=S["max_per_digit"])
+    feats = D.load_features(data, split="official", max_per_digit=S["max_per_digit"])
     times["features"] = time.perf_counter() - t
     data_id = {"root": str(Path(data).resolve()), "features": feats.cfg.key(), "max_per_digit": S["max_per_digit"],
                "n_train": len(feats.train.x), "n_test": len(feats.test.x), "seed": seed}
@@ -148,8 +154,7 @@ def run_pipeline(data, out, cr=16, uncond=False, quick=False, seed=0, n_per_digi
     # 4. evaluation
     t = time.perf_counter()
     log("stage 4/4 evaluation")
-    res = evaluate_all(feats, clf, vq, priors, out, S["n_per_digit"], seed, sampling, latents=latents,
-                       digits=digits)
+    res = judge_all(feats, clf, vq, priors, out, S["n_per_digit"], seed, sampling, latents=latents, digits=digits)
     times["evaluation"] = time.perf_counter() - t
     times["total"] = time.perf_counter() - t_all
     res["wall_seconds"] = times
@@ -176,21 +181,6 @@ def _train_seconds(out, cr, priors):
     return ts
 
 
-def latent_top_pr(codebook, real_tokens, fake_tokens, seed=0):
-    """TopP&R between two sets of token grids in the VQ latent space: each grid becomes its
-    code vectors codebook[tokens] flattened (h*w*D dims), projected to 32-d by top_pr's seeded
-    Gaussian map. None (with the reason) when there are too few grids."""
-    from minivq.backend import to_numpy
-    cb = to_numpy(codebook)
-    real = cb[np.asarray(real_tokens)].reshape(len(real_tokens), -1)  # (N, h*w*D)
-    fake = cb[np.asarray(fake_tokens)].reshape(len(fake_tokens), -1)  # (M, h*w*D)
-    try:
-        r = evaluate.metrics.top_pr(real, fake, rng=np.random.RandomState(seed))
-        return {"fidelity": r.fidelity, "diversity": r.diversity, "top_f1": r.top_f1}
-    except ValueError as e:
-        return {"fidelity": None, "diversity": None, "top_f1": None, "note": str(e)}
-
-
 def check_coverage(feats):
     """Clips per digit in each split, logged before any training; returns the digits with
     training clips (those the priors learn and the evaluation generates).
@@ -215,7 +205,7 @@ def check_coverage(feats):
     return np.flatnonzero(n_tr > 0).tolist()
 
 
-def evaluate_all(feats, clf, vq, priors, out, n_per_digit, seed, sampling, latents=False, digits=None):
+def judge_all(feats, clf, vq, priors, out, n_per_digit, seed, sampling, latents=False, digits=None):
     """Judge real, round-trip, reconstructed and generated clips; conditional generations are
     n_per_digit of each digit in ``digits`` (default 0-9; the pipeline passes those with training
     clips), and the figure shows the digits that have both a test clip and generations."""
@@ -226,18 +216,18 @@ def evaluate_all(feats, clf, vq, priors, out, n_per_digit, seed, sampling, laten
                              "test": np.bincount(y_te.astype(np.int64), minlength=10).tolist()},
          "generated_digits": gen_digits}
     real = evaluate.judge(clf, x_te, want=y_te)
-    r["real"] = _summary(real)
+    r["real"] = evaluate.summarise(real)
     log(f"  real test clips: accuracy {real['accuracy']:.4f}")
     _, gl = evaluate.round_trip(x_te, fc, seed=seed)
     gl = evaluate.judge(clf, gl, want=y_te)
-    r["griffin_lim"] = _summary(gl)
+    r["griffin_lim"] = evaluate.summarise(gl)
     log(f"  Griffin-Lim round trips: accuracy {gl['accuracy']:.4f}")
     vparams, vcfg, vnorm = vq
     real_tokens = TV.encode_logmel(vparams, vcfg, vnorm, x_te)  # (N, h, w)
     rec_mel = TV.decode_logmel(vparams, vcfg, vnorm, real_tokens)
     _, rec = evaluate.round_trip(rec_mel, fc, seed=seed)
     rec = evaluate.judge(clf, rec, want=y_te)
-    r["reconstruction"] = _summary(rec)
+    r["reconstruction"] = evaluate.summarise(rec)
     r["reconstruction"]["mse_standardised"] = float(np.mean(((rec_mel - x_te) / vnorm["std"]) ** 2))
     r["reconstruction"]["metrics"] = evaluate.distribution_metrics(real["embed"], rec["embed"], seed)
     log(f"  VQ-VAE reconstructions: accuracy {rec['accuracy']:.4f}")
@@ -249,14 +239,14 @@ def evaluate_all(feats, clf, vq, priors, out, n_per_digit, seed, sampling, laten
         want_digits = np.repeat(gen_digits, n_per_digit) if cond == "class" else None  # (n,)
         kw = dict(sampling) if cond == "class" else {**sampling, "guidance": 1.0}
         g = generate_clips(bundle, want_digits, n=10 * n_per_digit, seed=seed, **kw)
-        s = _summary(g)
+        s = evaluate.summarise(g)
         s["metrics"] = evaluate.distribution_metrics(real["embed"], g["embed"], seed)
         hist = np.bincount(g["pred"], minlength=10)
         s["heard_histogram"] = hist.tolist()
         s["heard_entropy_bits"] = evaluate.entropy_bits(hist)
-        s["digit_score"] = float(evaluate.metrics.digit_score(g["probs"]))
+        s["digit_score"] = float(metrics.digit_score(g["probs"]))
         if latents:
-            s["latent_top_pr"] = latent_top_pr(vparams["codebook"], real_tokens, g["tokens"], seed)
+            s["latent_top_pr"] = evaluate.latent_top_pr(vparams["codebook"], real_tokens, g["tokens"], seed)
         r[f"generated_{cond}"] = s
         tag = "conditional" if cond == "class" else "unconditional"
         if cond == "class":
@@ -269,16 +259,8 @@ def evaluate_all(feats, clf, vq, priors, out, n_per_digit, seed, sampling, laten
             log(f"  unconditional generations: heard-digit entropy {s['heard_entropy_bits']:.3f} bits")
         for i in range(0, len(g["waves"]), max(1, n_per_digit // 2)):
             want = "u" if want_digits is None else want_digits[i]
-            from minivq.audio import save_wav
             save_wav(samples / f"{tag}_{want}_{i:04d}_heard{g['pred'][i]}.wav", g["waves"][i], fc.sr)
     return r
-
-
-def _summary(j):
-    s = {"n": int(len(j["pred"])), "mean_confidence": float(np.mean(j["confidence"]))}
-    if "accuracy" in j:
-        s.update(accuracy=float(j["accuracy"]), p_wanted=j["p_wanted"], confusion=j["confusion"].tolist())
-    return s
 
 
 @outdir.scoped
@@ -301,7 +283,6 @@ def main(argv=None):
     p.add_argument("--temperature", type=cli.positive_float, default=1.0, help="sampling temperature for generations")
     p.add_argument("--latent-metrics", action="store_true",
                    help="also TopP&R of generated vs real token grids in the VQ latent space (projected to 32-d)")
-    import os
     try:
         a = p.parse_args(argv)  # a bad option is a cli.UsageError (a ValueError)
         data = a.data or os.environ.get("MINIVQ_FSDD")

@@ -8,6 +8,7 @@ import pytest
 
 from minivq import pipeline
 from minivq.bundle import load_bundle
+from minivq.evaluate import latent_top_pr
 
 TINY = dict(max_per_digit=6, clf_epochs=1, vq_epochs=1, prior_epochs=1, uncond_epochs=1, d_model=32, n_layer=1,
             n_per_digit=2, warmup=1)
@@ -106,8 +107,8 @@ def test_latent_top_pr_in_code_space():
     real = rng.integers(0, 512, (300, 1, 2))  # (N, h, w) grids of lower-half codes
     same = rng.integers(0, 512, (300, 1, 2))
     other = rng.integers(512, 1024, (300, 1, 2))
-    a = pipeline.latent_top_pr(codebook, real, same)
-    b = pipeline.latent_top_pr(codebook, real, other)
+    a = latent_top_pr(codebook, real, same)
+    b = latent_top_pr(codebook, real, other)
     assert a["fidelity"] > 0.8 and a["diversity"] > 0.8
     assert b["fidelity"] == 0.0 and b["diversity"] == 0.0
-    assert pipeline.latent_top_pr(codebook, real[:5], same[:5])["fidelity"] is None
+    assert latent_top_pr(codebook, real[:5], same[:5])["fidelity"] is None
