@@ -16,7 +16,7 @@ from minivq import train_vqvae as T
 from minivq import vqvae as V
 from minivq.data import load_features
 from minivq.quantizer import usage_stats
-from minivq.vqvae_report import evaluate
+from minivq.vqvae_report import reconstruction_stats
 
 
 def main():
@@ -47,7 +47,7 @@ def main():
                              log_every=1e9)
         t0 = time.perf_counter()
         res = T.train(cfg, feats, out / name.replace(" ", "_").replace("=", ""), tcfg, finish=False, verbose=False)
-        tokens, _, mse, _ = evaluate(res["params"], cfg, res["norm"], feats.test.x)
+        tokens, _, mse, _ = reconstruction_stats(res["params"], cfg, res["norm"], feats.test.x)
         st = usage_stats(tokens, cfg.K)
         rows.append({"variant": name, "ema": ema, "kmeans_init": kmeans, "restart": restart, "K": cfg.K,
                      "test_perplexity": st["perplexity"], "test_active": st["active"], "test_mse": mse,

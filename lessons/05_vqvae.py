@@ -26,7 +26,7 @@ from minivq import train_vqvae as T  # noqa: E402
 from minivq import vqvae as V  # noqa: E402
 from minivq.data import load_features  # noqa: E402
 from minivq.quantizer import usage_stats  # noqa: E402
-from minivq.vqvae_report import evaluate  # noqa: E402
+from minivq.vqvae_report import reconstruction_stats  # noqa: E402
 
 MAX_PER_DIGIT = 60    # training clips per digit (600 of FSDD's 2,700); test likewise capped
 EPOCHS = 4            # passes over them
@@ -78,7 +78,7 @@ def main():
     results = {}
     for cr, path in ((16, args.cr16), (4, args.cr4)):
         params, cfg, norm = get_model(cr, feats, s, out, path)
-        tokens, rec, mse, mse_raw = evaluate(params, cfg, norm, feats.test.x)
+        tokens, rec, mse, mse_raw = reconstruction_stats(params, cfg, norm, feats.test.x)
         st = usage_stats(tokens, cfg.K)
         bits = cfg.grid ** 2 * np.log2(cfg.K)
         print(f"CR={cr:2d}: {cfg.grid}x{cfg.grid} tokens = {bits:.0f} bits per clip (vs 64*64 floats); "

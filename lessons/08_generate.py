@@ -37,7 +37,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-from minivq import audio, data, evaluate, generate, metrics  # noqa: E402
+from minivq import audio, data, evaluate, metrics  # noqa: E402
+from minivq.bundle import DEFAULT_CHECKPOINT, SAMPLING_DEFAULTS, generate_clips, load_bundle  # noqa: E402
+from minivq.plots import plot_spectrogram_grid  # noqa: E402
 from minivq.train_vqvae import encode_logmel  # noqa: E402
 
 SEED = 0
@@ -50,8 +52,8 @@ QUICK_GL_ITERS = 32
 # (label, temperature, top_k, top_p); the first row is the reference setting used for the
 # spectrogram figure and the WAVs (the library's defaults: plain sampling at temperature 1).
 SETTINGS = [
-    ("T=1.0", generate.SAMPLING_DEFAULTS["temperature"], generate.SAMPLING_DEFAULTS["top_k"],
-     generate.SAMPLING_DEFAULTS["top_p"]),
+    ("T=1.0", SAMPLING_DEFAULTS["temperature"], SAMPLING_DEFAULTS["top_k"],
+     SAMPLING_DEFAULTS["top_p"]),
     ("T=0.7", 0.7, None, None),
     ("T=1.3", 1.3, None, None),
     ("top-k 16", 1.0, 16, None),
@@ -130,9 +132,9 @@ def plot_generated_vs_real(path, ref, real, want):
     mels += [ref["heard"][i] for i in gi]
     titles += [f"heard {want[i]}->{ref['pred'][i]} ({ref['confidence'][i]:.2f})" for i in gi]
     rows = "real test clip / " if real is not None else ""
-    evaluate.plot_spectrogram_grid(path, np.stack(mels), titles, ncols=len(gi),
-                                   suptitle=f"rows: {rows}decoder output / after Griffin-Lim "
-                                            "(requested->classifier's digit, confidence)")
+    plot_spectrogram_grid(path, np.stack(mels), titles, ncols=len(gi),
+                          suptitle=f"rows: {rows}decoder output / after Griffin-Lim "
+                                   "(requested->classifier's digit, confidence)")
 
 
 def plot_token_grids(path, results, want, K):
@@ -183,7 +185,7 @@ def main():
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer samples, settings and Griffin-Lim iterations")
     ap.add_argument("--out", default="out/lesson08", help="output folder")
-    ap.add_argument("--checkpoint", default=str(generate.DEFAULT_CHECKPOINT),
+    ap.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT),
                     help="model bundle folder (manifest.json, vqvae.npz, prior_class.npz, classifier.npz)")
     ap.add_argument("--seed", type=int, default=SEED, help="sampling and Griffin-Lim seed")
     args = ap.parse_args()
@@ -194,7 +196,7 @@ def main():
     settings = [s for s in SETTINGS if not args.quick or s[0] in QUICK_SETTINGS]
 
     try:
-        bundle = generate.load_bundle(args.checkpoint, cond="class")
+        bundle = load_bundle(args.checkpoint, cond="class")
     except (ValueError, FileNotFoundError, OSError, KeyError) as e:
         print(f"error: cannot load the model bundle: {e}", file=sys.stderr)
         return 1
@@ -231,7 +233,7 @@ def main():
     rows, results = [], {}
     for label, temperature, top_k, top_p in settings:
         t0 = time.perf_counter()
-        res = generate.generate(bundle, want, temperature=temperature, top_k=top_k, top_p=top_p,
+        res = generate_clips(bundle, want, temperature=temperature, top_k=top_k, top_p=top_p,
                                 seed=args.seed, gl_iters=gl_iters)
         results[label] = res
         rows.append(summarise(label, res, res["tokens"], K, want))

@@ -122,7 +122,7 @@ def check_settings(values, rules, optional=()):
 
 
 def check_sampling(temperature=1.0, top_k=None, top_p=None, guidance=1.0):
-    """The sampling settings shared by generate(), sample() and a bundle's manifest."""
+    """The sampling settings shared by bundle.generate_clips(), sample() and a bundle's manifest."""
     return {"temperature": positive_float.check("temperature", temperature),
             "top_k": positive_int.check("top_k", top_k, allow_none=True),
             "top_p": prob.check("top_p", top_p, allow_none=True),

@@ -1,5 +1,6 @@
 """Judging sound the pipeline made: back to audio, features again, classifier verdicts,
-distribution metrics. Host-side glue shared by generate.py, pipeline.py and lesson 08.
+distribution metrics. Host-side glue shared by bundle.py, pipeline.py and lesson 08 (the
+figures of these verdicts are drawn in plots.py).
 
 Size letters: B clips, M mel bands, T frames, E embedding size.
 
@@ -8,8 +9,6 @@ Griffin-Lim) -> prepare (trim, peak-normalise, centre) -> log-mel -> classifier.
 generated digit is scored on the sound a listener would hear, not on the decoder's
 spectrogram, and real/round-trip/reconstructed/generated accuracies are comparable.
 """
-import math
-
 import numpy as np
 
 from minivq import audio, metrics
@@ -54,6 +53,16 @@ def judge(clf, logmel, want=None):
     return out
 
 
+def summarise(verdict):
+    """The JSON-ready part of a judge() verdict: n, mean confidence and, when it had requested
+    digits, accuracy, mean probability of the wanted digit and the confusion matrix as lists."""
+    s = {"n": int(len(verdict["pred"])), "mean_confidence": float(np.mean(verdict["confidence"]))}
+    if "accuracy" in verdict:
+        s.update(accuracy=float(verdict["accuracy"]), p_wanted=verdict["p_wanted"],
+                 confusion=verdict["confusion"].tolist())
+    return s
+
+
 def entropy_bits(counts):
     """Shannon entropy (bits) of a histogram; log2(10) = 3.32 for 10 equally used digits."""
     p = np.asarray(counts, dtype=np.float64)
@@ -79,45 +88,15 @@ def distribution_metrics(real_emb, fake_emb, seed=0):
     return res
 
 
-def plot_spectrogram_grid(path, logmels, titles, ncols=10, suptitle=None):
-    """Save a grid of log-mel images (B, M, T) with one title each."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    n = len(logmels)
-    ncols = max(1, min(ncols, n))
-    nrows = math.ceil(n / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(1.6 * ncols, 1.8 * nrows), squeeze=False)
-    for ax in axes.ravel():
-        ax.axis("off")
-    for ax, m, t in zip(axes.ravel(), logmels, titles):
-        ax.imshow(m, origin="lower", aspect="auto", cmap="magma")
-        ax.set_title(t, fontsize=7)
-    if suptitle:
-        fig.suptitle(suptitle, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def plot_confusion(path, conf, title):
-    """Save a confusion matrix (rows: requested/true digit, columns: classifier's digit)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    conf = np.asarray(conf)
-    fig, ax = plt.subplots(figsize=(4.2, 3.8))
-    ax.imshow(conf, cmap="Blues")
-    for i in range(conf.shape[0]):
-        for j in range(conf.shape[1]):
-            if conf[i, j]:
-                ax.text(j, i, int(conf[i, j]), ha="center", va="center", fontsize=6,
-                        color="white" if conf[i, j] > conf.max() / 2 else "black")
-    ax.set_xlabel("classifier's digit")
-    ax.set_ylabel("requested / true digit")
-    ax.set_xticks(range(conf.shape[1]))
-    ax.set_yticks(range(conf.shape[0]))
-    ax.set_title(title, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+def latent_top_pr(codebook, real_tokens, fake_tokens, seed=0):
+    """TopP&R between two sets of token grids in the VQ latent space: each grid becomes its
+    code vectors codebook[tokens] flattened (h*w*D dims), projected to 32-d by top_pr's seeded
+    Gaussian map. None (with the reason) when there are too few grids."""
+    cb = to_numpy(codebook)
+    real = cb[np.asarray(real_tokens)].reshape(len(real_tokens), -1)  # (N, h*w*D)
+    fake = cb[np.asarray(fake_tokens)].reshape(len(fake_tokens), -1)  # (M, h*w*D)
+    try:
+        r = metrics.top_pr(real, fake, rng=np.random.RandomState(seed))
+        return {"fidelity": r.fidelity, "diversity": r.diversity, "top_f1": r.top_f1}
+    except ValueError as e:
+        return {"fidelity": None, "diversity": None, "top_f1": None, "note": str(e)}

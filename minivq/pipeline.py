@@ -13,10 +13,14 @@ real test clips, on their Griffin-Lim round trips, on VQ-VAE reconstructions, an
 generated clips (N per digit); TopP&R, PRDC and Frechet distance on classifier embeddings;
 for the unconditional prior the histogram of heard digits and its entropy.
 --export DIR writes the model bundle python -m minivq.generate loads (with model cards).
+
+This file holds the stage records and the order of the work; the work itself is elsewhere:
+the trainers (train_*.py), judging clips (evaluate.py), making clips and exporting the bundle
+(bundle.py), figures (plots.py) and report.md (report.py).
 """
 import argparse
 import hashlib
-import json
+import os
 import shutil
 import sys
 import time
@@ -24,14 +28,17 @@ from pathlib import Path
 
 import numpy as np
 
-from minivq import __version__, checkpoint, cli, evaluate
+from minivq import checkpoint, cli, evaluate, metrics, plots
+from minivq import data as D
 from minivq import train_classifier as TC
 from minivq import train_prior as TP
 from minivq import train_vqvae as TV
 from minivq import vqvae as V
+from minivq.audio import save_wav
+from minivq.bundle import SAMPLING_DEFAULTS, Bundle, export_bundle, generate_clips
 from minivq.data import LoadInterrupted
-from minivq.generate import BUNDLE_FORMAT, PRIOR_FILES, SAMPLING_DEFAULTS, Bundle, generate
 from minivq.progress import fmt_time
+from minivq.report import write_report
 from minivq.transformer import GPTConfig
 from minivq import outdir  # output folders: checked, locked, recorded
 
@@ -74,7 +81,6 @@ def run_pipeline(data, out, cr=16, uncond=False, quick=False, seed=0, n_per_digi
     """Train (or reuse) every stage, evaluate, write report.md/results.json; returns results.
     overrides: replaces entries of the QUICK/FULL settings (e.g. a smaller subset for tests).
     latents: also compute TopP&R between real and generated token grids in the VQ latent space."""
-    from minivq.data import load_features
     S = dict(QUICK if quick else FULL)
     unknown = set(overrides or {}) - set(S)
     if unknown:
@@ -88,7 +94,7 @@ def run_pipeline(data, out, cr=16, uncond=False, quick=False, seed=0, n_per_digi
     times, t_all = {}, time.perf_counter()
 
     t = time.perf_counter()
-    feats = load_features(data, split="official", max_per_digit=S["max_per_digit"])
+    feats = D.load_features(data, split="official", max_per_digit=S["max_per_digit"])
     times["features"] = time.perf_counter() - t
     data_id = {"root": str(Path(data).resolve()), "features": feats.cfg.key(), "max_per_digit": S["max_per_digit"],
                "n_train": len(feats.train.x), "n_test": len(feats.test.x), "seed": seed}
@@ -148,8 +154,7 @@ def run_pipeline(data, out, cr=16, uncond=False, quick=False, seed=0, n_per_digi
     # 4. evaluation
     t = time.perf_counter()
     log("stage 4/4 evaluation")
-    res = evaluate_all(feats, clf, vq, priors, out, S["n_per_digit"], seed, sampling, latents=latents,
-                       digits=digits)
+    res = judge_all(feats, clf, vq, priors, out, S["n_per_digit"], seed, sampling, latents=latents, digits=digits)
     times["evaluation"] = time.perf_counter() - t
     times["total"] = time.perf_counter() - t_all
     res["wall_seconds"] = times
@@ -159,7 +164,8 @@ def run_pipeline(data, out, cr=16, uncond=False, quick=False, seed=0, n_per_digi
     write_report(out / "report.md", res)
     log(f"done in {fmt_time(times['total'])}: {out / 'report.md'}")
     if export:
-        export_bundle(out, export, cr, list(priors), feats.cfg, res, data)
+        files = export_bundle(out, export, cr, list(priors), feats.cfg, res, data)
+        log(f"exported bundle to {Path(export)} ({sum(f['bytes'] for f in files.values()) / 1e6:.1f} MB)")
     return res
 
 
@@ -173,21 +179,6 @@ def _train_seconds(out, cr, priors):
     for cond in priors:
         ts[f"prior_{cond}"] = checkpoint.read_json(out / f"prior_{cond}" / "metrics.json", "metrics file").get("elapsed_s")
     return ts
-
-
-def latent_top_pr(codebook, real_tokens, fake_tokens, seed=0):
-    """TopP&R between two sets of token grids in the VQ latent space: each grid becomes its
-    code vectors codebook[tokens] flattened (h*w*D dims), projected to 32-d by top_pr's seeded
-    Gaussian map. None (with the reason) when there are too few grids."""
-    from minivq.backend import to_numpy
-    cb = to_numpy(codebook)
-    real = cb[np.asarray(real_tokens)].reshape(len(real_tokens), -1)  # (N, h*w*D)
-    fake = cb[np.asarray(fake_tokens)].reshape(len(fake_tokens), -1)  # (M, h*w*D)
-    try:
-        r = evaluate.metrics.top_pr(real, fake, rng=np.random.RandomState(seed))
-        return {"fidelity": r.fidelity, "diversity": r.diversity, "top_f1": r.top_f1}
-    except ValueError as e:
-        return {"fidelity": None, "diversity": None, "top_f1": None, "note": str(e)}
 
 
 def check_coverage(feats):
@@ -214,7 +205,7 @@ def check_coverage(feats):
     return np.flatnonzero(n_tr > 0).tolist()
 
 
-def evaluate_all(feats, clf, vq, priors, out, n_per_digit, seed, sampling, latents=False, digits=None):
+def judge_all(feats, clf, vq, priors, out, n_per_digit, seed, sampling, latents=False, digits=None):
     """Judge real, round-trip, reconstructed and generated clips; conditional generations are
     n_per_digit of each digit in ``digits`` (default 0-9; the pipeline passes those with training
     clips), and the figure shows the digits that have both a test clip and generations."""
@@ -225,149 +216,51 @@ def evaluate_all(feats, clf, vq, priors, out, n_per_digit, seed, sampling, laten
                              "test": np.bincount(y_te.astype(np.int64), minlength=10).tolist()},
          "generated_digits": gen_digits}
     real = evaluate.judge(clf, x_te, want=y_te)
-    r["real"] = _summary(real)
+    r["real"] = evaluate.summarise(real)
     log(f"  real test clips: accuracy {real['accuracy']:.4f}")
     _, gl = evaluate.round_trip(x_te, fc, seed=seed)
     gl = evaluate.judge(clf, gl, want=y_te)
-    r["griffin_lim"] = _summary(gl)
+    r["griffin_lim"] = evaluate.summarise(gl)
     log(f"  Griffin-Lim round trips: accuracy {gl['accuracy']:.4f}")
     vparams, vcfg, vnorm = vq
     real_tokens = TV.encode_logmel(vparams, vcfg, vnorm, x_te)  # (N, h, w)
     rec_mel = TV.decode_logmel(vparams, vcfg, vnorm, real_tokens)
     _, rec = evaluate.round_trip(rec_mel, fc, seed=seed)
     rec = evaluate.judge(clf, rec, want=y_te)
-    r["reconstruction"] = _summary(rec)
+    r["reconstruction"] = evaluate.summarise(rec)
     r["reconstruction"]["mse_standardised"] = float(np.mean(((rec_mel - x_te) / vnorm["std"]) ** 2))
     r["reconstruction"]["metrics"] = evaluate.distribution_metrics(real["embed"], rec["embed"], seed)
     log(f"  VQ-VAE reconstructions: accuracy {rec['accuracy']:.4f}")
-    evaluate.plot_confusion(out / "confusion_real.png", real["confusion"], f"real test clips: {real['accuracy']:.3f}")
+    plots.plot_confusion(out / "confusion_real.png", real["confusion"], f"real test clips: {real['accuracy']:.3f}")
     samples = out / "samples"
     samples.mkdir(exist_ok=True)
     for cond, prior in priors.items():
         bundle = Bundle(vq, prior, clf, fc, {}, guide=priors.get("none") if cond == "class" else None)
         want_digits = np.repeat(gen_digits, n_per_digit) if cond == "class" else None  # (n,)
         kw = dict(sampling) if cond == "class" else {**sampling, "guidance": 1.0}
-        g = generate(bundle, want_digits, n=10 * n_per_digit, seed=seed, **kw)
-        s = _summary(g)
+        g = generate_clips(bundle, want_digits, n=10 * n_per_digit, seed=seed, **kw)
+        s = evaluate.summarise(g)
         s["metrics"] = evaluate.distribution_metrics(real["embed"], g["embed"], seed)
         hist = np.bincount(g["pred"], minlength=10)
         s["heard_histogram"] = hist.tolist()
         s["heard_entropy_bits"] = evaluate.entropy_bits(hist)
-        s["digit_score"] = float(evaluate.metrics.digit_score(g["probs"]))
+        s["digit_score"] = float(metrics.digit_score(g["probs"]))
         if latents:
-            s["latent_top_pr"] = latent_top_pr(vparams["codebook"], real_tokens, g["tokens"], seed)
+            s["latent_top_pr"] = evaluate.latent_top_pr(vparams["codebook"], real_tokens, g["tokens"], seed)
         r[f"generated_{cond}"] = s
         tag = "conditional" if cond == "class" else "unconditional"
         if cond == "class":
-            evaluate.plot_confusion(out / "confusion_generated.png", g["confusion"],
-                                    f"conditional generations: {g['accuracy']:.3f}")
+            plots.plot_confusion(out / "confusion_generated.png", g["confusion"],
+                                 f"conditional generations: {g['accuracy']:.3f}")
             log(f"  conditional generations: accuracy {g['accuracy']:.4f}")
-            shown = [dg for dg in gen_digits if (y_te == dg).any()]  # digits with a real and a generated clip
-            first = [np.flatnonzero(y_te == dg)[0] for dg in shown]
-            gen_first = [gen_digits.index(dg) * n_per_digit for dg in shown]
-            evaluate.plot_spectrogram_grid(out / "real_vs_generated.png",
-                                           np.concatenate([x_te[first], g["heard"][gen_first]]),
-                                           [f"real {dg}" for dg in shown] +
-                                           [f"gen {dg}->{g['pred'][i]}" for dg, i in zip(shown, gen_first)],
-                                           ncols=len(shown),
-                                           suptitle="top: real test clips; bottom: generated (heard digit)")
+            plots.plot_real_vs_generated(out / "real_vs_generated.png", x_te, y_te, g["heard"], g["pred"],
+                                         gen_digits, n_per_digit)
         else:
             log(f"  unconditional generations: heard-digit entropy {s['heard_entropy_bits']:.3f} bits")
         for i in range(0, len(g["waves"]), max(1, n_per_digit // 2)):
             want = "u" if want_digits is None else want_digits[i]
-            from minivq.audio import save_wav
             save_wav(samples / f"{tag}_{want}_{i:04d}_heard{g['pred'][i]}.wav", g["waves"][i], fc.sr)
     return r
-
-
-def _summary(j):
-    s = {"n": int(len(j["pred"])), "mean_confidence": float(np.mean(j["confidence"]))}
-    if "accuracy" in j:
-        s.update(accuracy=float(j["accuracy"]), p_wanted=j["p_wanted"], confusion=j["confusion"].tolist())
-    return s
-
-
-def write_report(path, r):
-    """A short human-readable report of results.json."""
-    def pct(v):
-        return "n/a" if v is None else f"{100 * v:.1f} %"
-
-    def num(v, f="{:.3f}"):
-        return "n/a" if v is None else f.format(v)
-    rows = [("real test clips", r["real"]), ("Griffin-Lim round trips", r["griffin_lim"]),
-            ("VQ-VAE reconstructions", r["reconstruction"])]
-    if "generated_class" in r:
-        rows.append(("conditional generations", r["generated_class"]))
-    lines = ["# minivq pipeline report", "", f"settings: `{json.dumps(r['settings'])}`", "",
-             "| clips | n | classifier accuracy | mean confidence | fidelity | diversity | TopF1 | "
-             "precision | recall | density | coverage | Fréchet |", "|---" * 12 + "|"]
-    for name, s in rows:
-        m = s.get("metrics", {})
-        lines.append(f"| {name} | {s['n']} | {pct(s.get('accuracy'))} | {num(s['mean_confidence'])} | "
-                     f"{num(m.get('fidelity'))} | {num(m.get('diversity'))} | {num(m.get('top_f1'))} | "
-                     f"{num(m.get('precision'))} | {num(m.get('recall'))} | {num(m.get('density'))} | "
-                     f"{num(m.get('coverage'))} | {num(m.get('frechet'), '{:.2f}')} |")
-    cov = r.get("clips_per_digit")
-    if cov and (0 in cov["train"] or 0 in cov["test"]):
-        lines += ["", f"Not every digit has clips (per digit 0-9: train {cov['train']}, test {cov['test']}): "
-                  f"conditional generations cover digits {r['generated_digits']}, those with training clips; "
-                  "the real-clip rows cover the test clips there are."]
-    lines += ["", "Distribution metrics compare each set's classifier embeddings with the real test clips'.",
-              f"VQ-VAE test reconstruction MSE (standardised log-mel): {r['reconstruction']['mse_standardised']:.4f}"]
-    if "generated_none" in r:
-        u = r["generated_none"]
-        lines += ["", f"Unconditional generations ({u['n']}): heard-digit histogram {u['heard_histogram']}, "
-                  f"entropy {u['heard_entropy_bits']:.3f} bits (uniform: 3.322), digit score {u['digit_score']:.2f}, "
-                  f"fidelity {num(u['metrics'].get('fidelity'))}, diversity {num(u['metrics'].get('diversity'))}"]
-    lines += ["", "| stage | wall time this run | training time recorded by the trainer |", "|---|---|---|"]
-    for k, v in r["wall_seconds"].items():
-        lines.append(f"| {k} | {fmt_time(v)} | {fmt_time(r['train_seconds'][k]) if r['train_seconds'].get(k) else ''} |")
-    lines += ["", "Figures: confusion_real.png, confusion_generated.png, real_vs_generated.png; sounds: samples/."]
-    Path(path).write_text("\n".join(lines) + "\n")
-
-
-def export_bundle(out, dest, cr, conds, feat_cfg, res, data):
-    """Copy final weights (no optimiser state) into ``dest`` with manifest.json and one JSON card each."""
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    src = {"vqvae.npz": out / f"vqvae_cr{cr}" / "vqvae.npz", "classifier.npz": out / "classifier" / "classifier.npz"}
-    src.update({PRIOR_FILES[c]: out / f"prior_{c}" / TP.CKPT_NAME for c in conds})
-    common = {"data": {"name": "Free Spoken Digit Dataset (FSDD)", "path_used": str(Path(data).resolve()),
-                       "license": "CC BY-SA 4.0", "credit": "Zohar Jackson and the FSDD contributors",
-                       "split": "official (takes 0-4 test, 5-49 train)", "features": feat_cfg.to_dict()},
-              "minivq": __version__, "pipeline_command": " ".join(["python -m minivq.pipeline"] + sys.argv[1:]),
-              "pipeline_settings": res["settings"]}
-    files = {}
-    for name, path in src.items():
-        ck = checkpoint.load(path)
-        checkpoint.save(dest / name, ck["params"], config=ck["config"], extra=ck["extra"],
-                        meta={k: v for k, v in ck["meta"].items() if k not in ("step_loss", "rng_state")})
-        files[name] = {"bytes": (dest / name).stat().st_size, "sha256": checkpoint.file_sha256(dest / name)}
-        card = {"file": name, "config": ck["config"], **common}
-        card["metrics"] = _card_metrics(name, out, cr, res)
-        checkpoint.write_json(dest / name.replace(".npz", ".json"), card)
-    checkpoint.write_json(dest / "manifest.json", {"format": BUNDLE_FORMAT, "minivq": __version__, "files": files,
-                                                   "features": feat_cfg.to_dict(), "features_key": feat_cfg.key(),
-                                                   "sampling": res["settings"]["sampling"]})
-    log(f"exported bundle to {dest} ({sum(f['bytes'] for f in files.values()) / 1e6:.1f} MB)")
-
-
-def _card_metrics(name, out, cr, res):
-    if name == "classifier.npz":
-        m = checkpoint.read_json(out / "classifier" / "metrics.json", "metrics file")
-        return {k: m[k] for k in ("test_accuracy", "train_accuracy", "train_seconds", "epochs") if k in m}
-    if name == "vqvae.npz":
-        m = checkpoint.read_json(out / f"vqvae_cr{cr}" / "metrics.json", "metrics file")
-        m = {k: v for k, v in m.items() if not isinstance(v, (list, dict))}
-        m["classifier_accuracy_on_reconstructions"] = res["reconstruction"]["accuracy"]
-        return m
-    cond = "class" if "class" in name else "none"
-    m = checkpoint.read_json(out / f"prior_{cond}" / "metrics.json", "metrics file")
-    m = {k: m[k] for k in ("test_nats", "test_bits", "train_nats", "train_bits", "elapsed_s", "n_params") if k in m}
-    g = res.get(f"generated_{cond}", {})
-    m["classifier_accuracy_on_generations"] = g.get("accuracy")
-    m["heard_entropy_bits"] = g.get("heard_entropy_bits")
-    return m
 
 
 @outdir.scoped
@@ -390,7 +283,6 @@ def main(argv=None):
     p.add_argument("--temperature", type=cli.positive_float, default=1.0, help="sampling temperature for generations")
     p.add_argument("--latent-metrics", action="store_true",
                    help="also TopP&R of generated vs real token grids in the VQ latent space (projected to 32-d)")
-    import os
     try:
         a = p.parse_args(argv)  # a bad option is a cli.UsageError (a ValueError)
         data = a.data or os.environ.get("MINIVQ_FSDD")

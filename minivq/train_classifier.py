@@ -30,7 +30,7 @@ import numpy as np
 from minivq import checkpoint, cli
 from minivq import classifier as C
 from minivq.backend import asarray, to_numpy
-from minivq.evaluate import plot_confusion
+from minivq.plots import plot_confusion
 from minivq.optim import adam_step, clip_grad_norm, lr_at
 from minivq.progress import NonFiniteLoss, Progress, check_finite
 from minivq import outdir  # output folders: checked, locked, recorded

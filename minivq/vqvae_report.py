@@ -12,12 +12,13 @@ from minivq import audio, checkpoint
 from minivq import quantizer as Q
 from minivq import vqvae as V
 from minivq.backend import to_numpy
+from minivq.plots import plot_vqvae_recon
 
 N_FIGURE = 6  # test clips shown in recon.png
 N_WAVS = 3    # test clips written as original/reconstruction WAV pairs
 
 
-def evaluate(params, cfg, norm, x_raw, batch=128):
+def reconstruction_stats(params, cfg, norm, x_raw, batch=128):
     """x_raw: (N, M, T) raw log-mel -> (tokens (N, h, w) int64, recon (N, M, T) raw log-mel,
     mse in standardised units, mse in log-mel units)."""
     from minivq.train_vqvae import _prep
@@ -52,7 +53,7 @@ def finish_run(params, cfg, norm, features, out, tcfg, history, train_seconds, v
                                                        "features": feat_cfg},
                     meta={"history": history, "train_seconds": train_seconds},
                     extra={"norm_mean": np.float64(norm["mean"]), "norm_std": np.float64(norm["std"])})
-    te_tok, te_rec, te_mse, te_mse_raw = evaluate(params, cfg, norm, features.test.x) \
+    te_tok, te_rec, te_mse, te_mse_raw = reconstruction_stats(params, cfg, norm, features.test.x) \
         if len(features.test.x) else (np.zeros((0, cfg.grid, cfg.grid), np.int64), None, float("nan"), float("nan"))
     tr_tok = np.concatenate([to_numpy(V.encode(params, _prep_chunk(features.train.x[s:s + 256], norm), cfg))
                              for s in range(0, len(features.train.x), 256)])  # (N, h, w)
@@ -80,7 +81,9 @@ def finish_run(params, cfg, norm, features, out, tcfg, history, train_seconds, v
                   test_speaker=np.asarray(features.test.speaker, dtype=str), K=np.int64(cfg.K), cr=np.int64(cfg.cr))
     checkpoint.atomic_write(out / "tokens.npz", lambda f: np.savez(f, **tokens))  # never half-written
     if te_rec is not None:
-        _figure(out / "recon.png", features.test.x, te_rec, te_tok, ste["hist"], stt["hist"], history, cfg)
+        plot_vqvae_recon(out / "recon.png", features.test.x[:N_FIGURE], te_rec[:N_FIGURE], te_tok[:N_FIGURE],
+                         ste["hist"], stt["hist"], history, cfg.K,
+                         f"VQ-VAE CR={cfg.cr} ({cfg.grid}x{cfg.grid} tokens): test inputs vs reconstructions")
         _wavs(out, features.test.x[:N_WAVS], te_rec[:N_WAVS], features.cfg)
     if verbose:
         print(f"wrote {out / 'vqvae.npz'}, metrics.json, tokens.npz, recon.png, WAVs", file=sys.stderr)
@@ -90,42 +93,6 @@ def finish_run(params, cfg, norm, features, out, tcfg, history, train_seconds, v
 def _prep_chunk(x, norm):
     from minivq.train_vqvae import _prep
     return _prep(x, norm)
-
-
-def _figure(path, x, rec, tokens, hist_test, hist_train, history, cfg):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    n = min(N_FIGURE, len(x))
-    fig = plt.figure(figsize=(2.2 * n, 9.5))
-    gs = fig.add_gridspec(4, n, height_ratios=[1, 1, 1, 1.1])
-    lo, hi = np.percentile(x[:n], [1, 99.9])
-    for i in range(n):
-        for r, (img, title) in enumerate(((x[i], "input"), (rec[i], "reconstruction"), (tokens[i], "tokens"))):
-            ax = fig.add_subplot(gs[r, i])
-            if r < 2:
-                ax.imshow(img, origin="lower", aspect="auto", vmin=lo, vmax=hi, cmap="magma")
-            else:
-                ax.imshow(img, origin="lower", aspect="auto", cmap="tab20", interpolation="nearest")
-            ax.set_xticks([]), ax.set_yticks([])
-            if i == 0:
-                ax.set_ylabel(title)
-    ax = fig.add_subplot(gs[3, : max(1, n // 2)])
-    # lines, not bars: K bar patches make the figure slow to lay out and save
-    ax.step(np.arange(cfg.K), np.maximum(np.sort(hist_train)[::-1], 0.5), where="mid", label="train")
-    ax.step(np.arange(cfg.K), np.maximum(np.sort(hist_test)[::-1], 0.5), where="mid", label="test")
-    ax.set_yscale("log"), ax.set_xlabel("code (sorted by use; 0.5 = unused)"), ax.set_ylabel("count"), ax.legend()
-    ax.set_title("codebook usage")
-    if history:
-        ax = fig.add_subplot(gs[3, max(1, n // 2):])
-        ep = [h["epoch"] for h in history]
-        ax.plot(ep, [h["perplexity"] for h in history], "o-", label="perplexity")
-        ax.plot(ep, [h["active"] * cfg.K for h in history], "s-", label="active codes")
-        ax.set_xlabel("epoch"), ax.set_title(f"usage per epoch (K={cfg.K})"), ax.legend()
-    fig.suptitle(f"VQ-VAE CR={cfg.cr} ({cfg.grid}x{cfg.grid} tokens): test inputs vs reconstructions")
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
 
 
 def _wavs(out, x, rec, feat_cfg):

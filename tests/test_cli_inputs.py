@@ -9,6 +9,7 @@ import pytest
 
 from minivq import checkpoint, generate, pipeline
 from minivq import sampling as S
+from minivq.bundle import generate_clips
 from minivq import train_classifier as TC
 from minivq import train_prior as TP
 from minivq import train_vqvae as TV
@@ -146,7 +147,7 @@ _FAKE_BUNDLE = SimpleNamespace(prior=(None, None, None), vqvae=(None, None, None
 def test_generate_function_refuses_nonsense(kw, words):
     kw = {"digits": [3], **kw}
     with pytest.raises(ValueError, match=words.replace("(", r"\(").replace("]", r"\]")):
-        generate.generate(_FAKE_BUNDLE, **kw)
+        generate_clips(_FAKE_BUNDLE, **kw)
 
 
 @pytest.mark.parametrize("kw, words", [

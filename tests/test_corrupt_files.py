@@ -9,16 +9,17 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from minivq import checkpoint, generate, pipeline
+from minivq import checkpoint, generate
 from minivq import classifier as C
 from minivq import train_classifier as TC
 from minivq import train_prior as TP
 from minivq import train_vqvae as TV
 from minivq import vqvae as V
 from minivq.audio import FeatureConfig
+from minivq.bundle import DEFAULT_CHECKPOINT, SAMPLING_DEFAULTS, export_bundle, load_bundle
 from minivq.train import main as train_main
 
-SHIPPED = generate.DEFAULT_CHECKPOINT
+SHIPPED = DEFAULT_CHECKPOINT
 
 
 def flip_member_byte(path, member_prefix="p/"):
@@ -73,7 +74,7 @@ def test_generate_on_a_damaged_bundle_file(tmp_path, bundle_copy, capsys):
     b = _bundle(tmp_path, bundle_copy)
     flip_member_byte(b / "vqvae.npz")
     with pytest.raises(ValueError, match="vqvae.npz is damaged"):
-        generate.load_bundle(b)
+        load_bundle(b)
     assert generate.main(["--checkpoint", str(b), "--out", str(tmp_path / "out")]) == 2
     assert "vqvae.npz is damaged" in _one_line_error(capsys)
     assert not (tmp_path / "out").exists()
@@ -89,7 +90,7 @@ def test_unreadable_manifest_names_the_file(tmp_path, bundle_copy, text, words, 
     b = _bundle(tmp_path, bundle_copy)
     (b / "manifest.json").write_bytes(text.encode("latin-1"))
     with pytest.raises(ValueError, match=words):
-        generate.load_bundle(b)
+        load_bundle(b)
     assert generate.main(["--checkpoint", str(b), "--out", str(tmp_path / "out")]) == 2
     err = _one_line_error(capsys)
     assert str(b / "manifest.json") in err and words in err
@@ -109,7 +110,7 @@ def test_manifest_contents_are_checked(tmp_path, bundle_copy, change, words):
     change(m)
     (b / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(ValueError, match=words) as e:
-        generate.load_bundle(b)
+        load_bundle(b)
     assert str(b / "manifest.json") in str(e.value)
 
 
@@ -136,7 +137,7 @@ def test_a_file_from_another_run_does_not_belong(tmp_path, bundle_copy, capsys):
     b = _bundle(tmp_path, bundle_copy)
     _other_run(b / "vqvae.npz")
     with pytest.raises(ValueError, match="vqvae.npz does not match the sha256 .* does not belong to this bundle"):
-        generate.load_bundle(b)
+        load_bundle(b)
     assert generate.main(["--checkpoint", str(b), "--out", str(tmp_path / "out")]) == 2
     assert "does not belong to this bundle" in _one_line_error(capsys)
 
@@ -147,12 +148,12 @@ def test_manifest_without_sha256_still_loads_and_checks_sizes(tmp_path, bundle_c
     for rec in m["files"].values():
         del rec["sha256"]
     (b / "manifest.json").write_text(json.dumps(m))
-    bundle = generate.load_bundle(b)  # an older manifest: byte counts only
+    bundle = load_bundle(b)  # an older manifest: byte counts only
     assert bundle.vqvae[1].K == 512
     m["files"]["classifier.npz"]["bytes"] += 1
     (b / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(ValueError, match="classifier.npz has .* bytes, the manifest records .* does not belong"):
-        generate.load_bundle(b)
+        load_bundle(b)
 
 
 def test_unlisted_file_does_not_belong(tmp_path, bundle_copy):
@@ -161,7 +162,7 @@ def test_unlisted_file_does_not_belong(tmp_path, bundle_copy):
     del m["files"]["prior_none.npz"]
     (b / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(ValueError, match="prior_none.npz is not listed in .* does not belong to this bundle"):
-        generate.load_bundle(b)
+        load_bundle(b)
 
 
 def test_exported_manifest_records_sha256(tmp_path, bundle_copy):
@@ -174,12 +175,12 @@ def test_exported_manifest_records_sha256(tmp_path, bundle_copy):
         target = TP.CKPT_NAME if sub.startswith("prior") else name
         shutil.copy(bundle_copy / name, out / sub / target)
         (out / sub / "metrics.json").write_text(json.dumps(metrics))
-    res = {"settings": {"sampling": generate.SAMPLING_DEFAULTS}, "reconstruction": {"accuracy": 0.9}}
-    pipeline.export_bundle(out, tmp_path / "export", 16, ["class", "none"], FeatureConfig(), res, tmp_path)
+    res = {"settings": {"sampling": SAMPLING_DEFAULTS}, "reconstruction": {"accuracy": 0.9}}
+    export_bundle(out, tmp_path / "export", 16, ["class", "none"], FeatureConfig(), res, tmp_path)
     m = json.loads((tmp_path / "export" / "manifest.json").read_text())
     for name, rec in m["files"].items():
         assert rec["sha256"] == checkpoint.file_sha256(tmp_path / "export" / name)
-    generate.load_bundle(tmp_path / "export")
+    load_bundle(tmp_path / "export")
 
 
 # ----------------------------------------------------------------------------- --resume on the wrong file

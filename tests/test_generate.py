@@ -9,8 +9,9 @@ import pytest
 import soundfile as sf
 
 from minivq import checkpoint, generate
+from minivq.bundle import DEFAULT_CHECKPOINT, generate_clips, load_bundle
 
-SHIPPED = generate.DEFAULT_CHECKPOINT
+SHIPPED = DEFAULT_CHECKPOINT
 
 
 def test_shipped_bundle_is_present_and_small():
@@ -39,12 +40,12 @@ def test_generate_cli_end_to_end_on_shipped_weights(tmp_path, capsys):
 
 
 def test_generate_one_digit_several_samples(tmp_path):
-    bundle = generate.load_bundle(SHIPPED)
-    res = generate.generate(bundle, digits=[7, 7, 7], seed=1, gl_iters=16)
+    bundle = load_bundle(SHIPPED)
+    res = generate_clips(bundle, digits=[7, 7, 7], seed=1, gl_iters=16)
     assert res["tokens"].shape == (3, 16, 16) and res["waves"].shape == (3, 8192)
     assert res["tokens"].min() >= 0 and res["tokens"].max() < bundle.vqvae[1].K
     assert not np.array_equal(res["tokens"][0], res["tokens"][1])  # samples differ
-    again = generate.generate(bundle, digits=[7, 7, 7], seed=1, gl_iters=16)
+    again = generate_clips(bundle, digits=[7, 7, 7], seed=1, gl_iters=16)
     assert np.array_equal(again["tokens"], res["tokens"])  # and a seed repeats them
 
 
@@ -79,10 +80,10 @@ def test_missing_manifest_and_wrong_format_are_clear(tmp_path):
     m = json.loads((b / "manifest.json").read_text())
     (b / "manifest.json").write_text(json.dumps({**m, "format": 99}))
     with pytest.raises(ValueError, match="bundle format 99"):
-        generate.load_bundle(b)
+        load_bundle(b)
     (b / "manifest.json").unlink()
     with pytest.raises(FileNotFoundError, match="not a minivq model bundle"):
-        generate.load_bundle(b)
+        load_bundle(b)
 
 
 def test_mismatched_checkpoint_versions_are_detected(tmp_path):
@@ -93,7 +94,7 @@ def test_mismatched_checkpoint_versions_are_detected(tmp_path):
     cfg["model"] = {**cfg["model"], "n_code": 256}
     checkpoint.save(b / "prior_class.npz", ck["params"], config=cfg, meta=ck["meta"])
     with pytest.raises(ValueError, match="checkpoint versions do not match"):
-        generate.load_bundle(b)
+        load_bundle(b)
 
 
 def test_guide_reading_another_grid_order_is_refused(tmp_path):
@@ -103,11 +104,11 @@ def test_guide_reading_another_grid_order_is_refused(tmp_path):
     cfg["model"] = {**cfg["model"], "order": "time"}
     checkpoint.save(b / "prior_none.npz", ck["params"], config=cfg, meta=ck["meta"])
     with pytest.raises(ValueError, match="different orders"):
-        generate.load_bundle(b)
+        load_bundle(b)
 
 
 def test_uncond_without_unconditional_prior_is_clear(tmp_path):
     b = _copy_bundle(tmp_path)
     (b / "prior_none.npz").unlink(missing_ok=True)
     with pytest.raises(FileNotFoundError, match="no unconditional prior"):
-        generate.load_bundle(b, cond="none")
+        load_bundle(b, cond="none")

@@ -6,7 +6,9 @@ import shutil
 import numpy as np
 import pytest
 
-from minivq import generate, pipeline
+from minivq import pipeline
+from minivq.bundle import load_bundle
+from minivq.evaluate import latent_top_pr
 
 TINY = dict(max_per_digit=6, clf_epochs=1, vq_epochs=1, prior_epochs=1, uncond_epochs=1, d_model=32, n_layer=1,
             n_per_digit=2, warmup=1)
@@ -45,12 +47,12 @@ def test_pipeline_writes_results_report_and_figures(tiny_run):
 def test_exported_bundle_loads_and_has_cards(tiny_run):
     out, _ = tiny_run
     b = out / "bundle"
-    bundle = generate.load_bundle(b)
+    bundle = load_bundle(b)
     assert bundle.prior[1].context == bundle.vqvae[1].grid ** 2
     for name in ("vqvae", "prior_class", "prior_none", "classifier"):
         card = json.loads((b / f"{name}.json").read_text())
         assert card["data"]["license"] == "CC BY-SA 4.0" and "metrics" in card and "pipeline_command" in card
-    assert generate.load_bundle(b, cond="none").prior[1].cond == "none"
+    assert load_bundle(b, cond="none").prior[1].cond == "none"
 
 
 def test_rerun_reuses_finished_stages(tiny_run, capsys):
@@ -105,8 +107,8 @@ def test_latent_top_pr_in_code_space():
     real = rng.integers(0, 512, (300, 1, 2))  # (N, h, w) grids of lower-half codes
     same = rng.integers(0, 512, (300, 1, 2))
     other = rng.integers(512, 1024, (300, 1, 2))
-    a = pipeline.latent_top_pr(codebook, real, same)
-    b = pipeline.latent_top_pr(codebook, real, other)
+    a = latent_top_pr(codebook, real, same)
+    b = latent_top_pr(codebook, real, other)
     assert a["fidelity"] > 0.8 and a["diversity"] > 0.8
     assert b["fidelity"] == 0.0 and b["diversity"] == 0.0
-    assert pipeline.latent_top_pr(codebook, real[:5], same[:5])["fidelity"] is None
+    assert latent_top_pr(codebook, real[:5], same[:5])["fidelity"] is None
