@@ -18,7 +18,7 @@ Parameters are a dict with keys ``w_qkv`` (C, 3C), ``b_qkv`` (3C,), ``w_proj`` (
 import math
 
 from minivq.backend import asarray, xp
-from minivq.layers import linear_backward, linear_forward
+from minivq.layers import linear_backward, linear_forward, softmax
 
 ATTN_KEYS = ("w_qkv", "b_qkv", "w_proj", "b_proj")
 
@@ -57,15 +57,6 @@ def causal_mask(T, S=None, dtype="float32"):
     return xp.where(s > t, -xp.inf, 0.0).astype(dtype)  # (T, S)
 
 
-def softmax_lastaxis_(a):
-    """In-place softmax over the last axis (a is overwritten; returns it).
-    Rows start with the max subtracted, so exp never overflows; masked -inf entries become 0."""
-    a -= a.max(axis=-1, keepdims=True)
-    xp.exp(a, out=a)
-    a /= a.sum(axis=-1, keepdims=True)
-    return a
-
-
 def attention_forward(x, params, n_head):
     """x: (B, T, C), params: dict (see module doc), n_head: H dividing C -> out (B, T, C), cache."""
     B, T, C = x.shape
@@ -80,7 +71,7 @@ def attention_forward(x, params, n_head):
     q = q * scale  # scaling q (B, H, T, E) is T/E times cheaper than scaling the scores
     att = q @ k.transpose(0, 1, 3, 2)  # (B, H, T, T) scores q k^T / sqrt(E)
     att += causal_mask(T, dtype=att.dtype)  # future keys -> -inf
-    softmax_lastaxis_(att)  # (B, H, T, T) probabilities, in place
+    softmax(att, out=att)  # (B, H, T, T) probabilities, in place
     y = att @ v  # (B, H, T, E)
     ym = _merge_heads(y)  # (B, T, C)
     out, c_proj = linear_forward(ym, params["w_proj"], params["b_proj"])  # (B, T, C)
@@ -146,6 +137,6 @@ def attention_step(x, params, n_head, kv):
     k, v = kv["k"][:, :, :n + 1], kv["v"][:, :, :n + 1]  # (B, H, S, E) views
     att = q @ k.transpose(0, 1, 3, 2)  # (B, H, 1, S)
     att *= 1.0 / math.sqrt(E)
-    softmax_lastaxis_(att)
+    softmax(att, out=att)  # (B, H, 1, S) probabilities, in place
     y = _merge_heads(att @ v)  # (B, 1, C)
     return y @ params["w_proj"] + params["b_proj"]  # (B, 1, C)

@@ -24,7 +24,7 @@ import dataclasses
 from minivq import checkpoint
 from minivq.backend import asarray, rng, xp
 from minivq.layers import (conv2d_backward, conv2d_forward, linear_backward, linear_forward,
-                           relu_backward, relu_forward, softmax_cross_entropy)
+                           relu_backward, relu_forward, softmax, softmax_cross_entropy)
 
 CONVS = ("conv1", "conv2", "conv3", "conv4")
 
@@ -183,9 +183,7 @@ def _run_batched(params, x, batch, what):
         if what == "embed":
             outs.append(embedding_of(cache))
         else:
-            z = logits - logits.max(axis=1, keepdims=True)
-            e = xp.exp(z)
-            outs.append(e / e.sum(axis=1, keepdims=True))  # softmax, (b, K)
+            outs.append(softmax(logits))  # (b, K)
     return xp.concatenate(outs)  # (B, E) or (B, K)
 
 

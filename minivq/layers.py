@@ -262,27 +262,49 @@ def scatter_sum(idx, values, V):
     return onehot.T @ values  # (V, D)
 
 
+# ----------------------------------------------------------------------------- softmax
+def stable_exp(z, out=None):
+    """The one stable softmax kernel of the package (every softmax and log-sum-exp uses it).
+    z: (..., V) -> (e, s, zmax) over the last axis:
+        zmax = max_j z_j                 (..., 1)
+        e    = exp(z - zmax)             (..., V)  each in [0, 1], the largest exactly 1: no overflow
+        s    = sum_j e_j                 (..., 1)  >= 1
+    so that softmax(z) = e / s and log sum_j exp(z_j) = zmax + log s. Entries of -inf (masked)
+    give e = 0. out: the buffer e is written to (pass z itself to overwrite z); default new."""
+    zmax = z.max(axis=-1, keepdims=True)  # (..., 1)
+    e = xp.subtract(z, zmax, out=out)  # (..., V) shifted logits
+    xp.exp(e, out=e)
+    s = e.sum(axis=-1, keepdims=True)  # (..., 1)
+    return e, s, zmax
+
+
+def softmax(z, out=None):
+    """z: (..., V) -> probabilities (..., V) over the last axis: p = exp(z - max z) / sum exp(z - max z).
+    out=z overwrites z in place (saves a (..., V) buffer, e.g. attention scores); default new."""
+    e, s, _ = stable_exp(z, out)
+    e /= s
+    return e
+
+
 # ----------------------------------------------------------------------------- losses
 def softmax_cross_entropy(logits, targets, mask=None):
     """logits: (..., V), targets: (...) int, mask: (...) bool/0-1 or None
     -> (loss, dlogits). loss = mean over unmasked positions of -log softmax(logits)[target].
-    Stable: subtract the row max before exp.  dlogits = (softmax - onehot) * mask / n_unmasked."""
+    Stable (stable_exp subtracts the row max).  dlogits = (softmax - onehot) * mask / n_unmasked."""
     V = logits.shape[-1]
     rows = xp.arange(targets.size)
     t = targets.reshape(-1)  # (N,)
-    # one (N, V) buffer, reused: shifted logits -> exp -> softmax -> dlogits
+    # one (N, V) buffer, reused: exp of the shifted logits -> softmax -> dlogits
     flat = logits.reshape(-1, V)  # (N, V) view
-    e = flat - flat.max(axis=-1, keepdims=True)  # (N, V) z = shifted logits
-    z_t = e[rows, t]  # (N,) the target's shifted logit
-    xp.exp(e, out=e)
-    sum_e = e.sum(axis=-1)  # (N,)
-    nll = xp.log(sum_e) - z_t  # (N,)  -log softmax(z)[t] = log sum exp(z) - z_t
+    e, sum_e, zmax = stable_exp(flat)  # (N, V), (N, 1), (N, 1)
+    z_t = flat[rows, t] - zmax[:, 0]  # (N,) the target's shifted logit
+    nll = xp.log(sum_e[:, 0]) - z_t  # (N,)  -log softmax(z)[t] = log sum exp(z) - z_t
     m = xp.ones(t.shape, dtype=logits.dtype) if mask is None else mask.reshape(-1).astype(logits.dtype)
     n = m.sum()
     if float(n) == 0:
         raise ValueError("softmax_cross_entropy: the mask selects no positions")
     loss = (nll * m).sum() / n
-    e /= sum_e[:, None]  # softmax
+    e /= sum_e  # softmax
     e[rows, t] -= 1
     e *= (m / n)[:, None]
     return loss, e.reshape(logits.shape)  # dlogits (..., V)

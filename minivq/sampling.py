@@ -18,7 +18,7 @@ gives the same tokens on CPU and GPU.
 from minivq import cli
 from minivq.attention import attention_step, new_kv_cache
 from minivq.backend import asarray, rng as host_rng, to_numpy, xp
-from minivq.layers import gelu_forward, layernorm_forward
+from minivq.layers import gelu_forward, layernorm_forward, softmax
 from minivq.transformer import block_params, forward_logits
 
 
@@ -32,9 +32,7 @@ def filter_logits(logits, temperature=1.0, top_k=None, top_p=None):
         # exactly k survive, even with ties at the k-th value (a threshold test would keep them all)
         drop = xp.argpartition(z, K - top_k, axis=-1)[:, :K - top_k]  # (N, K-k) ids of the smallest
         z[xp.arange(z.shape[0])[:, None], drop] = -xp.inf
-    z -= z.max(axis=-1, keepdims=True)
-    p = xp.exp(z)
-    p /= p.sum(axis=-1, keepdims=True)  # (N, K)
+    p = softmax(z, out=z)  # (N, K) in place: z is this function's own copy
     if top_p is not None and top_p < 1.0:
         order = xp.argsort(-p, axis=-1)  # (N, K) most probable first
         ps = xp.take_along_axis(p, order, axis=-1)  # (N, K)

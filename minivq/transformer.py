@@ -31,7 +31,7 @@ from minivq.backend import asarray, xp
 from minivq.backend import rng as host_rng
 from minivq.layers import (embedding_backward, embedding_forward, gelu_backward, gelu_forward,
                            layernorm_backward, layernorm_forward, linear_backward, linear_forward,
-                           softmax_cross_entropy)
+                           softmax_cross_entropy, stable_exp)
 
 LN2 = 0.6931471805599453  # ln 2: nats -> bits
 
@@ -281,9 +281,9 @@ def backward(cache):
 
 def token_nll(logits, targets):
     """logits (B, T, K), targets (B, T) -> negative log-likelihood per position (B, T), nats."""
-    z = logits - logits.max(axis=-1, keepdims=True)  # (B, T, K)
-    lse = xp.log(xp.exp(z).sum(axis=-1))  # (B, T)
-    return lse - xp.take_along_axis(z, targets[..., None], axis=-1)[..., 0]  # (B, T)
+    _, s, zmax = stable_exp(logits)  # (B, T, K), (B, T, 1), (B, T, 1)
+    z_t = xp.take_along_axis(logits, targets[..., None], axis=-1) - zmax  # (B, T, 1) the target's shifted logit
+    return (xp.log(s) - z_t)[..., 0]  # (B, T)  log sum exp(z) - z_t, both less the row max
 
 
 def evaluate(params, cfg, seqs, batch_size=64):
