@@ -15,7 +15,8 @@ Architecture (fixed depth, so forward and backward are straight-line code side b
 Stride-2 convolutions halve the image each time (no pooling layer needed); flattening
 (rather than global pooling) keeps *where* in frequency and time a pattern sits, which is
 what tells "six" from "seven". Input standardisation (per-mel-band mean/std of the training
-split) lives outside the model: ``standardise`` applies the stats stored in the checkpoint.
+split, ``band_stats``; not the VQ-VAE's one global mean/std) lives outside the model:
+``standardise`` applies the stats stored in the checkpoint.
 """
 from __future__ import annotations
 
@@ -216,8 +217,8 @@ def embed(params, x, batch=256):
     return _run_batched(params, x, batch, "embed")
 
 
-# ----------------------------------------------------------------------------- normalisation
-def norm_stats(x_train):
+# ----------------------------------------------------------------------------- per-band standardisation
+def fit_band_stats(x_train):
     """x_train: (N, M, T) raw log-mel -> {"mean": (M, 1), "std": (M, 1)} per mel band over
     every clip and frame of the training split (std floored at 1e-3 against silent bands)."""
     x = asarray(x_train, dtype="float64")
@@ -226,40 +227,44 @@ def norm_stats(x_train):
     return {"mean": mean.astype("float32"), "std": std.astype("float32")}
 
 
-def standardise(logmel, norm):
+norm_stats = fit_band_stats  # old name, still called by train_classifier.py
+
+
+def standardise(logmel, band_stats):
     """logmel: raw (unstandardised) log-mel (M, T), (B, M, T) or (B, 1, M, T)
     -> (B, 1, M, T) float32 with the training split's per-band mean/std removed."""
     x = _as_batch(logmel)
-    mean, std = asarray(norm["mean"]), asarray(norm["std"])
+    mean, std = asarray(band_stats["mean"]), asarray(band_stats["std"])
     if x.shape[2] != mean.shape[0]:
         raise ValueError(f"log-mel has {x.shape[2]} mel bands but the normalisation stats have {mean.shape[0]}")
     return ((x - mean) / std).astype("float32")  # (B, 1, M, T)
 
 
 # ----------------------------------------------------------------------------- checkpoints
-def save_classifier(path, params, cfg, norm, meta=None, opt_state=None):
-    """Write a classifier checkpoint: params, config, norm stats in ``extra``, meta."""
+def save_classifier(path, params, cfg, band_stats, meta=None, opt_state=None):
+    """Write a classifier checkpoint: params, config, per-band stats in ``extra`` (as norm_mean /
+    norm_std, the names the file format has always used), meta."""
     return checkpoint.save(path, params, config=cfg.to_dict(), opt_state=opt_state, meta=meta,
-                           extra={"norm_mean": norm["mean"], "norm_std": norm["std"]})
+                           extra={"norm_mean": band_stats["mean"], "norm_std": band_stats["std"]})
 
 
 def load_classifier(path):
-    """-> (params on the backend, ClassifierConfig, norm {"mean", "std"} (M, 1) host arrays)."""
+    """-> (params on the backend, ClassifierConfig, band_stats {"mean", "std"} (M, 1) host arrays)."""
     ck = checkpoint.load(path)
     if "norm_mean" not in ck["extra"] or "conv1_w" not in ck["params"]:
         raise ValueError(f"checkpoint {path} is not a classifier checkpoint (no conv1_w / norm stats)")
     cfg = ClassifierConfig.from_dict(ck["config"])
     params = {k: asarray(v) for k, v in ck["params"].items()}
-    norm = {"mean": ck["extra"]["norm_mean"], "std": ck["extra"]["norm_std"]}
-    return params, cfg, norm
+    band_stats = {"mean": ck["extra"]["norm_mean"], "std": ck["extra"]["norm_std"]}
+    return params, cfg, band_stats
 
 
-def classify(params, norm, logmel, batch=256):
+def classify(params, band_stats, logmel, batch=256):
     """Raw log-mel (as audio.log_mel makes it) (M, T) or (B, M, T) -> probabilities (B, K).
-    Applies the stored normalisation, then predict."""
-    return predict(params, standardise(logmel, norm), batch)
+    Applies the stored per-band standardisation, then predict."""
+    return predict(params, standardise(logmel, band_stats), batch)
 
 
-def classify_embed(params, norm, logmel, batch=256):
+def classify_embed(params, band_stats, logmel, batch=256):
     """Raw log-mel (M, T) or (B, M, T) -> embeddings (B, E) (standardised with the stored stats)."""
-    return embed(params, standardise(logmel, norm), batch)
+    return embed(params, standardise(logmel, band_stats), batch)
