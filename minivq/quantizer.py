@@ -196,7 +196,8 @@ def restart_dead_codes(codebook, state, z_e, idx, after=20, seed=0, min_share=0.
 def usage_stats(idx, K):
     """idx: (...) chosen codes -> {'perplexity': exp(entropy of the code histogram) (1..K),
     'active': fraction of the K codes chosen at least once, 'hist': (K,) counts (NumPy)}.
-    Perplexity is the 'effective number of codes': K when all are used equally often."""
+    Perplexity is the 'effective number of codes': K when all are used equally often.
+    The one computation of these numbers: metrics.codebook_usage reports the same ones."""
     counts = code_counts(asarray(idx), K)  # (K,)
     p = counts / max(int(counts.sum()), 1)  # (K,)
     ent = float(-(p * xp.log(xp.where(p > 0, p, 1.0))).sum())  # 0 log 0 = 0
