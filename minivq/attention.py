@@ -148,7 +148,7 @@ def attention_step(x, params, n_head, kv):
     kv["n"] = n + 1
     k, v = kv["k"][:, :, :n + 1], kv["v"][:, :, :n + 1]  # (B, H, S, E) views
     att = q @ k.transpose(0, 1, 3, 2)  # (B, H, 1, S)
-    att *= 1.0 / math.sqrt(E)
+    att *= 1.0 / math.sqrt(E)  # (attention_forward scales q instead: the two agree to round-off)
     softmax(att, out=att)  # (B, H, 1, S) probabilities, in place
     y = _merge_heads(att @ v)  # (B, 1, C)
     return y @ params["w_proj"] + params["b_proj"]  # (B, 1, C)
