@@ -16,11 +16,23 @@ Parameters are a dict with keys ``w_qkv`` (C, 3C), ``b_qkv`` (3C,), ``w_proj`` (
 ``b_proj`` (C,); gradients come back as a dict with the same keys (``d`` is implied).
 """
 import math
+from typing import NamedTuple
 
 from minivq.backend import asarray, xp
-from minivq.layers import linear_backward, linear_forward
+from minivq.layers import LinearCache, linear_backward, linear_forward, softmax
 
-ATTN_KEYS = ("w_qkv", "b_qkv", "w_proj", "b_proj")
+ATTN_KEYS = ("w_qkv", "b_qkv", "w_proj", "b_proj")  # the parameter names, in init_attention's order
+
+
+class AttentionCache(NamedTuple):
+    qkv: LinearCache   # the fused projection: x (B, T, C), w_qkv (C, 3C)
+    proj: LinearCache  # the output projection: merged heads ym (B, T, C), w_proj (C, C)
+    q: object          # (B, H, T, E) queries, already scaled by 1/sqrt(E)
+    k: object          # (B, H, T, E) keys
+    v: object          # (B, H, T, E) values
+    att: object        # (B, H, T, T) attention probabilities (0 above the diagonal)
+    scale: float       # 1/sqrt(E)
+    n_head: int        # H
 
 
 def init_attention(C, rng, n_layer=1, std=0.02):
@@ -58,12 +70,9 @@ def causal_mask(T, S=None, dtype="float32"):
 
 
 def softmax_lastaxis_(a):
-    """In-place softmax over the last axis (a is overwritten; returns it).
-    Rows start with the max subtracted, so exp never overflows; masked -inf entries become 0."""
-    a -= a.max(axis=-1, keepdims=True)
-    xp.exp(a, out=a)
-    a /= a.sum(axis=-1, keepdims=True)
-    return a
+    """Old name of layers.softmax(a, out=a) (in place over the last axis), kept until
+    lessons/06_attention.py calls layers.softmax."""
+    return softmax(a, out=a)
 
 
 def attention_forward(x, params, n_head):
@@ -80,11 +89,11 @@ def attention_forward(x, params, n_head):
     q = q * scale  # scaling q (B, H, T, E) is T/E times cheaper than scaling the scores
     att = q @ k.transpose(0, 1, 3, 2)  # (B, H, T, T) scores q k^T / sqrt(E)
     att += causal_mask(T, dtype=att.dtype)  # future keys -> -inf
-    softmax_lastaxis_(att)  # (B, H, T, T) probabilities, in place
+    softmax(att, out=att)  # (B, H, T, T) probabilities, in place
     y = att @ v  # (B, H, T, E)
     ym = _merge_heads(y)  # (B, T, C)
     out, c_proj = linear_forward(ym, params["w_proj"], params["b_proj"])  # (B, T, C)
-    return out, (c_qkv, c_proj, q, k, v, att, scale, n_head)
+    return out, AttentionCache(c_qkv, c_proj, q, k, v, att, scale, n_head)
 
 
 def attention_backward(dout, cache):
@@ -94,9 +103,9 @@ def attention_backward(dout, cache):
     The row sum needs no (T, T) temporary: with da = dy v^T and y = a v,
         sum_j a_tj da_tj = sum_j a_tj (dy_t . v_j) = dy_t . y_t
     (the identity FlashAttention uses), a dot product over E per (b, h, t)."""
-    c_qkv, c_proj, q, k, v, att, scale, n_head = cache
-    dym, dw_proj, db_proj = linear_backward(dout, c_proj)  # (B, T, C)
-    ym = c_proj[0]  # (B, T, C) the merged head outputs
+    q, k, v, att, scale, n_head = cache.q, cache.k, cache.v, cache.att, cache.scale, cache.n_head
+    dym, dw_proj, db_proj = linear_backward(dout, cache.proj)  # (B, T, C)
+    ym = cache.proj.x  # (B, T, C) the merged head outputs
     B, T, C = ym.shape
     dy = _split_heads(dym, n_head)  # (B, H, T, E)
     rowdot = (dym * ym).reshape(B, T, n_head, -1).sum(axis=-1)  # (B, T, H)
@@ -109,13 +118,13 @@ def attention_backward(dout, cache):
     dq *= scale  # ... and of q
     dk = ds.transpose(0, 1, 3, 2) @ q  # (B, H, T, E)
     dqkv = xp.concatenate([_merge_heads(dq), _merge_heads(dk), _merge_heads(dv)], axis=-1)  # (B, T, 3C)
-    dx, dw_qkv, db_qkv = linear_backward(dqkv, c_qkv)  # (B, T, C)
+    dx, dw_qkv, db_qkv = linear_backward(dqkv, cache.qkv)  # (B, T, C)
     return dx, {"w_qkv": dw_qkv, "b_qkv": db_qkv, "w_proj": dw_proj, "b_proj": db_proj}
 
 
 def attention_probs(cache):
     """The attention probabilities (B, H, T, T) kept by attention_forward (for figures)."""
-    return cache[5]
+    return cache.att
 
 
 # ----------------------------------------------------------------------------- KV cache
@@ -145,7 +154,7 @@ def attention_step(x, params, n_head, kv):
     kv["n"] = n + 1
     k, v = kv["k"][:, :, :n + 1], kv["v"][:, :, :n + 1]  # (B, H, S, E) views
     att = q @ k.transpose(0, 1, 3, 2)  # (B, H, 1, S)
-    att *= 1.0 / math.sqrt(E)
-    softmax_lastaxis_(att)
+    att *= 1.0 / math.sqrt(E)  # (attention_forward scales q instead: the two agree to round-off)
+    softmax(att, out=att)  # (B, H, 1, S) probabilities, in place
     y = _merge_heads(att @ v)  # (B, 1, C)
     return y @ params["w_proj"] + params["b_proj"]  # (B, 1, C)

@@ -27,8 +27,6 @@ FORMAT = 1
 def save(path, params, config=None, opt_state=None, meta=None, extra=None, dtype=None):
     """Write a checkpoint to ``path`` (.npz). ``dtype`` (e.g. np.float16) stores float
     params at lower precision (for shipped weights); optimiser state is always float32+."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {}
     for k, v in params.items():
         a = to_numpy(v)
@@ -42,19 +40,7 @@ def save(path, params, config=None, opt_state=None, meta=None, extra=None, dtype
         arrays[f"x/{k}"] = to_numpy(v)
     blob = {"format": FORMAT, "config": config or {}, "meta": meta or {}}
     arrays["__json__"] = np.asarray(json.dumps(blob))
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions of a new file
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
+    return atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def load(path, dtype=None, kind=None):
@@ -158,12 +144,9 @@ def read_json(path, what="JSON file"):
 
 
 def write_json(path, obj):
-    """Atomically write a JSON file (metrics, cards)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(_finite(obj), indent=2, allow_nan=False, default=_json_default) + "\n")
-    os.replace(tmp, path)
+    """Atomically write a JSON file (metrics, cards), through atomic_write."""
+    text = json.dumps(_finite(obj), indent=2, allow_nan=False, default=_json_default) + "\n"
+    return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def _finite(o):
@@ -194,9 +177,11 @@ def _json_default(o):
 
 
 def atomic_write(path, write_fn):
-    """Write ``path`` atomically: ``write_fn(f)`` fills a temporary binary file in the same folder
-    (named NAME + 8 random characters + .tmp, like save's), which then replaces ``path`` with
-    os.replace(). An interruption leaves the old file (or none) and no temporary file behind."""
+    """Write ``path`` atomically; every file minivq writes (checkpoints, JSON, caches) goes
+    through here. ``write_fn(f)`` fills a temporary binary file in the same folder, named
+    NAME + 8 random characters + .tmp (the pattern outdir.TEMP_PATTERN clears away), which then
+    replaces ``path`` with os.replace(). An interruption leaves the old file (or none) and no
+    temporary file behind. Returns ``path`` as a Path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")

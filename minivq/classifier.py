@@ -15,16 +15,18 @@ Architecture (fixed depth, so forward and backward are straight-line code side b
 Stride-2 convolutions halve the image each time (no pooling layer needed); flattening
 (rather than global pooling) keeps *where* in frequency and time a pattern sits, which is
 what tells "six" from "seven". Input standardisation (per-mel-band mean/std of the training
-split) lives outside the model: ``standardise`` applies the stats stored in the checkpoint.
+split, ``band_stats``; not the VQ-VAE's one global mean/std) lives outside the model:
+``standardise`` applies the stats stored in the checkpoint.
 """
 from __future__ import annotations
 
 import dataclasses
+from typing import NamedTuple
 
 from minivq import checkpoint
 from minivq.backend import asarray, rng, xp
-from minivq.layers import (conv2d_backward, conv2d_forward, linear_backward, linear_forward,
-                           relu_backward, relu_forward, softmax_cross_entropy)
+from minivq.layers import (Conv2dCache, LinearCache, conv2d_backward, conv2d_forward, linear_backward,
+                           linear_forward, relu_backward, relu_forward, softmax, softmax_cross_entropy)
 
 CONVS = ("conv1", "conv2", "conv3", "conv4")
 
@@ -111,6 +113,23 @@ def _check_input(params, x):
                          "(the default model takes 64 x 64 log-mels)")
 
 
+class ClassifierCache(NamedTuple):
+    dlogits: object    # (B, K) gradient of the mean cross-entropy w.r.t. the logits; None without labels
+    conv1: Conv2dCache  # input (B, 1, M, T) -> (B, C1, M/2, T/2)
+    relu1: object      # (B, C1, M/2, T/2) relu output
+    conv2: Conv2dCache  # -> (B, C2, M/4, T/4)
+    relu2: object      # (B, C2, M/4, T/4)
+    conv3: Conv2dCache  # -> (B, C3, M/8, T/8)
+    relu3: object      # (B, C3, M/8, T/8)
+    conv4: Conv2dCache  # -> (B, C4, M/16, T/16)
+    relu4: object      # (B, C4, M/16, T/16)
+    a4_shape: tuple    # (B, C4, M/16, T/16), to unflatten the gradient of (B, P)
+    fc1: LinearCache   # flat (B, P) -> (B, E)
+    relu5: object      # (B, E) relu of fc1's output
+    fc2: LinearCache   # emb (B, E) -> logits (B, K)
+    embedding: object  # (B, E) fc1's output before its relu (see embedding_of)
+
+
 def forward(params, x, y=None):
     """x: (B, 1, M, T) standardised log-mel, y: (B,) int digits or None
     -> (loss or None, logits (B, K), cache). loss = mean cross-entropy of softmax(logits)."""
@@ -129,7 +148,7 @@ def forward(params, x, y=None):
     emb, r5 = relu_forward(h5)
     logits, c6 = linear_forward(emb, params["fc2_w"], params["fc2_b"])  # (B, K)
     loss, dlogits = (None, None) if y is None else softmax_cross_entropy(logits, asarray(y))
-    cache = (dlogits, c1, r1, c2, r2, c3, r3, c4, r4, a4.shape, c5, r5, c6, h5)
+    cache = ClassifierCache(dlogits, c1, r1, c2, r2, c3, r3, c4, r4, a4.shape, c5, r5, c6, h5)
     return loss, logits, cache
 
 
@@ -137,28 +156,28 @@ def embedding_of(cache):
     """The embedding (B, E) of a forward pass: fc1's output *before* its relu. After the relu
     about half the units are exactly 0 on a given set (dead for those inputs), which makes
     covariance-based metrics (Frechet) singular; the pre-activation keeps all E directions."""
-    return cache[13]
+    return cache.embedding
 
 
 def backward(cache):
     """Gradients of the mean cross-entropy w.r.t. every parameter (a dict like params).
     The exact mirror of forward, read bottom-up."""
-    dlogits, c1, r1, c2, r2, c3, r3, c4, r4, a4_shape, c5, r5, c6, _h5 = cache
-    if dlogits is None:
+    c = cache
+    if c.dlogits is None:
         raise ValueError("backward needs a cache from forward(params, x, y) with labels y")
     g = {}
-    demb, g["fc2_w"], g["fc2_b"] = linear_backward(dlogits, c6)  # (B, E)
-    dh5 = relu_backward(demb, r5)
-    dflat, g["fc1_w"], g["fc1_b"] = linear_backward(dh5, c5)  # (B, P)
-    da4 = dflat.reshape(a4_shape)  # (B, C4, M/16, T/16)
-    dh4 = relu_backward(da4, r4)
-    da3, g["conv4_w"], g["conv4_b"] = conv2d_backward(dh4, c4)  # (B, C3, M/8, T/8)
-    dh3 = relu_backward(da3, r3)
-    da2, g["conv3_w"], g["conv3_b"] = conv2d_backward(dh3, c3)  # (B, C2, M/4, T/4)
-    dh2 = relu_backward(da2, r2)
-    da1, g["conv2_w"], g["conv2_b"] = conv2d_backward(dh2, c2)  # (B, C1, M/2, T/2)
-    dh1 = relu_backward(da1, r1)
-    _, g["conv1_w"], g["conv1_b"] = conv2d_backward(dh1, c1, need_dx=False)  # the input needs no gradient
+    demb, g["fc2_w"], g["fc2_b"] = linear_backward(c.dlogits, c.fc2)  # (B, E)
+    dh5 = relu_backward(demb, c.relu5)
+    dflat, g["fc1_w"], g["fc1_b"] = linear_backward(dh5, c.fc1)  # (B, P)
+    da4 = dflat.reshape(c.a4_shape)  # (B, C4, M/16, T/16)
+    dh4 = relu_backward(da4, c.relu4)
+    da3, g["conv4_w"], g["conv4_b"] = conv2d_backward(dh4, c.conv4)  # (B, C3, M/8, T/8)
+    dh3 = relu_backward(da3, c.relu3)
+    da2, g["conv3_w"], g["conv3_b"] = conv2d_backward(dh3, c.conv3)  # (B, C2, M/4, T/4)
+    dh2 = relu_backward(da2, c.relu2)
+    da1, g["conv2_w"], g["conv2_b"] = conv2d_backward(dh2, c.conv2)  # (B, C1, M/2, T/2)
+    dh1 = relu_backward(da1, c.relu1)
+    _, g["conv1_w"], g["conv1_b"] = conv2d_backward(dh1, c.conv1, need_dx=False)  # the input needs no gradient
     return g
 
 
@@ -183,9 +202,7 @@ def _run_batched(params, x, batch, what):
         if what == "embed":
             outs.append(embedding_of(cache))
         else:
-            z = logits - logits.max(axis=1, keepdims=True)
-            e = xp.exp(z)
-            outs.append(e / e.sum(axis=1, keepdims=True))  # softmax, (b, K)
+            outs.append(softmax(logits))  # (b, K)
     return xp.concatenate(outs)  # (B, E) or (B, K)
 
 
@@ -200,8 +217,8 @@ def embed(params, x, batch=256):
     return _run_batched(params, x, batch, "embed")
 
 
-# ----------------------------------------------------------------------------- normalisation
-def norm_stats(x_train):
+# ----------------------------------------------------------------------------- per-band standardisation
+def fit_band_stats(x_train):
     """x_train: (N, M, T) raw log-mel -> {"mean": (M, 1), "std": (M, 1)} per mel band over
     every clip and frame of the training split (std floored at 1e-3 against silent bands)."""
     x = asarray(x_train, dtype="float64")
@@ -210,40 +227,44 @@ def norm_stats(x_train):
     return {"mean": mean.astype("float32"), "std": std.astype("float32")}
 
 
-def standardise(logmel, norm):
+norm_stats = fit_band_stats  # old name, still called by train_classifier.py
+
+
+def standardise(logmel, band_stats):
     """logmel: raw (unstandardised) log-mel (M, T), (B, M, T) or (B, 1, M, T)
     -> (B, 1, M, T) float32 with the training split's per-band mean/std removed."""
     x = _as_batch(logmel)
-    mean, std = asarray(norm["mean"]), asarray(norm["std"])
+    mean, std = asarray(band_stats["mean"]), asarray(band_stats["std"])
     if x.shape[2] != mean.shape[0]:
         raise ValueError(f"log-mel has {x.shape[2]} mel bands but the normalisation stats have {mean.shape[0]}")
     return ((x - mean) / std).astype("float32")  # (B, 1, M, T)
 
 
 # ----------------------------------------------------------------------------- checkpoints
-def save_classifier(path, params, cfg, norm, meta=None, opt_state=None):
-    """Write a classifier checkpoint: params, config, norm stats in ``extra``, meta."""
+def save_classifier(path, params, cfg, band_stats, meta=None, opt_state=None):
+    """Write a classifier checkpoint: params, config, per-band stats in ``extra`` (as norm_mean /
+    norm_std, the names the file format has always used), meta."""
     return checkpoint.save(path, params, config=cfg.to_dict(), opt_state=opt_state, meta=meta,
-                           extra={"norm_mean": norm["mean"], "norm_std": norm["std"]})
+                           extra={"norm_mean": band_stats["mean"], "norm_std": band_stats["std"]})
 
 
 def load_classifier(path):
-    """-> (params on the backend, ClassifierConfig, norm {"mean", "std"} (M, 1) host arrays)."""
+    """-> (params on the backend, ClassifierConfig, band_stats {"mean", "std"} (M, 1) host arrays)."""
     ck = checkpoint.load(path)
     if "norm_mean" not in ck["extra"] or "conv1_w" not in ck["params"]:
         raise ValueError(f"checkpoint {path} is not a classifier checkpoint (no conv1_w / norm stats)")
     cfg = ClassifierConfig.from_dict(ck["config"])
     params = {k: asarray(v) for k, v in ck["params"].items()}
-    norm = {"mean": ck["extra"]["norm_mean"], "std": ck["extra"]["norm_std"]}
-    return params, cfg, norm
+    band_stats = {"mean": ck["extra"]["norm_mean"], "std": ck["extra"]["norm_std"]}
+    return params, cfg, band_stats
 
 
-def classify(params, norm, logmel, batch=256):
+def classify(params, band_stats, logmel, batch=256):
     """Raw log-mel (as audio.log_mel makes it) (M, T) or (B, M, T) -> probabilities (B, K).
-    Applies the stored normalisation, then predict."""
-    return predict(params, standardise(logmel, norm), batch)
+    Applies the stored per-band standardisation, then predict."""
+    return predict(params, standardise(logmel, band_stats), batch)
 
 
-def classify_embed(params, norm, logmel, batch=256):
+def classify_embed(params, band_stats, logmel, batch=256):
     """Raw log-mel (M, T) or (B, M, T) -> embeddings (B, E) (standardised with the stored stats)."""
-    return embed(params, standardise(logmel, norm), batch)
+    return embed(params, standardise(logmel, band_stats), batch)

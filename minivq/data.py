@@ -48,12 +48,12 @@ import json
 import os
 import re
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from minivq import audio
+from minivq.checkpoint import atomic_write
 from minivq.progress import Progress
 
 CACHE_VERSION = 1
@@ -332,19 +332,6 @@ def compute_features(clips, cfg: audio.FeatureConfig, strict: bool = False, prog
     return x, ok, skipped, cropped
 
 
-def _write_atomic_npz(path: Path, **arrays):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _make_split(clips, x_by_path, cfg: audio.FeatureConfig) -> Split:
     clips = [c for c in clips if str(c.path) in x_by_path]
     x = (np.stack([x_by_path[str(c.path)] for c in clips]) if clips
@@ -418,11 +405,12 @@ def _load_features(root, split, cache_dir, strict, max_per_digit, cfg, progress,
             x = None  # unreadable cache (e.g. an old format): rebuild it
     if x is None:
         x, ok, bad, cropped = compute_features(clips, cfg, strict=strict, progress=progress)
-        _write_atomic_npz(cpath, x=x, paths=np.array(ok, dtype=str),
-                          skipped_paths=np.array([p for p, _ in bad], dtype=str),
-                          skipped_reasons=np.array([r for _, r in bad], dtype=str),
-                          cropped_paths=np.array([p for p, _ in cropped], dtype=str),
-                          cropped_seconds=np.array([s for _, s in cropped], dtype=np.float64))
+        arrays = dict(x=x, paths=np.array(ok, dtype=str),
+                      skipped_paths=np.array([p for p, _ in bad], dtype=str),
+                      skipped_reasons=np.array([r for _, r in bad], dtype=str),
+                      cropped_paths=np.array([p for p, _ in cropped], dtype=str),
+                      cropped_seconds=np.array([s for _, s in cropped], dtype=np.float64))
+        atomic_write(cpath, lambda f: np.savez(f, **arrays))  # never a half-written cache
         wrote.append(cpath)
     elif strict and bad:
         raise ValueError(f"{bad[0][0]}: {bad[0][1]}")

@@ -22,21 +22,29 @@ BLAS speed, so what costs time is moving data around them):
   larger side as rows and transposes the (small) result.
 
 Nothing here writes into its inputs or into ``dout``: a residual branch may share them.
+Each cache is a small NamedTuple whose fields say what backward reads (read them by name).
 """
+from typing import NamedTuple
+
 from minivq.backend import xp
 
 
 # ----------------------------------------------------------------------------- linear
+class LinearCache(NamedTuple):
+    x: object  # (..., D_in) the input
+    w: object  # (D_in, D_out) the weight
+
+
 def linear_forward(x, w, b):
     """x: (..., D_in), w: (D_in, D_out), b: (D_out,) -> out: (..., D_out).  out = x @ w + b"""
     out = x @ w + b  # (..., D_out)
-    return out, (x, w)
+    return out, LinearCache(x, w)
 
 
 def linear_backward(dout, cache):
     """dout: (..., D_out) -> dx (..., D_in), dw (D_in, D_out), db (D_out,).
     dx = dout @ w^T,  dw = sum over rows of x^T dout,  db = sum over rows of dout."""
-    x, w = cache
+    x, w = cache.x, cache.w
     dx = dout @ w.T  # (..., D_in)
     x2 = x.reshape(-1, x.shape[-1])  # (N, D_in)
     d2 = dout.reshape(-1, dout.shape[-1])  # (N, D_out)
@@ -97,6 +105,14 @@ def _unpad(x, pad):
 
 
 # ----------------------------------------------------------------------------- conv2d
+class Conv2dCache(NamedTuple):
+    x_shape: tuple  # (B, C, H, W) of the input (the input itself is not kept: cols holds its patches)
+    w: object       # (F, C, KH, KW) the weight
+    cols: object    # (C*KH*KW, B*OH*OW) im2col of the padded input
+    stride: int
+    pad: int
+
+
 def conv2d_forward(x, w, b, stride=1, pad=0):
     """x: (B, C, H, W), w: (F, C, KH, KW), b: (F,) -> out: (B, F, OH, OW),
     OH = (H + 2*pad - KH)//stride + 1.  out[b,f] = sum_c,i,j w[f,c,i,j] x_pad[b,c,s*oh+i,s*ow+j] + b[f]"""
@@ -108,7 +124,7 @@ def conv2d_forward(x, w, b, stride=1, pad=0):
     cols = im2col(x, KH, KW, stride, pad)  # (C*KH*KW, B*OH*OW)
     out = cols.T @ w.reshape(F, -1).T  # (B*OH*OW, F): the faster BLAS orientation (see top)
     out = out.reshape(B, OH, OW, F).transpose(0, 3, 1, 2) + b.reshape(1, F, 1, 1)  # (B, F, OH, OW)
-    return out, (x.shape, w, cols, stride, pad)
+    return out, Conv2dCache(x.shape, w, cols, stride, pad)
 
 
 def conv2d_backward(dout, cache, need_dx=True):
@@ -117,7 +133,7 @@ def conv2d_backward(dout, cache, need_dx=True):
     and dx = col2im(dcols) (the adjoint of the patch extraction).
     need_dx=False (a network's first layer: nobody wants the input's gradient) skips dx and
     returns None in its place."""
-    (B, C, H, W), w, cols, stride, pad = cache
+    (B, C, H, W), w, cols, stride, pad = cache.x_shape, cache.w, cache.cols, cache.stride, cache.pad
     F, _, KH, KW = w.shape
     OH, OW = dout.shape[2:]
     d2 = dout.transpose(1, 0, 2, 3).reshape(F, -1)  # (F, B*OH*OW)
@@ -132,6 +148,14 @@ def conv2d_backward(dout, cache, need_dx=True):
 
 
 # ----------------------------------------------------------------------------- conv-transpose2d
+class ConvTranspose2dCache(NamedTuple):
+    x2: object      # (C, B*H*W) the input as a matrix, channels first
+    x_shape: tuple  # (B, C, H, W) of the input
+    w: object       # (C, F, KH, KW) the weight
+    stride: int
+    pad: int
+
+
 def conv_transpose2d_forward(x, w, b, stride=1, pad=0):
     """x: (B, C, H, W), w: (C, F, KH, KW), b: (F,) -> out: (B, F, OH, OW),
     OH = (H-1)*stride - 2*pad + KH.  The transpose (adjoint) of conv2d with the same w:
@@ -146,14 +170,14 @@ def conv_transpose2d_forward(x, w, b, stride=1, pad=0):
     cols = w.reshape(C, -1).T @ x2  # (F*KH*KW, B*H*W)
     outp = _col2im(cols, B, F, OH + 2 * pad, OW + 2 * pad, KH, KW, stride, H, W)  # (B, F, OHp, OWp)
     out = _unpad(outp, pad) + b.reshape(1, F, 1, 1)  # (B, F, OH, OW)
-    return out, (x2, x.shape, w, stride, pad)
+    return out, ConvTranspose2dCache(x2, x.shape, w, stride, pad)
 
 
 def conv_transpose2d_backward(dout, cache):
     """dout: (B, F, OH, OW) -> dx (B, C, H, W), dw (C, F, KH, KW), db (F,).
     The adjoint of col2im is im2col, so the backward is an ordinary convolution of dout:
     dcols = im2col(pad(dout)),  dx_mat = W_mat @ dcols,  dW_mat = x_mat @ dcols^T."""
-    x2, (B, C, H, W), w, stride, pad = cache
+    x2, (B, C, H, W), w, stride, pad = cache.x2, cache.x_shape, cache.w, cache.stride, cache.pad
     _, F, KH, KW = w.shape
     dcols = im2col(dout, KH, KW, stride, pad)  # (F*KH*KW, B*H*W): the output size maps back to H, W
     dx = (dcols.T @ w.reshape(C, -1).T).reshape(B, H, W, C).transpose(0, 3, 1, 2)  # (B, C, H, W) view
@@ -177,6 +201,11 @@ def relu_backward(dout, cache):
 _GELU_C = 0.7978845608028654  # sqrt(2/pi)
 
 
+class GeluCache(NamedTuple):
+    x: object  # (...) the input
+    t: object  # (...) tanh(c (x + 0.044715 x^3))
+
+
 def gelu_forward(x):
     """tanh approximation: gelu(x) = 0.5 x (1 + tanh(c (x + 0.044715 x^3))), c = sqrt(2/pi)."""
     # In-place steps on two buffers (each fresh (B, T, 4C) array costs page faults as well as a
@@ -190,12 +219,12 @@ def gelu_forward(x):
     out = t + 1
     out *= x
     out *= 0.5
-    return out, (x, t)
+    return out, GeluCache(x, t)
 
 
 def gelu_backward(dout, cache):
     """d gelu/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) c (1 + 3*0.044715 x^2)."""
-    x, t = cache
+    x, t = cache.x, cache.t
     g = x * x
     g *= 0.134145
     g += 1  # 1 + 3*0.044715 x^2
@@ -212,6 +241,12 @@ def gelu_backward(dout, cache):
 
 
 # ----------------------------------------------------------------------------- layernorm
+class LayernormCache(NamedTuple):
+    xhat: object   # (..., D) the normalised input (x - mean) / sqrt(var + eps)
+    rstd: object   # (..., 1) 1 / sqrt(var + eps)
+    gamma: object  # (D,) the gain
+
+
 def layernorm_forward(x, gamma, beta, eps=1e-5):
     """x: (..., D), gamma/beta: (D,) -> out (..., D), normalised over the last axis:
     xhat = (x - mean) / sqrt(var + eps),  out = gamma * xhat + beta."""
@@ -219,13 +254,13 @@ def layernorm_forward(x, gamma, beta, eps=1e-5):
     xc = x - mu
     rstd = 1.0 / xp.sqrt((xc * xc).mean(axis=-1, keepdims=True) + eps)  # (..., 1)
     xhat = xc * rstd
-    return xhat * gamma + beta, (xhat, rstd, gamma)
+    return xhat * gamma + beta, LayernormCache(xhat, rstd, gamma)
 
 
 def layernorm_backward(dout, cache):
     """dout: (..., D) -> dx (..., D), dgamma (D,), dbeta (D,).
     With g = dout * gamma:  dx = rstd * (g - mean(g) - xhat * mean(g * xhat))."""
-    xhat, rstd, gamma = cache
+    xhat, rstd, gamma = cache.xhat, cache.rstd, cache.gamma
     D = xhat.shape[-1]
     dgamma = (dout * xhat).reshape(-1, D).sum(axis=0)  # (D,)
     dbeta = dout.reshape(-1, D).sum(axis=0)  # (D,)
@@ -235,15 +270,20 @@ def layernorm_backward(dout, cache):
 
 
 # ----------------------------------------------------------------------------- embedding
+class EmbeddingCache(NamedTuple):
+    idx: object     # (...) the integer ids looked up
+    w_shape: tuple  # (V, D) of the table
+
+
 def embedding_forward(idx, w):
     """idx: (...) integer, w: (V, D) -> out (..., D) = w[idx]."""
-    return w[idx], (idx, w.shape)
+    return w[idx], EmbeddingCache(idx, w.shape)
 
 
 def embedding_backward(dout, cache):
     """dout: (..., D) -> dw (V, D): each row of w collects the gradients of every position
     that looked it up (summed, because one token may appear many times)."""
-    idx, (V, D) = cache
+    idx, (V, D) = cache.idx, cache.w_shape
     return scatter_sum(idx.reshape(-1), dout.reshape(-1, D), V)  # (V, D)
 
 
@@ -262,27 +302,49 @@ def scatter_sum(idx, values, V):
     return onehot.T @ values  # (V, D)
 
 
+# ----------------------------------------------------------------------------- softmax
+def stable_exp(z, out=None):
+    """The one stable softmax kernel of the package (every softmax and log-sum-exp uses it).
+    z: (..., V) -> (e, s, zmax) over the last axis:
+        zmax = max_j z_j                 (..., 1)
+        e    = exp(z - zmax)             (..., V)  each in [0, 1], the largest exactly 1: no overflow
+        s    = sum_j e_j                 (..., 1)  >= 1
+    so that softmax(z) = e / s and log sum_j exp(z_j) = zmax + log s. Entries of -inf (masked)
+    give e = 0. out: the buffer e is written to (pass z itself to overwrite z); default new."""
+    zmax = z.max(axis=-1, keepdims=True)  # (..., 1)
+    e = xp.subtract(z, zmax, out=out)  # (..., V) shifted logits
+    xp.exp(e, out=e)
+    s = e.sum(axis=-1, keepdims=True)  # (..., 1)
+    return e, s, zmax
+
+
+def softmax(z, out=None):
+    """z: (..., V) -> probabilities (..., V) over the last axis: p = exp(z - max z) / sum exp(z - max z).
+    out=z overwrites z in place (saves a (..., V) buffer, e.g. attention scores); default new."""
+    e, s, _ = stable_exp(z, out)
+    e /= s
+    return e
+
+
 # ----------------------------------------------------------------------------- losses
 def softmax_cross_entropy(logits, targets, mask=None):
     """logits: (..., V), targets: (...) int, mask: (...) bool/0-1 or None
     -> (loss, dlogits). loss = mean over unmasked positions of -log softmax(logits)[target].
-    Stable: subtract the row max before exp.  dlogits = (softmax - onehot) * mask / n_unmasked."""
+    Stable (stable_exp subtracts the row max).  dlogits = (softmax - onehot) * mask / n_unmasked."""
     V = logits.shape[-1]
     rows = xp.arange(targets.size)
     t = targets.reshape(-1)  # (N,)
-    # one (N, V) buffer, reused: shifted logits -> exp -> softmax -> dlogits
+    # one (N, V) buffer, reused: exp of the shifted logits -> softmax -> dlogits
     flat = logits.reshape(-1, V)  # (N, V) view
-    e = flat - flat.max(axis=-1, keepdims=True)  # (N, V) z = shifted logits
-    z_t = e[rows, t]  # (N,) the target's shifted logit
-    xp.exp(e, out=e)
-    sum_e = e.sum(axis=-1)  # (N,)
-    nll = xp.log(sum_e) - z_t  # (N,)  -log softmax(z)[t] = log sum exp(z) - z_t
+    e, sum_e, zmax = stable_exp(flat)  # (N, V), (N, 1), (N, 1)
+    z_t = flat[rows, t] - zmax[:, 0]  # (N,) the target's shifted logit
+    nll = xp.log(sum_e[:, 0]) - z_t  # (N,)  -log softmax(z)[t] = log sum exp(z) - z_t
     m = xp.ones(t.shape, dtype=logits.dtype) if mask is None else mask.reshape(-1).astype(logits.dtype)
     n = m.sum()
     if float(n) == 0:
         raise ValueError("softmax_cross_entropy: the mask selects no positions")
     loss = (nll * m).sum() / n
-    e /= sum_e[:, None]  # softmax
+    e /= sum_e  # softmax
     e[rows, t] -= 1
     e *= (m / n)[:, None]
     return loss, e.reshape(logits.shape)  # dlogits (..., V)
@@ -295,6 +357,13 @@ def mse(pred, target):
 
 
 # ----------------------------------------------------------------------------- residual block
+class ResidualBlockCache(NamedTuple):
+    relu0: object  # (B, C, H, W) relu(x) (relu's cache is its output)
+    conv1: Conv2dCache  # the 3x3 conv C -> Ch
+    relu1: object  # (B, Ch, H, W) relu of the 3x3 conv's output
+    conv2: Conv2dCache  # the 1x1 conv Ch -> C
+
+
 def residual_block_forward(x, w1, b1, w2, b2):
     """x: (B, C, H, W), w1: (Ch, C, 3, 3), b1: (Ch,), w2: (C, Ch, 1, 1), b2: (C,) -> out (B, C, H, W).
     out = x + conv1x1(relu(conv3x3(relu(x))))  (the VQ-VAE paper's residual block)."""
@@ -302,14 +371,13 @@ def residual_block_forward(x, w1, b1, w2, b2):
     h1, c1 = conv2d_forward(h0, w1, b1, stride=1, pad=1)  # (B, Ch, H, W)
     h2, c2 = relu_forward(h1)
     h3, c3 = conv2d_forward(h2, w2, b2)  # (B, C, H, W)
-    return x + h3, (c0, c1, c2, c3)
+    return x + h3, ResidualBlockCache(c0, c1, c2, c3)
 
 
 def residual_block_backward(dout, cache):
     """dout: (B, C, H, W) -> dx, dw1, db1, dw2, db2.  The skip adds dout straight to dx."""
-    c0, c1, c2, c3 = cache
-    dh2, dw2, db2 = conv2d_backward(dout, c3)
-    dh1 = relu_backward(dh2, c2)
-    dh0, dw1, db1 = conv2d_backward(dh1, c1)
-    dx = dout + relu_backward(dh0, c0)
+    dh2, dw2, db2 = conv2d_backward(dout, cache.conv2)
+    dh1 = relu_backward(dh2, cache.relu1)
+    dh0, dw1, db1 = conv2d_backward(dh1, cache.conv1)
+    dx = dout + relu_backward(dh0, cache.relu0)
     return dx, dw1, db1, dw2, db2

@@ -17,8 +17,9 @@ from __future__ import annotations
 import numpy as np
 
 from minivq.backend import to_numpy
-from minivq.topp_r import (TopPRResult, augment_right, bandwidth, cosine_kde,  # noqa: F401
-                           distance_block, kth_neighbour_distances, min_points, row_blocks,
+from minivq.quantizer import usage_stats
+from minivq.topp_r import (TopPRResult, augment_right, cosine_kde, distance_block,  # noqa: F401
+                           kernel_bandwidth, kth_neighbour_distances, min_points, row_blocks,
                            sq_distance_block, top_pr)
 
 
@@ -154,7 +155,9 @@ def confusion_matrix(labels, pred, num_classes: int | None = None) -> np.ndarray
 
 # ---------------------------------------------------------------- codebook usage
 def codebook_usage(indices, K: int) -> dict:
-    """How a VQ codebook of K codes is used by code indices (any shape, values in [0, K)).
+    """How a VQ codebook of K codes is used by code indices (any shape, values in [0, K)):
+    quantizer.usage_stats (what training logs) after checking the indices, with its keys
+    spelled for reports.
 
     Returns {"histogram": (K,) int64 counts, "probs": (K,) frequencies,
              "perplexity": exp(entropy) in codes (1 = one code used, K = all used equally),
@@ -167,8 +170,7 @@ def codebook_usage(indices, K: int) -> dict:
         raise ValueError(f"code indices must be integers; got dtype {idx.dtype}")
     if idx.min() < 0 or idx.max() >= K:
         raise ValueError(f"code indices must lie in [0, {K}); got values from {idx.min()} to {idx.max()}")
-    hist = np.bincount(idx, minlength=K)                       # (K,)
-    probs = hist / idx.size                                    # (K,)
-    nz = probs[probs > 0]
-    return {"histogram": hist, "probs": probs, "perplexity": float(np.exp(-np.sum(nz * np.log(nz)))),
-            "active_fraction": float(np.mean(hist > 0)), "active": int(np.sum(hist > 0))}
+    st = usage_stats(idx, K)  # the one computation of these statistics (quantizer.usage_stats)
+    hist = st["hist"]                                          # (K,)
+    return {"histogram": hist, "probs": hist / idx.size, "perplexity": st["perplexity"],
+            "active_fraction": st["active"], "active": int(np.sum(hist > 0))}

@@ -14,6 +14,7 @@ Instead of L_codebook the codes can follow an exponential moving average of the 
 assigned to them (``ema_update``), which is often steadier.
 """
 import math
+from typing import NamedTuple
 
 from minivq.backend import xp, asarray, rng as host_rng, to_numpy
 # scatter_sum(idx, values, K): the sum of the vectors assigned to each code, as a one-hot matrix
@@ -40,6 +41,14 @@ def code_counts(idx, K):
 
 
 # ----------------------------------------------------------------------------- forward/backward
+class QuantizeCache(NamedTuple):
+    diff: object          # (N, D) e[idx] - z_e
+    idx: object           # (N,) the chosen codes
+    codebook_shape: tuple  # (K, D)
+    beta: float           # commitment weight
+    codebook_loss: bool   # whether L_codebook is part of the loss (False with EMA codes)
+
+
 def quantize_forward(z_e, codebook, beta=0.25, codebook_loss=True, idx=None):
     """z_e: (N, D) encoder outputs, codebook: (K, D) ->
     (z_q (N, D), idx (N,), losses dict {'codebook', 'commit'} (scalars), cache).
@@ -55,7 +64,7 @@ def quantize_forward(z_e, codebook, beta=0.25, codebook_loss=True, idx=None):
     # forward value of z_e + sg(e - z_e) is just e; the name records the gradient route
     z_q = e
     losses = {"codebook": m if codebook_loss else 0.0, "commit": beta * m}
-    cache = (diff, idx, codebook.shape, beta, codebook_loss)
+    cache = QuantizeCache(diff, idx, codebook.shape, beta, codebook_loss)
     return z_q, idx, losses, cache
 
 
@@ -66,10 +75,10 @@ def quantize_backward(dz_q, cache, dloss=1.0):
     dz_e      = dz_q  (straight-through)  + dloss * 2 beta (z_e - e) / (N D)   (commitment)
     dcodebook[k] = dloss * 2 sum_{n: idx[n]=k} (e[k] - z_e[n]) / (N D)        (codebook loss)
     No gradient reaches e through z_q or z_e through L_codebook: those are the stop-gradients."""
-    diff, idx, (K, D), beta, codebook_loss = cache
+    diff, idx, (K, D), beta = cache.diff, cache.idx, cache.codebook_shape, cache.beta
     scale = 2.0 * dloss / max(diff.size, 1)
     dz_e = dz_q - (beta * scale) * diff  # (N, D)   diff = e - z_e
-    if codebook_loss:
+    if cache.codebook_loss:
         dcodebook = scatter_sum(idx, scale * diff, K)  # (K, D)
     else:
         dcodebook = xp.zeros((K, D), dtype=diff.dtype)  # (K, D) EMA codes get no gradient
@@ -187,7 +196,8 @@ def restart_dead_codes(codebook, state, z_e, idx, after=20, seed=0, min_share=0.
 def usage_stats(idx, K):
     """idx: (...) chosen codes -> {'perplexity': exp(entropy of the code histogram) (1..K),
     'active': fraction of the K codes chosen at least once, 'hist': (K,) counts (NumPy)}.
-    Perplexity is the 'effective number of codes': K when all are used equally often."""
+    Perplexity is the 'effective number of codes': K when all are used equally often.
+    The one computation of these numbers: metrics.codebook_usage reports the same ones."""
     counts = code_counts(asarray(idx), K)  # (K,)
     p = counts / max(int(counts.sum()), 1)  # (K,)
     ent = float(-(p * xp.log(xp.where(p > 0, p, 1.0))).sum())  # 0 log 0 = 0

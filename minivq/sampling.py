@@ -4,9 +4,10 @@ Size letters: N sequences sampled at once, T positions, C model width, K codeboo
 
 Decoding one token at a time, position t only needs its own query against the keys and
 values of positions <= t. Those keys/values never change once computed, so each layer
-keeps them in a cache (attention.attention_step) and a new token costs O(T) work instead
-of re-running the whole O(T^2) prefix. ``use_cache=False`` re-runs the full forward at
-every step; both paths draw the same uniforms, so for one seed they give the same tokens.
+keeps them in a cache (transformer.block_forward with kv=, which calls
+attention.attention_step) and a new token costs O(T) work instead of re-running the whole
+O(T^2) prefix. ``use_cache=False`` re-runs the full forward at every step; both paths draw
+the same uniforms, so for one seed they give the same tokens.
 
 Filtering (applied in this order to the K code logits of each step):
     temperature  logits / temperature (lower = greedier)
@@ -16,10 +17,10 @@ A token is then drawn by inverse CDF with one host-side uniform per row, so the 
 gives the same tokens on CPU and GPU.
 """
 from minivq import cli
-from minivq.attention import attention_step, new_kv_cache
+from minivq.attention import new_kv_cache
 from minivq.backend import asarray, rng as host_rng, to_numpy, xp
-from minivq.layers import gelu_forward, layernorm_forward
-from minivq.transformer import block_params, forward_logits
+from minivq.layers import layernorm_forward, softmax
+from minivq.transformer import block_forward, block_params, forward_logits
 
 
 def filter_logits(logits, temperature=1.0, top_k=None, top_p=None):
@@ -32,9 +33,7 @@ def filter_logits(logits, temperature=1.0, top_k=None, top_p=None):
         # exactly k survive, even with ties at the k-th value (a threshold test would keep them all)
         drop = xp.argpartition(z, K - top_k, axis=-1)[:, :K - top_k]  # (N, K-k) ids of the smallest
         z[xp.arange(z.shape[0])[:, None], drop] = -xp.inf
-    z -= z.max(axis=-1, keepdims=True)
-    p = xp.exp(z)
-    p /= p.sum(axis=-1, keepdims=True)  # (N, K)
+    p = softmax(z, out=z)  # (N, K) in place: z is this function's own copy
     if top_p is not None and top_p < 1.0:
         order = xp.argsort(-p, axis=-1)  # (N, K) most probable first
         ps = xp.take_along_axis(p, order, axis=-1)  # (N, K)
@@ -69,13 +68,7 @@ def forward_step(params, cfg, tok, caches):
     if cfg.class_every:
         x = x + caches[0]["class"]
     for l in range(cfg.n_layer):
-        bp = block_params(params, l)
-        h, _ = layernorm_forward(x, bp["ln1.g"], bp["ln1.b"])
-        x = x + attention_step(h, {k: bp["attn." + k] for k in ("w_qkv", "b_qkv", "w_proj", "b_proj")},
-                               cfg.n_head, caches[l])  # (N, 1, C)
-        h, _ = layernorm_forward(x, bp["ln2.g"], bp["ln2.b"])
-        g, _ = gelu_forward(h @ bp["mlp.w_fc"] + bp["mlp.b_fc"])  # (N, 1, 4C)
-        x = x + (g @ bp["mlp.w_proj"] + bp["mlp.b_proj"])  # (N, 1, C)
+        x, _ = block_forward(x, block_params(params, l), cfg.n_head, kv=caches[l])  # (N, 1, C)
     h, _ = layernorm_forward(x, params["ln_f.g"], params["ln_f.b"])
     return (h @ params["head.w"] + params["head.b"])[:, 0]  # (N, K)
 

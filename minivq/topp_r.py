@@ -14,7 +14,7 @@ Recipe (as the authors' package computes it when D > 3; we use it for every D >=
   1. Bandwidth per set, "balloon" rule with k = 5*D: for row i = 0 .. N-k-1 take the k-th
      smallest distance from point i to the points *after* it (j > i); sort those N-k values
      and take the one at 0-based index int(0.5*(N-k)) - 1.  (This depends on the row order;
-     ``bandwidth="knn"`` gives an order-free alternative, see :func:`bandwidth`.)
+     ``bandwidth="knn"`` gives an order-free alternative, see :func:`kernel_bandwidth`.)
   2. Cosine-kernel density, left unnormalised:  S_A,h(p) = sum_{a in A, |p-a| <= h} cos(pi/2 |p-a|/h).
      The official code multiplies by (1/N)(pi/(4h))^D; a positive constant per set changes
      no comparison below, so we skip it (it also under/overflows for large D).
@@ -190,7 +190,7 @@ def kth_neighbour_distances(a, k: int) -> np.ndarray:
     """Distance from each point of a (N, D) to its k-th nearest *other* point -> (N,) float64.
 
     Duplicates count as neighbours at distance 0.  Works block by block, O(R*N) memory.  These
-    are BLAS values (their last bits may depend on the machine); :func:`bandwidth` re-measures
+    are BLAS values (their last bits may depend on the machine); :func:`kernel_bandwidth` re-measures
     the ones it needs.
     """
     a = np.asarray(a, dtype=np.float64)
@@ -207,7 +207,7 @@ def min_points(dim: int) -> int:
     return K_PER_DIM * dim + 2
 
 
-def bandwidth(a, k: int, rule: str = "official") -> float:
+def kernel_bandwidth(a, k: int, rule: str = "official") -> float:
     """Kernel bandwidth h of one point set a (N, D) from its k-nearest-neighbour distances.
 
     rule="official": the authors' balloon estimator -- for i = 0 .. N-k-1 the k-th smallest
@@ -351,7 +351,7 @@ def top_pr(real, fake, alpha: float = 0.1, rng=None, bandwidth: str = "official"
     rng: None (seed 0), an int seed, numpy.random.RandomState or Generator.  With
         rng=numpy.random.RandomState(s) the result equals the official package (top-pr 0.2.1,
         D <= 32) called right after numpy.random.seed(s).
-    bandwidth: "official" (order-dependent balloon rule) or "knn" (see :func:`bandwidth`).
+    bandwidth: "official" (order-dependent balloon rule) or "knn" (see :func:`kernel_bandwidth`).
     project_dim: when D > project_dim, project both sets with a seeded Gaussian map first
         (see :func:`random_projection`); None never projects.
     Returns a :class:`TopPRResult`; fidelity/diversity are 0 when no point of a set is kept.
@@ -381,8 +381,8 @@ def top_pr(real, fake, alpha: float = 0.1, rng=None, bandwidth: str = "official"
     x64 = x.astype(np.float64) - centre                        # (N, D)
     y64 = y.astype(np.float64) - centre                        # (M, D)
 
-    h_x = _bandwidth(x64, k, bandwidth)
-    h_y = _bandwidth(y64, k, bandwidth)
+    h_x = kernel_bandwidth(x64, k, bandwidth)
+    h_y = kernel_bandwidth(y64, k, bandwidth)
     counts_x = bootstrap_counts(x64.shape[0], n_bootstrap, rng)  # (N, B) all real draws first,
     counts_y = bootstrap_counts(y64.shape[0], n_bootstrap, rng)  # (M, B) then all fake draws
     sx = self_scores(x64, h_x, counts_x)                       # (N, 1+B)
@@ -401,6 +401,3 @@ def top_pr(real, fake, alpha: float = 0.1, rng=None, bandwidth: str = "official"
                        c_real=c_x, c_fake=c_y, k=k, score_real=sx[:, 0], score_fake=sy[:, 0],
                        score_fake_on_real=s_x_at_y, score_real_on_fake=s_y_at_x,
                        theta_real=theta_x, theta_fake=theta_y)
-
-
-_bandwidth = bandwidth   # top_pr's argument named `bandwidth` shadows the function inside it

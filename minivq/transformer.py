@@ -25,15 +25,18 @@ One block (pre-LayerNorm, as in GPT-2):
 """
 from dataclasses import asdict, dataclass, fields
 from numbers import Integral
+from typing import NamedTuple
 
-from minivq.attention import attention_backward, attention_forward, attention_probs, init_attention
+from minivq.attention import (ATTN_KEYS, AttentionCache, attention_backward, attention_forward, attention_probs,
+                              attention_step, init_attention)
 from minivq.backend import asarray, xp
 from minivq.backend import rng as host_rng
-from minivq.layers import (embedding_backward, embedding_forward, gelu_backward, gelu_forward,
-                           layernorm_backward, layernorm_forward, linear_backward, linear_forward,
-                           softmax_cross_entropy)
+from minivq.layers import (GeluCache, LayernormCache, LinearCache, embedding_backward, embedding_forward,
+                           gelu_backward, gelu_forward, layernorm_backward, layernorm_forward, linear_backward,
+                           linear_forward, softmax_cross_entropy, stable_exp)
 
-LN2 = 0.6931471805599453  # ln 2: nats -> bits
+NATS_PER_BIT = 0.6931471805599453  # ln 2: a loss in nats / NATS_PER_BIT = the loss in bits
+LN2 = NATS_PER_BIT  # the old name (it read like the "ln2" LayerNorm): kept until train_prior.py and lesson 07 move
 
 
 @dataclass
@@ -124,7 +127,7 @@ class GPTConfig:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
-BLOCK_KEYS = ("ln1.g", "ln1.b", "attn.w_qkv", "attn.b_qkv", "attn.w_proj", "attn.b_proj",
+BLOCK_KEYS = ("ln1.g", "ln1.b", *("attn." + k for k in ATTN_KEYS),
               "ln2.g", "ln2.b", "mlp.w_fc", "mlp.b_fc", "mlp.w_proj", "mlp.b_proj")
 
 
@@ -176,11 +179,30 @@ def dropout_backward(dout, mask):
 
 
 # ----------------------------------------------------------------------------- one block
-def block_forward(x, bp, n_head, dropout=0.0, rng=None):
-    """x: (B, T, C), bp: the block's params keyed by BLOCK_KEYS -> out (B, T, C), cache."""
+class BlockCache(NamedTuple):
+    ln1: LayernormCache    # LN1 over the block input x (B, T, C)
+    attn: AttentionCache   # attention over LN1(x); None when decoding with a KV cache
+    do1: object            # (B, T, C) dropout mask of the attention branch, or None
+    ln2: LayernormCache    # LN2 over x2 = x + attention branch (B, T, C)
+    fc: LinearCache        # MLP up-projection: input (B, T, C), w_fc (C, 4C)
+    gelu: GeluCache        # GELU over the up-projection (B, T, 4C)
+    mlp_proj: LinearCache  # MLP down-projection: input (B, T, 4C), w_proj (4C, C)
+    do2: object            # (B, T, C) dropout mask of the MLP branch, or None
+
+
+def block_forward(x, bp, n_head, dropout=0.0, rng=None, kv=None):
+    """x: (B, T, C), bp: the block's params keyed by BLOCK_KEYS -> out (B, T, C), cache.
+    The one block computation, for training and for sampling:
+      kv=None: causal attention over the T positions of x; the cache serves block_backward.
+      kv=a layer's KV cache (attention.new_kv_cache): x is (B, 1, C), the newest position only;
+        attention.attention_step appends its key/value to kv and attends to every position
+        so far. No backward follows (the cache's attn field is None)."""
+    attn_params = {k: bp["attn." + k] for k in ATTN_KEYS}
     h1, c_ln1 = layernorm_forward(x, bp["ln1.g"], bp["ln1.b"])  # (B, T, C)
-    a, c_att = attention_forward(h1, {k: bp["attn." + k] for k in ("w_qkv", "b_qkv", "w_proj", "b_proj")},
-                                 n_head)  # (B, T, C)
+    if kv is None:
+        a, c_att = attention_forward(h1, attn_params, n_head)  # (B, T, C)
+    else:
+        a, c_att = attention_step(h1, attn_params, n_head, kv), None  # (B, 1, C)
     a, c_do1 = dropout_forward(a, dropout, rng)
     x2 = x + a  # (B, T, C)
     h2, c_ln2 = layernorm_forward(x2, bp["ln2.g"], bp["ln2.b"])  # (B, T, C)
@@ -188,22 +210,21 @@ def block_forward(x, bp, n_head, dropout=0.0, rng=None):
     g, c_gelu = gelu_forward(f)  # (B, T, 4C)
     m, c_mp = linear_forward(g, bp["mlp.w_proj"], bp["mlp.b_proj"])  # (B, T, C)
     m, c_do2 = dropout_forward(m, dropout, rng)
-    return x2 + m, (c_ln1, c_att, c_do1, c_ln2, c_fc, c_gelu, c_mp, c_do2)
+    return x2 + m, BlockCache(c_ln1, c_att, c_do1, c_ln2, c_fc, c_gelu, c_mp, c_do2)
 
 
 def block_backward(dout, cache):
     """dout: (B, T, C) -> dx (B, T, C), grads dict keyed by BLOCK_KEYS.
     Each residual add passes its gradient unchanged to both the skip and the branch."""
-    c_ln1, c_att, c_do1, c_ln2, c_fc, c_gelu, c_mp, c_do2 = cache
-    dm = dropout_backward(dout, c_do2)
-    dg, dw_mp, db_mp = linear_backward(dm, c_mp)
-    df = gelu_backward(dg, c_gelu)
-    dh2, dw_fc, db_fc = linear_backward(df, c_fc)
-    dx2_ln, dg2, db2 = layernorm_backward(dh2, c_ln2)
+    dm = dropout_backward(dout, cache.do2)
+    dg, dw_mp, db_mp = linear_backward(dm, cache.mlp_proj)
+    df = gelu_backward(dg, cache.gelu)
+    dh2, dw_fc, db_fc = linear_backward(df, cache.fc)
+    dx2_ln, dg2, db2 = layernorm_backward(dh2, cache.ln2)
     dx2 = dout + dx2_ln  # skip + MLP branch
-    da = dropout_backward(dx2, c_do1)
-    dh1, dattn = attention_backward(da, c_att)
-    dx_ln, dg1, db1 = layernorm_backward(dh1, c_ln1)
+    da = dropout_backward(dx2, cache.do1)
+    dh1, dattn = attention_backward(da, cache.attn)
+    dx_ln, dg1, db1 = layernorm_backward(dh1, cache.ln1)
     dx = dx2 + dx_ln  # skip + attention branch
     grads = {"ln1.g": dg1, "ln1.b": db1, "ln2.g": dg2, "ln2.b": db2,
              "mlp.w_fc": dw_fc, "mlp.b_fc": db_fc, "mlp.w_proj": dw_mp, "mlp.b_proj": db_mp}
@@ -236,13 +257,19 @@ def forward_logits(params, cfg, idx, rng=None):
         c_blocks.append(c)
     h, c_lnf = layernorm_forward(x, params["ln_f.g"], params["ln_f.b"])  # (B, T, C)
     logits, c_head = linear_forward(h, params["head.w"], params["head.b"])  # (B, T, K)
-    return logits, {"tok": c_tok, "every": c_every, "do": c_do, "blocks": c_blocks, "lnf": c_lnf, "head": c_head,
-                    "n_pos": params["wpe"].shape[0]}
+    cache = {"tok": c_tok,  # EmbeddingCache: idx (B, T), wte's shape (V, C)
+             "every": c_every,  # EmbeddingCache of the class row added at every position (idx (B, 1)), or None
+             "do": c_do,  # (B, T, C) dropout mask of the embeddings, or None
+             "blocks": c_blocks,  # [BlockCache] one per layer
+             "lnf": c_lnf,  # LayernormCache of the final LayerNorm (B, T, C)
+             "head": c_head,  # LinearCache of the LM head: input (B, T, C), head.w (C, K)
+             "n_pos": params["wpe"].shape[0]}  # rows of wpe (context), for the shape of dwpe
+    return logits, cache
 
 
 def attention_maps(cache):
     """Attention probabilities of every layer from a forward_logits cache: list of (B, H, T, T)."""
-    return [attention_probs(c[1]) for c in cache["blocks"]]
+    return [attention_probs(c.attn) for c in cache["blocks"]]
 
 
 def split_sequence(seq):
@@ -256,7 +283,7 @@ def forward(params, cfg, seq, rng=None):
     idx, targets = split_sequence(seq)  # (B, T), (B, T)
     logits, cache = forward_logits(params, cfg, idx, rng)  # (B, T, K)
     loss, dlogits = softmax_cross_entropy(logits, targets)
-    cache["logits"], cache["dlogits"] = logits, dlogits
+    cache["logits"], cache["dlogits"] = logits, dlogits  # (B, T, K) each
     return float(loss), cache
 
 
@@ -281,9 +308,9 @@ def backward(cache):
 
 def token_nll(logits, targets):
     """logits (B, T, K), targets (B, T) -> negative log-likelihood per position (B, T), nats."""
-    z = logits - logits.max(axis=-1, keepdims=True)  # (B, T, K)
-    lse = xp.log(xp.exp(z).sum(axis=-1))  # (B, T)
-    return lse - xp.take_along_axis(z, targets[..., None], axis=-1)[..., 0]  # (B, T)
+    _, s, zmax = stable_exp(logits)  # (B, T, K), (B, T, 1), (B, T, 1)
+    z_t = xp.take_along_axis(logits, targets[..., None], axis=-1) - zmax  # (B, T, 1) the target's shifted logit
+    return (xp.log(s) - z_t)[..., 0]  # (B, T)  log sum exp(z) - z_t, both less the row max
 
 
 def evaluate(params, cfg, seqs, batch_size=64):

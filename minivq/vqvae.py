@@ -17,6 +17,7 @@ A model is a dict of named arrays; backward returns grads with the same keys and
 """
 import dataclasses
 import math
+from typing import NamedTuple
 
 from minivq import layers as L
 from minivq import quantizer as Q
@@ -119,15 +120,24 @@ def init_params(cfg, seed=0, dtype="float32"):
 
 
 # ----------------------------------------------------------------------------- encoder / decoder
+class EncoderCache(NamedTuple):
+    down: list       # [Conv2dCache] of the n_down stride-2 convs, first to last (each halves H, W)
+    down_relu: list  # [(B, C, H/2^(i+1), W/2^(i+1))] relu output after each of them
+    conv: L.Conv2dCache  # the 3x3 conv to (B, hidden, h, w)
+    res: list        # [ResidualBlockCache] n_res residual blocks, (B, hidden, h, w)
+    relu: object     # (B, hidden, h, w) relu before the output conv
+    out: L.Conv2dCache  # the 1x1 conv to z_e (B, D, h, w)
+
+
 def encoder_forward(params, x, cfg):
     """x: (B, 1, H, W) standardised log-mel -> z_e (B, D, h, w), cache."""
-    caches = []
+    c_down, c_down_relu = [], []
     h = x
     for i in range(cfg.n_down):
         h, c = L.conv2d_forward(h, params[f"enc_down{i}_w"], params[f"enc_down{i}_b"], stride=2, pad=1)  # (B, C, H/2, W/2)
-        caches.append(c)
+        c_down.append(c)
         h, c = L.relu_forward(h)
-        caches.append(c)
+        c_down_relu.append(c)
     h, c_conv = L.conv2d_forward(h, params["enc_conv_w"], params["enc_conv_b"], stride=1, pad=1)  # (B, hidden, h, w)
     c_res = []
     for j in range(cfg.n_res):
@@ -136,23 +146,29 @@ def encoder_forward(params, x, cfg):
         c_res.append(c)
     h, c_relu = L.relu_forward(h)
     z_e, c_out = L.conv2d_forward(h, params["enc_out_w"], params["enc_out_b"])  # (B, D, h, w)
-    return z_e, (caches, c_conv, c_res, c_relu, c_out)
+    return z_e, EncoderCache(c_down, c_down_relu, c_conv, c_res, c_relu, c_out)
 
 
 def encoder_backward(dz_e, cache, cfg):
     """dz_e: (B, D, h, w) -> dict of encoder parameter gradients (mirror of encoder_forward)."""
-    caches, c_conv, c_res, c_relu, c_out = cache
     g = {}
-    dh, g["enc_out_w"], g["enc_out_b"] = L.conv2d_backward(dz_e, c_out)
-    dh = L.relu_backward(dh, c_relu)
+    dh, g["enc_out_w"], g["enc_out_b"] = L.conv2d_backward(dz_e, cache.out)
+    dh = L.relu_backward(dh, cache.relu)
     for j in reversed(range(cfg.n_res)):
         p = f"enc_res{j}_"
-        dh, g[p + "w1"], g[p + "b1"], g[p + "w2"], g[p + "b2"] = L.residual_block_backward(dh, c_res[j])
-    dh, g["enc_conv_w"], g["enc_conv_b"] = L.conv2d_backward(dh, c_conv)
+        dh, g[p + "w1"], g[p + "b1"], g[p + "w2"], g[p + "b2"] = L.residual_block_backward(dh, cache.res[j])
+    dh, g["enc_conv_w"], g["enc_conv_b"] = L.conv2d_backward(dh, cache.conv)
     for i in reversed(range(cfg.n_down)):
-        dh = L.relu_backward(dh, caches[2 * i + 1])
-        dh, g[f"enc_down{i}_w"], g[f"enc_down{i}_b"] = L.conv2d_backward(dh, caches[2 * i], need_dx=i > 0)
+        dh = L.relu_backward(dh, cache.down_relu[i])
+        dh, g[f"enc_down{i}_w"], g[f"enc_down{i}_b"] = L.conv2d_backward(dh, cache.down[i], need_dx=i > 0)
     return g
+
+
+class DecoderCache(NamedTuple):
+    conv_in: L.Conv2dCache  # the 3x3 conv z_q (B, D, h, w) -> (B, hidden, h, w)
+    res: list       # [ResidualBlockCache] n_res residual blocks, (B, hidden, h, w)
+    up_relu: list   # [(B, C, h 2^i, w 2^i)] relu output before each stride-2 conv-transpose
+    up: list        # [ConvTranspose2dCache] of the n_down conv-transposes, first to last (each doubles H, W)
 
 
 def decoder_forward(params, z_q, cfg):
@@ -163,40 +179,43 @@ def decoder_forward(params, z_q, cfg):
         p = f"dec_res{j}_"
         h, c = L.residual_block_forward(h, params[p + "w1"], params[p + "b1"], params[p + "w2"], params[p + "b2"])
         c_res.append(c)
-    caches = []
+    c_up_relu, c_up = [], []
     for i in range(cfg.n_down):
         h, c = L.relu_forward(h)
-        caches.append(c)
+        c_up_relu.append(c)
         h, c = L.conv_transpose2d_forward(h, params[f"dec_up{i}_w"], params[f"dec_up{i}_b"], stride=2, pad=1)  # (B, C, 2h, 2w)
-        caches.append(c)
-    return h, (c_in, c_res, caches)
+        c_up.append(c)
+    return h, DecoderCache(c_in, c_res, c_up_relu, c_up)
 
 
 def decoder_backward(dx_hat, cache, cfg):
     """dx_hat: (B, 1, H, W) -> dz_q (B, D, h, w), dict of decoder parameter gradients."""
-    c_in, c_res, caches = cache
     g = {}
     dh = dx_hat
     for i in reversed(range(cfg.n_down)):
-        dh, g[f"dec_up{i}_w"], g[f"dec_up{i}_b"] = L.conv_transpose2d_backward(dh, caches[2 * i + 1])
-        dh = L.relu_backward(dh, caches[2 * i])
+        dh, g[f"dec_up{i}_w"], g[f"dec_up{i}_b"] = L.conv_transpose2d_backward(dh, cache.up[i])
+        dh = L.relu_backward(dh, cache.up_relu[i])
     for j in reversed(range(cfg.n_res)):
         p = f"dec_res{j}_"
-        dh, g[p + "w1"], g[p + "b1"], g[p + "w2"], g[p + "b2"] = L.residual_block_backward(dh, c_res[j])
-    dz_q, g["dec_in_w"], g["dec_in_b"] = L.conv2d_backward(dh, c_in)
+        dh, g[p + "w1"], g[p + "b1"], g[p + "w2"], g[p + "b2"] = L.residual_block_backward(dh, cache.res[j])
+    dz_q, g["dec_in_w"], g["dec_in_b"] = L.conv2d_backward(dh, cache.conv_in)
     return dz_q, g
 
 
 # ----------------------------------------------------------------------------- grid <-> vectors
-def _to_vectors(z):
-    """(B, D, h, w) -> (B*h*w, D): one row per latent position."""
+def to_vectors(z):
+    """Latent grid (B, D, h, w) -> (B*h*w, D) vectors, one row per latent position (b, i, j) in
+    that order: the quantiser (and k-means) work on rows."""
     B, D, h, w = z.shape
     return z.transpose(0, 2, 3, 1).reshape(B * h * w, D)  # (N, D)
 
 
-def _to_grid(v, B, h, w):
-    """(B*h*w, D) -> (B, D, h, w), inverse of _to_vectors."""
+def to_grid(v, B, h, w):
+    """Vectors (B*h*w, D) -> latent grid (B, D, h, w) (contiguous): the inverse of to_vectors."""
     return xp.ascontiguousarray(v.reshape(B, h, w, -1).transpose(0, 3, 1, 2))  # (B, D, h, w)
+
+
+_to_vectors = to_vectors  # old private name, still used by train_vqvae.py and benchmarks/torch_reference.py
 
 
 # ----------------------------------------------------------------------------- full model
@@ -207,15 +226,22 @@ def forward(params, x, cfg):
     cache['z_e'] (N, D) the encoder outputs (for EMA updates, restarts and statistics)."""
     z_e, c_enc = encoder_forward(params, x, cfg)  # (B, D, h, w)
     B, _, h, w = z_e.shape
-    ze_v = _to_vectors(z_e)  # (N, D)
+    ze_v = to_vectors(z_e)  # (N, D)
     zq_v, idx, vq, c_q = Q.quantize_forward(ze_v, params["codebook"], beta=cfg.beta, codebook_loss=not cfg.ema)
-    z_q = _to_grid(zq_v, B, h, w)  # (B, D, h, w)
+    z_q = to_grid(zq_v, B, h, w)  # (B, D, h, w)
     x_hat, c_dec = decoder_forward(params, z_q, cfg)  # (B, 1, H, W)
     recon, dx_hat = L.mse(x_hat, x)
     loss = recon + vq["codebook"] + vq["commit"]
     parts = {"loss": float(loss), "recon": float(recon), "codebook": vq["codebook"], "commit": vq["commit"]}
-    cache = {"cfg": cfg, "enc": c_enc, "q": c_q, "dec": c_dec, "dx_hat": dx_hat,
-             "shape": (B, h, w), "idx": idx.reshape(B, h, w), "z_e": ze_v, "x_hat": x_hat}
+    cache = {"cfg": cfg,  # the VQVAEConfig (backward loops over its n_down / n_res)
+             "enc": c_enc,  # EncoderCache
+             "q": c_q,  # quantizer.QuantizeCache
+             "dec": c_dec,  # DecoderCache
+             "dx_hat": dx_hat,  # (B, 1, H, W) gradient of the MSE w.r.t. x_hat
+             "shape": (B, h, w),  # of the latent grid
+             "idx": idx.reshape(B, h, w),  # (B, h, w) chosen codes
+             "z_e": ze_v,  # (N, D) encoder outputs as rows
+             "x_hat": x_hat}  # (B, 1, H, W) the reconstruction
     return loss, parts, cache
 
 
@@ -225,8 +251,8 @@ def backward(cache):
     cfg = cache["cfg"]
     B, h, w = cache["shape"]
     dz_q, grads = decoder_backward(cache["dx_hat"], cache["dec"], cfg)  # (B, D, h, w)
-    dze_v, grads["codebook"] = Q.quantize_backward(_to_vectors(dz_q), cache["q"], dloss=1.0)  # (N, D), (K, D)
-    grads.update(encoder_backward(_to_grid(dze_v, B, h, w), cache["enc"], cfg))
+    dze_v, grads["codebook"] = Q.quantize_backward(to_vectors(dz_q), cache["q"], dloss=1.0)  # (N, D), (K, D)
+    grads.update(encoder_backward(to_grid(dze_v, B, h, w), cache["enc"], cfg))
     return grads
 
 
@@ -236,7 +262,7 @@ def encode(params, x, cfg, batch=256):
     for s in range(0, x.shape[0], batch):
         z_e, _ = encoder_forward(params, x[s:s + batch], cfg)  # (b, D, h, w)
         b, _, h, w = z_e.shape
-        idx, _ = Q.nearest_code(_to_vectors(z_e), params["codebook"])
+        idx, _ = Q.nearest_code(to_vectors(z_e), params["codebook"])
         out.append(idx.reshape(b, h, w))
     return xp.concatenate(out) if out else xp.zeros((0, cfg.grid, cfg.grid), dtype=xp.int64)
 

@@ -226,7 +226,7 @@ def test_embedding_backward_matches_loop_and_repeats_bit_for_bit(backend):
     counts = np.bincount(idx.reshape(-1), minlength=V)[:, None]  # (V, 1)
     bound = 1.01 * counts * 2.0 ** -24 * abs_sum  # (V, D) float32 summation error bound
 
-    cache = (asarray(idx), (V, D))
+    cache = L.EmbeddingCache(asarray(idx), (V, D))
     dw64 = L.embedding_backward(asarray(dout.astype(np.float64)), cache)
     np.testing.assert_allclose(to_numpy(dw64), ref, rtol=1e-12, atol=1e-12)
     dw = L.embedding_backward(asarray(dout), cache)
@@ -238,7 +238,8 @@ def test_embedding_backward_matches_loop_and_repeats_bit_for_bit(backend):
     for _ in range(3):  # bit for bit on repeated calls
         assert np.array_equal(to_numpy(L.embedding_backward(asarray(dout), cache)), to_numpy(dw))
     perm = rng.permutation(B * T)  # the rows in another order: another summation order, same bound
-    dwp = L.embedding_backward(asarray(dout.reshape(-1, D)[perm]), (asarray(idx.reshape(-1)[perm]), (V, D)))
+    dwp = L.embedding_backward(asarray(dout.reshape(-1, D)[perm]),
+                               L.EmbeddingCache(asarray(idx.reshape(-1)[perm]), (V, D)))
     assert (np.abs(to_numpy(dwp) - ref) <= bound).all()
     assert not to_numpy(dw)[counts[:, 0] == 0].any()  # unused tokens get exactly zero
 

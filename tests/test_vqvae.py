@@ -43,8 +43,8 @@ def test_full_model_gradcheck(backend, cr, ema):
 
     def S():
         z_e, _ = V.encoder_forward(params, x, cfg)
-        zv = V._to_vectors(z_e)
-        zq = V._to_grid(zv + (e0 - ze0), B, h, w)
+        zv = V.to_vectors(z_e)
+        zq = V.to_grid(zv + (e0 - ze0), B, h, w)
         x_hat, _ = V.decoder_forward(params, zq, cfg)
         rec = float(((x_hat - x) ** 2).mean())
         cb = 0.0 if ema else float(((ze0 - params["codebook"][idx]) ** 2).mean())
