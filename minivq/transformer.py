@@ -26,8 +26,12 @@ One block (pre-LayerNorm, as in GPT-2):
 from dataclasses import asdict, dataclass, fields
 from numbers import Integral
 
+import numpy as np
+
+from minivq import checkpoint
 from minivq.attention import attention_backward, attention_forward, attention_probs, init_attention
 from minivq.backend import asarray, xp
+from minivq.backend import to_numpy
 from minivq.backend import rng as host_rng
 from minivq.layers import (embedding_backward, embedding_forward, gelu_backward, gelu_forward,
                            layernorm_backward, layernorm_forward, linear_backward, linear_forward,
@@ -299,3 +303,22 @@ def evaluate(params, cfg, seqs, batch_size=64):
         n += s.shape[0]
     per_pos = per_pos / n  # (T,)
     return total / (n * per_pos.size), per_pos
+
+
+# ----------------------------------------------------------------------------- data and persistence
+def make_sequences(tokens, digits, cfg):
+    """tokens (N, H, W) codes, digits (N,) -> int64 (N, 1 + H*W) = prefix + codes in cfg.order."""
+    codes = cfg.to_sequence(np.asarray(tokens)).astype(np.int64)  # (N, T)
+    if codes.shape[1] != cfg.context:
+        raise ValueError(f"token grids hold {codes.shape[1]} codes but the prior's context is {cfg.context}")
+    prefix = to_numpy(cfg.prefix(digits if cfg.cond == "class" else None, n=len(codes)))  # (N,)
+    return np.concatenate([prefix[:, None], codes], axis=1)  # (N, 1 + T)
+
+
+def load_prior(ckpt):
+    """Load a prior checkpoint (prior.npz) -> (params on the current backend, GPTConfig, meta dict)."""
+    ck = checkpoint.load(ckpt)
+    if "model" not in ck["config"]:
+        raise ValueError(f"checkpoint {ckpt} is not a transformer prior (no 'model' config)")
+    cfg = GPTConfig.from_dict(ck["config"]["model"])
+    return {k: asarray(v) for k, v in ck["params"].items()}, cfg, ck["meta"]
