@@ -8,7 +8,7 @@ The whole generation path, each step a library call:
                       16 x 16 grid); a KV cache keeps the keys/values of earlier positions, so
                       each new token costs one query against the cache (minivq.sampling.sample),
   3. VQ-VAE decoder   looks the codes up in the codebook and upsamples the 16 x 16 grid of
-                      vectors to a 64 x 64 log-mel spectrogram (train_vqvae.decode_logmel),
+                      vectors to a 64 x 64 log-mel spectrogram (vqvae.decode_logmel),
   4. vocoder          log-mel -> linear magnitude (mel inversion) -> phase by Griffin-Lim ->
                       waveform (evaluate.round_trip, which also re-featurises the sound),
   5. classifier       a CNN trained on real recordings says which digit it hears
@@ -38,7 +38,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 from minivq import audio, data, evaluate, generate, metrics  # noqa: E402
-from minivq.train_vqvae import encode_logmel  # noqa: E402
+from minivq.vqvae import encode_logmel  # noqa: E402
 
 SEED = 0
 PER_DIGIT = 5              # generated clips per digit and setting (--quick: QUICK_PER_DIGIT)

@@ -21,8 +21,8 @@ import numpy as np
 from minivq import audio, checkpoint, cli, evaluate
 from minivq.classifier import load_classifier
 from minivq.sampling import sample
-from minivq.train_prior import load_prior
-from minivq.train_vqvae import decode_logmel, load_model
+from minivq.transformer import load_prior
+from minivq.vqvae import decode_logmel, load_vqvae
 from minivq import outdir  # output folders: checked, locked, recorded
 
 BUNDLE_FORMAT = 1
@@ -56,7 +56,7 @@ def load_bundle(folder, cond="class"):
         other = "without --uncond" if cond == "none" else "with --uncond"
         raise FileNotFoundError(f"{prior_file} is missing: this bundle has no {'unconditional' if cond == 'none' else 'conditional'} "
                                 f"prior (try {other})")
-    vq = load_model(folder / "vqvae.npz")
+    vq = load_vqvae(folder / "vqvae.npz")
     prior = load_prior(prior_file)
     clf = load_classifier(folder / "classifier.npz")
     vcfg, pcfg = vq[1], prior[1]

@@ -25,14 +25,18 @@ from pathlib import Path
 import numpy as np
 
 from minivq import __version__, checkpoint, cli, evaluate
-from minivq import train_classifier as TC
+from minivq import classifier as C
+from minivq import data as D
+from minivq import train_classifier as TC  # trainers: only to train the stages
 from minivq import train_prior as TP
 from minivq import train_vqvae as TV
 from minivq import vqvae as V
+from minivq.audio import save_wav
+from minivq.backend import to_numpy
 from minivq.data import LoadInterrupted
 from minivq.generate import BUNDLE_FORMAT, PRIOR_FILES, SAMPLING_DEFAULTS, Bundle, generate
 from minivq.progress import fmt_time
-from minivq.transformer import GPTConfig
+from minivq.transformer import GPTConfig, load_prior
 from minivq import outdir  # output folders: checked, locked, recorded
 
 # uncond_epochs: the unconditional prior serves as the guide of classifier-free guidance, which
@@ -74,7 +78,6 @@ def run_pipeline(data, out, cr=16, uncond=False, quick=False, seed=0, n_per_digi
     """Train (or reuse) every stage, evaluate, write report.md/results.json; returns results.
     overrides: replaces entries of the QUICK/FULL settings (e.g. a smaller subset for tests).
     latents: also compute TopP&R between real and generated token grids in the VQ latent space."""
-    from minivq.data import load_features
     S = dict(QUICK if quick else FULL)
     unknown = set(overrides or {}) - set(S)
     if unknown:
@@ -88,7 +91,7 @@ def run_pipeline(data, out, cr=16, uncond=False, quick=False, seed=0, n_per_digi
     times, t_all = {}, time.perf_counter()
 
     t = time.perf_counter()
-    feats = load_features(data, split="official", max_per_digit=S["max_per_digit"])
+    feats = D.load_features(data, split="official", max_per_digit=S["max_per_digit"])
     times["features"] = time.perf_counter() - t
     data_id = {"root": str(Path(data).resolve()), "features": feats.cfg.key(), "max_per_digit": S["max_per_digit"],
                "n_train": len(feats.train.x), "n_test": len(feats.test.x), "seed": seed}
@@ -106,7 +109,7 @@ def run_pipeline(data, out, cr=16, uncond=False, quick=False, seed=0, n_per_digi
     log(f"stage 1/4 classifier: {st}")
     if st != "done":
         TC.train(feats, d, epochs=S["clf_epochs"], seed=seed, resume=st == "resume")
-    clf = TC.C.load_classifier(d / "classifier.npz")
+    clf = C.load_classifier(d / "classifier.npz")
     times["classifier"] = time.perf_counter() - t
 
     # 2. VQ-VAE + tokens
@@ -120,7 +123,7 @@ def run_pipeline(data, out, cr=16, uncond=False, quick=False, seed=0, n_per_digi
     log(f"stage 2/4 VQ-VAE (CR={cr}): {st}")
     if st != "done":
         TV.train(vcfg, feats, d, tcfg, resume=st == "resume" and (d / "last.npz").is_file())
-    vq = TV.load_model(d / "vqvae.npz")
+    vq = V.load_vqvae(d / "vqvae.npz")
     times["vqvae"] = time.perf_counter() - t
 
     # 3. priors (their settings name the exact tokens they learn, so a retrained VQ-VAE retrains them)
@@ -142,7 +145,7 @@ def run_pipeline(data, out, cr=16, uncond=False, quick=False, seed=0, n_per_digi
                                resume=st == "resume" and (d / TP.CKPT_NAME).is_file(), log=log, **hyper)
             if summary["interrupted"]:  # the trainer saved its state; stop here, a re-run resumes
                 raise KeyboardInterrupt
-        priors[cond] = TP.load_prior(d / TP.CKPT_NAME)
+        priors[cond] = load_prior(d / TP.CKPT_NAME)
         times[f"prior_{cond}"] = time.perf_counter() - t
 
     # 4. evaluation
@@ -179,7 +182,6 @@ def latent_top_pr(codebook, real_tokens, fake_tokens, seed=0):
     """TopP&R between two sets of token grids in the VQ latent space: each grid becomes its
     code vectors codebook[tokens] flattened (h*w*D dims), projected to 32-d by top_pr's seeded
     Gaussian map. None (with the reason) when there are too few grids."""
-    from minivq.backend import to_numpy
     cb = to_numpy(codebook)
     real = cb[np.asarray(real_tokens)].reshape(len(real_tokens), -1)  # (N, h*w*D)
     fake = cb[np.asarray(fake_tokens)].reshape(len(fake_tokens), -1)  # (M, h*w*D)
@@ -232,8 +234,8 @@ def evaluate_all(feats, clf, vq, priors, out, n_per_digit, seed, sampling, laten
     r["griffin_lim"] = _summary(gl)
     log(f"  Griffin-Lim round trips: accuracy {gl['accuracy']:.4f}")
     vparams, vcfg, vnorm = vq
-    real_tokens = TV.encode_logmel(vparams, vcfg, vnorm, x_te)  # (N, h, w)
-    rec_mel = TV.decode_logmel(vparams, vcfg, vnorm, real_tokens)
+    real_tokens = V.encode_logmel(vparams, vcfg, vnorm, x_te)  # (N, h, w)
+    rec_mel = V.decode_logmel(vparams, vcfg, vnorm, real_tokens)
     _, rec = evaluate.round_trip(rec_mel, fc, seed=seed)
     rec = evaluate.judge(clf, rec, want=y_te)
     r["reconstruction"] = _summary(rec)
@@ -275,7 +277,6 @@ def evaluate_all(feats, clf, vq, priors, out, n_per_digit, seed, sampling, laten
             log(f"  unconditional generations: heard-digit entropy {s['heard_entropy_bits']:.3f} bits")
         for i in range(0, len(g["waves"]), max(1, n_per_digit // 2)):
             want = "u" if want_digits is None else want_digits[i]
-            from minivq.audio import save_wav
             save_wav(samples / f"{tag}_{want}_{i:04d}_heard{g['pred'][i]}.wav", g["waves"][i], fc.sr)
     return r
 
