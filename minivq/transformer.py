@@ -26,8 +26,6 @@ One block (pre-LayerNorm, as in GPT-2):
 from dataclasses import asdict, dataclass, fields
 from numbers import Integral
 
-import numpy as np
-
 from minivq import checkpoint
 from minivq.attention import attention_backward, attention_forward, attention_probs, init_attention
 from minivq.backend import asarray, xp
@@ -308,11 +306,11 @@ def evaluate(params, cfg, seqs, batch_size=64):
 # ----------------------------------------------------------------------------- data and persistence
 def make_sequences(tokens, digits, cfg):
     """tokens (N, H, W) codes, digits (N,) -> int64 (N, 1 + H*W) = prefix + codes in cfg.order."""
-    codes = cfg.to_sequence(np.asarray(tokens)).astype(np.int64)  # (N, T)
+    codes = cfg.to_sequence(to_numpy(tokens))  # (N, T)
     if codes.shape[1] != cfg.context:
         raise ValueError(f"token grids hold {codes.shape[1]} codes but the prior's context is {cfg.context}")
-    prefix = to_numpy(cfg.prefix(digits if cfg.cond == "class" else None, n=len(codes)))  # (N,)
-    return np.concatenate([prefix[:, None], codes], axis=1)  # (N, 1 + T)
+    prefix = cfg.prefix(digits if cfg.cond == "class" else None, n=len(codes))  # (N,)
+    return to_numpy(xp.concatenate([prefix[:, None], asarray(codes, dtype="int64")], axis=1))  # (N, 1 + T) host
 
 
 def load_prior(ckpt):

@@ -18,8 +18,6 @@ A model is a dict of named arrays; backward returns grads with the same keys and
 import dataclasses
 import math
 
-import numpy as np
-
 from minivq import checkpoint
 from minivq import layers as L
 from minivq import quantizer as Q
@@ -269,13 +267,15 @@ def reconstruct(params, x, cfg, batch=256):
 # The model sees standardised log-mels: x_std = (x - mean) / std with two scalars (``norm``)
 # measured once on the training set and stored in the checkpoint beside the params.
 def standardise_stats(x):
-    """x: (N, M, T) raw log-mel -> norm {'mean', 'std'}: scalars of the training set (float64 sums)."""
-    return {"mean": float(np.mean(x, dtype=np.float64)), "std": float(np.std(x, dtype=np.float64))}
+    """x: (N, M, T) raw log-mel -> norm {'mean', 'std'}: scalars of the training set (float64 sums, on the host)."""
+    x = to_numpy(x)
+    return {"mean": float(x.mean(dtype="float64")), "std": float(x.std(dtype="float64"))}
 
 
 def standardise(x, norm):
     """x: (N, M, T) raw log-mel (host) -> (N, 1, M, T) float32 standardised, on the backend."""
-    return asarray(((np.asarray(x, dtype=np.float32) - norm["mean"]) / norm["std"])[:, None], dtype="float32")
+    x = to_numpy(x).astype("float32", copy=False)  # (N, M, T)
+    return asarray(((x - norm["mean"]) / norm["std"])[:, None], dtype="float32")  # (N, 1, M, T)
 
 
 def encode_logmel(params, cfg, norm, logmel, batch=256):
@@ -285,8 +285,8 @@ def encode_logmel(params, cfg, norm, logmel, batch=256):
 
 def decode_logmel(params, cfg, norm, idx, batch=256):
     """idx: (B, h, w) token grids -> (B, M, T) raw (un-standardised) log-mel float32 NumPy."""
-    x = to_numpy(decode(params, asarray(np.asarray(idx, dtype=np.int64)), cfg, batch))[:, 0]  # (B, M, T)
-    return (x * norm["std"] + norm["mean"]).astype(np.float32)
+    x = to_numpy(decode(params, asarray(idx, dtype="int64"), cfg, batch))[:, 0]  # (B, M, T)
+    return (x * norm["std"] + norm["mean"]).astype("float32")
 
 
 # ----------------------------------------------------------------------------- persistence
@@ -301,7 +301,7 @@ def save_vqvae(path, params, cfg, norm, train=None, features=None, meta=None):
     if features is not None:
         config["features"] = features
     return checkpoint.save(path, params, config=config, meta=meta,
-                           extra={"norm_mean": np.float64(norm["mean"]), "norm_std": np.float64(norm["std"])})
+                           extra={"norm_mean": float(norm["mean"]), "norm_std": float(norm["std"])})  # float64
 
 
 def load_vqvae(path):
