@@ -43,6 +43,7 @@ from minivq import backend  # noqa: E402
 from minivq import transformer as G  # noqa: E402
 from minivq.gradcheck import rel_error  # noqa: E402
 from minivq.optim import adam_step, clip_grad_norm  # noqa: E402
+from minivq.sampling import sample  # noqa: E402
 
 try:
     import torch
@@ -155,7 +156,6 @@ def profile_numpy(step):
 def sampling_speed(cfg, n=10, uncached_tokens=64):
     """Cached decoding of full 256-token sequences; the uncached path (a full forward per
     token, O(T^2) each) is timed on the first ``uncached_tokens`` tokens only."""
-    from minivq.sampling import sample
     params = G.init_params(cfg, seed=3)
     for use_cache, n_tok in ((True, cfg.context), (False, uncached_tokens)):
         t0 = time.perf_counter()

@@ -24,6 +24,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 from minivq import audio as A  # noqa: E402
+from minivq import data  # noqa: E402
 
 DIGITS = (0, 3, 7)           # which digits to take from FSDD's test split (first take of each)
 QUICK_DIGITS = (3,)
@@ -35,7 +36,6 @@ SEED = 0
 
 def real_clips(root, digits):
     """[(name, (N,) wave)] for the first official-test clip of each digit in ``digits``."""
-    from minivq import data
     _, test = data.split_clips(data.scan(root), "official")
     out = []
     for d in digits:

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-from minivq import audio, optim  # noqa: E402
+from minivq import audio, data, optim  # noqa: E402
 from minivq import layers as L  # noqa: E402
 from minivq.backend import asarray, to_numpy, xp  # noqa: E402
 
@@ -61,7 +61,6 @@ def load_data(quick, rng):
     """-> (train_x, test_x, source description); x is (N, 64, 64) float32 log-mel."""
     root = os.environ.get("MINIVQ_FSDD")
     if root:
-        from minivq import data
         per_digit = QUICK_PER_DIGIT if quick else PER_DIGIT
         feats = data.load_features(root, max_per_digit=per_digit)
         return feats.train.x, feats.test.x, f"FSDD at {root} (max_per_digit={per_digit})", feats.cfg

@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 from minivq import audio  # noqa: E402
-from minivq import train_vqvae as T  # noqa: E402
+from minivq import train_vqvae as T  # noqa: E402  (this lesson trains)
 from minivq import vqvae as V  # noqa: E402
 from minivq.data import load_features  # noqa: E402
 from minivq.quantizer import usage_stats  # noqa: E402
@@ -42,7 +42,7 @@ SEED = 0
 def get_model(cr, feats, s, out, path):
     """Load a trained vqvae.npz (path) or train one with the lesson's settings."""
     if path:
-        params, cfg, norm = T.load_model(path)
+        params, cfg, norm = V.load_vqvae(path)
         print(f"CR={cr}: loaded {path}")
         return params, cfg, norm
     cfg = V.VQVAEConfig(cr=cr, hidden=s["hidden"], K=s["K"], ch1=min(64, s["hidden"]))

@@ -24,9 +24,10 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 from minivq import backend  # noqa: E402
-from minivq import train_prior as TP  # noqa: E402
+from minivq import train_prior as TP  # noqa: E402  (this lesson trains)
 from minivq.sampling import sample  # noqa: E402
-from minivq.transformer import LN2, GPTConfig, attention_maps, forward_logits  # noqa: E402
+from minivq.transformer import (LN2, GPTConfig, attention_maps, forward_logits, load_prior,  # noqa: E402
+                                make_sequences)
 
 MODEL = dict(d_model=128, n_layer=4, n_head=4)  # the default prior
 QUICK_MODEL = dict(d_model=32, n_layer=2, n_head=2)
@@ -104,8 +105,8 @@ def main():
               "(the first code has only the prefix to go on)")
 
     # ---- samples
-    params_c, cfg_c, _ = TP.load_prior(out / "class" / TP.CKPT_NAME)
-    params_u, cfg_u, _ = TP.load_prior(out / "none" / TP.CKPT_NAME)
+    params_c, cfg_c, _ = load_prior(out / "class" / TP.CKPT_NAME)
+    params_u, cfg_u, _ = load_prior(out / "none" / TP.CKPT_NAME)
     sc = sample(params_c, cfg_c, 10, cond=np.arange(10), temperature=TEMPERATURE, top_k=TOP_K, seed=SAMPLE_SEED)
     su = sample(params_u, cfg_u, 10, temperature=TEMPERATURE, top_k=TOP_K, seed=SAMPLE_SEED)
     fig, ax = plt.subplots(3, 10, figsize=(16, 5.4))
@@ -125,7 +126,7 @@ def main():
           f"{np.mean([len(np.unique(s)) for s in su]):.0f}, real {np.mean([len(np.unique(g)) for g in data['test_tokens'][real]]):.0f}")
 
     # ---- attention maps of the trained conditional model on one test sequence
-    seq = TP.make_sequences(data["test_tokens"][:1], data["test_digit"][:1], cfg_c)  # (1, 1 + T)
+    seq = make_sequences(data["test_tokens"][:1], data["test_digit"][:1], cfg_c)  # (1, 1 + T)
     _, cache = forward_logits(params_c, cfg_c, backend.asarray(seq[:, :-1]))
     maps = [backend.to_numpy(m)[0] for m in attention_maps(cache)]  # each (H, T, T)
     L, H = len(maps), maps[0].shape[0]

@@ -8,7 +8,7 @@ The whole generation path, each step a library call:
                       16 x 16 grid); a KV cache keeps the keys/values of earlier positions, so
                       each new token costs one query against the cache (minivq.sampling.sample),
   3. VQ-VAE decoder   looks the codes up in the codebook and upsamples the 16 x 16 grid of
-                      vectors to a 64 x 64 log-mel spectrogram (train_vqvae.decode_logmel),
+                      vectors to a 64 x 64 log-mel spectrogram (vqvae.decode_logmel),
   4. vocoder          log-mel -> linear magnitude (mel inversion) -> phase by Griffin-Lim ->
                       waveform (evaluate.round_trip, which also re-featurises the sound),
   5. classifier       a CNN trained on real recordings says which digit it hears
@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from minivq import audio, data, evaluate, metrics  # noqa: E402
 from minivq.bundle import DEFAULT_CHECKPOINT, SAMPLING_DEFAULTS, generate_clips, load_bundle  # noqa: E402
 from minivq.plots import plot_spectrogram_grid  # noqa: E402
-from minivq.train_vqvae import encode_logmel  # noqa: E402
+from minivq.vqvae import encode_logmel  # noqa: E402
 
 SEED = 0
 PER_DIGIT = 5              # generated clips per digit and setting (--quick: QUICK_PER_DIGIT)

@@ -16,11 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from minivq import __version__, audio, checkpoint, cli, evaluate
-from minivq import train_prior as TP
 from minivq.classifier import load_classifier
 from minivq.sampling import sample
-from minivq.train_prior import load_prior
-from minivq.train_vqvae import decode_logmel, load_model
+from minivq.transformer import PRIOR_CKPT, load_prior
+from minivq.vqvae import decode_logmel, load_vqvae
 
 BUNDLE_FORMAT = 1
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "pretrained"  # the shipped bundle
@@ -54,7 +53,7 @@ def load_bundle(folder, cond="class"):
         other = "without --uncond" if cond == "none" else "with --uncond"
         raise FileNotFoundError(f"{prior_file} is missing: this bundle has no {'unconditional' if cond == 'none' else 'conditional'} "
                                 f"prior (try {other})")
-    vq = load_model(folder / "vqvae.npz")
+    vq = load_vqvae(folder / "vqvae.npz")
     prior = load_prior(prior_file)
     clf = load_classifier(folder / "classifier.npz")
     vcfg, pcfg = vq[1], prior[1]
@@ -180,7 +179,7 @@ def export_bundle(out, dest, cr, conds, feat_cfg, res, data):
     out, dest = Path(out), Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     src = {"vqvae.npz": out / f"vqvae_cr{cr}" / "vqvae.npz", "classifier.npz": out / "classifier" / "classifier.npz"}
-    src.update({PRIOR_FILES[c]: out / f"prior_{c}" / TP.CKPT_NAME for c in conds})
+    src.update({PRIOR_FILES[c]: out / f"prior_{c}" / PRIOR_CKPT for c in conds})
     common = {"data": {"name": "Free Spoken Digit Dataset (FSDD)", "path_used": str(Path(data).resolve()),
                        "license": "CC BY-SA 4.0", "credit": "Zohar Jackson and the FSDD contributors",
                        "split": "official (takes 0-4 test, 5-49 train)", "features": feat_cfg.to_dict()},

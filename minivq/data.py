@@ -54,6 +54,8 @@ import numpy as np
 
 from minivq import audio
 from minivq.checkpoint import atomic_write
+from minivq.cli import sha256_hex
+from minivq.download import download
 from minivq.progress import Progress
 
 CACHE_VERSION = 1
@@ -198,6 +200,20 @@ def detect_layout(root) -> tuple[str, Path]:
                          "or AudioMNIST (NN/{digit}_NN_{take}.wav) recordings")
     raise ValueError(f"data folder {root} holds no .wav recordings in the FSDD layout ({{digit}}_{{speaker}}_{{take}}.wav, "
                      "directly or in recordings/) or the AudioMNIST layout (NN/{digit}_NN_{take}.wav, directly or in data/)")
+
+
+def find_data_root(to: Path, max_depth: int = 4) -> Path:
+    """The shallowest folder under ``to`` (e.g. an unpacked archive) that :func:`detect_layout` accepts."""
+    level = [to]
+    for _ in range(max_depth + 1):
+        for d in level:
+            try:
+                detect_layout(d)
+                return d
+            except (ValueError, FileNotFoundError):
+                pass
+        level = sorted(c for d in level for c in d.iterdir() if c.is_dir())
+    raise ValueError(f"no FSDD or AudioMNIST recordings were found in the unpacked archive under {to}")
 
 
 def scan(root, strict: bool = False) -> Listing:
@@ -474,7 +490,6 @@ def info(root) -> str:
 
 
 def main(argv=None) -> int:
-    from minivq.cli import sha256_hex
     ap = argparse.ArgumentParser(prog="python -m minivq.data", description=__doc__.split("\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -493,8 +508,7 @@ def main(argv=None) -> int:
         if args.cmd == "info":
             print(info(args.path))
         else:
-            from minivq.download import download
-            root = download(args.dataset, args.to, url=args.url, sha256=args.sha256)
+            root = find_data_root(download(args.dataset, args.to, url=args.url, sha256=args.sha256))
             print(f"{args.dataset} is ready: pass {root} as the data folder")
     except (FileNotFoundError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -1,5 +1,8 @@
 """Fetch and unpack the public spoken-digit archives (used by ``python -m minivq.data download``).
 
+This module knows archives, not dataset layouts: it imports nothing from minivq. Finding the
+recordings inside what it unpacked is ``minivq.data.find_data_root``.
+
 Standard library only: urllib for http(s):// and file:// URLs, hashlib for the checksum,
 zipfile/tarfile for unpacking (members that would land outside the target folder are refused).
 """
@@ -80,27 +83,13 @@ def unpack(archive: Path, to: Path) -> None:
         raise ValueError(f"{archive} is neither a zip nor a tar archive")
 
 
-def find_data_root(to: Path, max_depth: int = 4) -> Path:
-    """The shallowest folder under ``to`` that :func:`minivq.data.detect_layout` accepts."""
-    from minivq.data import detect_layout
-    level = [to]
-    for _ in range(max_depth + 1):
-        for d in level:
-            try:
-                detect_layout(d)
-                return d
-            except (ValueError, FileNotFoundError):
-                pass
-        level = sorted(c for d in level for c in d.iterdir() if c.is_dir())
-    raise ValueError(f"no FSDD or AudioMNIST recordings were found in the unpacked archive under {to}")
-
-
 def download(name: str, to, url: str | None = None, sha256: str | None = None,
              size: int | None = None, progress: bool = True) -> Path:
     """Download dataset ``name`` ('fsdd' or 'audiomnist') into folder ``to``, verify, unpack.
 
     Size and sha256 are checked when given or known for the default URL; a mismatch deletes
-    the download and raises ValueError. Returns the folder to pass to ``load_features``.
+    the download and raises ValueError. Returns ``to``, the folder it unpacked into; the data
+    folder to pass to ``load_features`` is ``minivq.data.find_data_root(to)``.
     """
     if name not in ARCHIVES:
         raise ValueError(f"unknown dataset {name!r}; expected one of {sorted(ARCHIVES)}")
@@ -129,4 +118,4 @@ def download(name: str, to, url: str | None = None, sha256: str | None = None,
                 shutil.move(str(item), str(dest))
     finally:
         tmp.unlink(missing_ok=True)
-    return find_data_root(to)
+    return to

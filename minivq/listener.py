@@ -168,7 +168,7 @@ def log_mel_frames(wave, cfg: ListenerConfig) -> np.ndarray:
         w = np.concatenate([w[:1], w[1:] - cfg.preemph * w[:-1]])  # (N,)
     T = 1 + max(0, -(-(len(w) - cfg.win) // cfg.hop))
     w = np.pad(w, (0, (T - 1) * cfg.hop + cfg.win - len(w)))  # (N',) whole frames
-    frames = np.lib.stride_tricks.sliding_window_view(w, cfg.win)[::cfg.hop]  # (T, W)
+    frames = w[cfg.hop * np.arange(T)[:, None] + np.arange(cfg.win)]  # (T, W): frame t = w[t*hop : t*hop + win]
     window = 0.54 - 0.46 * np.cos(2 * np.pi * np.arange(cfg.win) / (cfg.win - 1))  # (W,) symmetric Hamming
     spec = np.fft.rfft(frames * window, n=cfg.n_fft, axis=1)  # (T, F)
     energy = mel_bank(cfg) @ (spec.real ** 2 + spec.imag ** 2).T  # (M, T)

@@ -56,6 +56,8 @@ import threading
 import time
 from pathlib import Path
 
+from minivq.checkpoint import write_json
+
 try:
     import fcntl
 except ImportError:  # not POSIX: the PID written in .lock decides alone (see _owner_alive)
@@ -330,7 +332,6 @@ def claim(path, kind, args, what="--out"):
         records[kind] = {"settings": settings, "command": _command(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
         rec_path = folder / RECORD_NAME
         old, stamp = (rec_path.read_bytes() if rec_path.is_file() else None), _stamp(folder, kind)
-        from minivq.checkpoint import write_json
         write_json(rec_path, records)
 
         def undo(exc_type, exc, tb):  # a run that fails before writing anything leaves the record as it was

@@ -29,8 +29,9 @@ from pathlib import Path
 import numpy as np
 
 from minivq import checkpoint, cli, evaluate, metrics, plots
+from minivq import classifier as C
 from minivq import data as D
-from minivq import train_classifier as TC
+from minivq import train_classifier as TC  # trainers: only to train the stages
 from minivq import train_prior as TP
 from minivq import train_vqvae as TV
 from minivq import vqvae as V
@@ -39,7 +40,7 @@ from minivq.bundle import SAMPLING_DEFAULTS, Bundle, export_bundle, generate_cli
 from minivq.data import LoadInterrupted
 from minivq.progress import fmt_time
 from minivq.report import write_report
-from minivq.transformer import GPTConfig
+from minivq.transformer import PRIOR_CKPT, GPTConfig, load_prior
 from minivq import outdir  # output folders: checked, locked, recorded
 
 # uncond_epochs: the unconditional prior serves as the guide of classifier-free guidance, which
@@ -112,7 +113,7 @@ def run_pipeline(data, out, cr=16, uncond=False, quick=False, seed=0, n_per_digi
     log(f"stage 1/4 classifier: {st}")
     if st != "done":
         TC.train(feats, d, epochs=S["clf_epochs"], seed=seed, resume=st == "resume")
-    clf = TC.C.load_classifier(d / "classifier.npz")
+    clf = C.load_classifier(d / "classifier.npz")
     times["classifier"] = time.perf_counter() - t
 
     # 2. VQ-VAE + tokens
@@ -126,7 +127,7 @@ def run_pipeline(data, out, cr=16, uncond=False, quick=False, seed=0, n_per_digi
     log(f"stage 2/4 VQ-VAE (CR={cr}): {st}")
     if st != "done":
         TV.train(vcfg, feats, d, tcfg, resume=st == "resume" and (d / "last.npz").is_file())
-    vq = TV.load_model(d / "vqvae.npz")
+    vq = V.load_vqvae(d / "vqvae.npz")
     times["vqvae"] = time.perf_counter() - t
 
     # 3. priors (their settings name the exact tokens they learn, so a retrained VQ-VAE retrains them)
@@ -145,10 +146,10 @@ def run_pipeline(data, out, cr=16, uncond=False, quick=False, seed=0, n_per_digi
         log(f"stage 3/4 prior cond={cond}: {st}")
         if st != "done":
             summary = TP.train(out / f"vqvae_cr{cr}" / "tokens.npz", d, pcfg,
-                               resume=st == "resume" and (d / TP.CKPT_NAME).is_file(), log=log, **hyper)
+                               resume=st == "resume" and (d / PRIOR_CKPT).is_file(), log=log, **hyper)
             if summary["interrupted"]:  # the trainer saved its state; stop here, a re-run resumes
                 raise KeyboardInterrupt
-        priors[cond] = TP.load_prior(d / TP.CKPT_NAME)
+        priors[cond] = load_prior(d / PRIOR_CKPT)
         times[f"prior_{cond}"] = time.perf_counter() - t
 
     # 4. evaluation
@@ -223,8 +224,8 @@ def judge_all(feats, clf, vq, priors, out, n_per_digit, seed, sampling, latents=
     r["griffin_lim"] = evaluate.summarise(gl)
     log(f"  Griffin-Lim round trips: accuracy {gl['accuracy']:.4f}")
     vparams, vcfg, vnorm = vq
-    real_tokens = TV.encode_logmel(vparams, vcfg, vnorm, x_te)  # (N, h, w)
-    rec_mel = TV.decode_logmel(vparams, vcfg, vnorm, real_tokens)
+    real_tokens = V.encode_logmel(vparams, vcfg, vnorm, x_te)  # (N, h, w)
+    rec_mel = V.decode_logmel(vparams, vcfg, vnorm, real_tokens)
     _, rec = evaluate.round_trip(rec_mel, fc, seed=seed)
     rec = evaluate.judge(clf, rec, want=y_te)
     r["reconstruction"] = evaluate.summarise(rec)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minivq import checkpoint, cli
+from minivq import checkpoint, cli, data
 from minivq import classifier as C
 from minivq.backend import asarray, to_numpy
 from minivq.plots import plot_confusion
@@ -231,7 +231,6 @@ def add_arguments(p):
 
 @outdir.scoped
 def run(args):
-    from minivq.data import load_features
     if not args.data:
         raise ValueError("no data folder: pass --data PATH or set MINIVQ_FSDD")
     epochs, mpd = args.epochs, args.max_per_digit
@@ -239,7 +238,7 @@ def run(args):
         epochs, mpd = min(epochs, 3), mpd or 30
     t0 = time.perf_counter()
     outdir.claim(args.out, "classifier", args)  # writable, locked, not another run's files (see minivq/outdir.py)
-    features = load_features(args.data, split=args.split, max_per_digit=mpd)
+    features = data.load_features(args.data, split=args.split, max_per_digit=mpd)
     print(f"data: {len(features.train.x)} train / {len(features.test.x)} test clips "
           f"({args.split} split) loaded in {time.perf_counter() - t0:.1f} s", flush=True)
     try:

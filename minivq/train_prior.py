@@ -7,6 +7,9 @@ Size letters: N sequences, T = 256 code positions (a 16 x 16 grid read in GPTCon
 tokens.npz (written by the VQ-VAE trainer): train_tokens (N, 16, 16) int, train_digit (N,),
 test_tokens, test_digit, K. Each grid becomes one 257-token sequence: prefix + 256 codes.
 
+A trained prior is read back with minivq.transformer.load_prior (code that samples from it
+imports the model module, not this trainer).
+
 Every epoch (and on Ctrl-C) ``OUT/prior.npz`` is rewritten atomically with the params,
 Adam state, config, step and the dropout RNG state; ``--resume`` continues from it
 exactly (batches are a pure function of (seed, epoch), so a resumed run sees the same
@@ -27,8 +30,8 @@ from minivq import checkpoint, cli
 from minivq.backend import asarray, to_numpy
 from minivq.optim import adam_step, clip_grad_norm, lr_at
 from minivq.progress import NonFiniteLoss, Progress, check_finite
-from minivq.transformer import (LN2, GPTConfig, backward, evaluate, forward, init_params, n_params,
-                                no_decay_names)
+from minivq.transformer import (LN2, GPTConfig, backward, evaluate, forward, init_params, make_sequences,
+                                n_params, no_decay_names)
 from minivq import outdir  # output folders: checked, locked, recorded
 
 CKPT_NAME = "prior.npz"
@@ -90,25 +93,7 @@ def synthetic_tokens(n_train=600, n_test=100, K=64, grid=16, noise=0.1, seed=0):
     return {"train_tokens": tr, "train_digit": td, "test_tokens": te, "test_digit": ted, "K": K}
 
 
-def make_sequences(tokens, digits, cfg):
-    """tokens (N, H, W) codes, digits (N,) -> int64 (N, 1 + H*W) = prefix + codes in cfg.order."""
-    codes = cfg.to_sequence(np.asarray(tokens)).astype(np.int64)  # (N, T)
-    if codes.shape[1] != cfg.context:
-        raise ValueError(f"token grids hold {codes.shape[1]} codes but the prior's context is {cfg.context}")
-    prefix = to_numpy(cfg.prefix(digits if cfg.cond == "class" else None, n=len(codes)))  # (N,)
-    return np.concatenate([prefix[:, None], codes], axis=1)  # (N, 1 + T)
-
-
 # ----------------------------------------------------------------------------- checkpoints
-def load_prior(ckpt):
-    """Load a prior checkpoint -> (params on the current backend, GPTConfig, meta dict)."""
-    ck = checkpoint.load(ckpt)
-    if "model" not in ck["config"]:
-        raise ValueError(f"checkpoint {ckpt} is not a transformer prior (no 'model' config)")
-    cfg = GPTConfig.from_dict(ck["config"]["model"])
-    return {k: asarray(v) for k, v in ck["params"].items()}, cfg, ck["meta"]
-
-
 def _save(out, params, cfg, opt, hyper, meta):
     checkpoint.save(Path(out) / CKPT_NAME, params, config={"model": cfg.to_dict(), "train": hyper},
                     opt_state=opt, meta={"kind": "prior", **meta})

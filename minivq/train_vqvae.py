@@ -1,8 +1,8 @@
 """Train the VQ-VAE on log-mel features: python -m minivq.train vqvae --data PATH --cr 16 --out DIR
 
-Library use (no argparse): ``train(cfg, features, out_dir, TrainConfig(...))``; a trained model
-is read back with ``load_model(path) -> (params, cfg, norm)`` and ``encode_logmel`` /
-``decode_logmel`` (raw, un-standardised log-mels in and out).
+Library use (no argparse): ``train(cfg, features, out_dir, TrainConfig(...))``. A trained model
+is used through minivq.vqvae, never through this trainer: ``load_vqvae(path) -> (params, cfg,
+norm)``, ``encode_logmel`` / ``decode_logmel`` (raw, un-standardised log-mels in and out).
 
 Outputs in OUT: last.npz (resumable state, written atomically each epoch and on Ctrl-C),
 vqvae.npz (final params + config + normalisation), metrics.json, tokens.npz (train/test token
@@ -22,11 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
-from minivq import checkpoint, cli, optim
+from minivq import checkpoint, cli, data, optim
 from minivq import quantizer as Q
 from minivq import vqvae as V
-from minivq.backend import asarray, to_numpy
+from minivq.backend import asarray
 from minivq.progress import NonFiniteLoss, Progress, check_finite
+from minivq.vqvae_report import finish_run  # host-side end of a run: metrics, tokens, figure, WAVs
 from minivq import outdir  # output folders: checked, locked, recorded
 
 
@@ -74,45 +75,12 @@ def restart_share_for(cr):
     return 0.5 if cr == 4 else 0.0
 
 
-# ----------------------------------------------------------------------------- data
-def standardise_stats(x):
-    """x: (N, M, T) raw log-mel -> {'mean', 'std'} scalars of the training set."""
-    return {"mean": float(np.mean(x, dtype=np.float64)), "std": float(np.std(x, dtype=np.float64))}
-
-
-def _prep(x, norm):
-    """(N, M, T) raw log-mel -> (N, 1, M, T) float32 standardised, on the backend."""
-    return asarray(((np.asarray(x, dtype=np.float32) - norm["mean"]) / norm["std"])[:, None], dtype="float32")
-
-
 # ----------------------------------------------------------------------------- checkpoints
 def _save_state(path, params, opt_state, qstate, norm, cfg, tcfg, feat_cfg, meta):
     extra = {"norm_mean": np.float64(norm["mean"]), "norm_std": np.float64(norm["std"])}
     extra.update({f"q_{k}": v for k, v in qstate.items()})
     checkpoint.save(path, params, config={"vqvae": cfg.to_dict(), "train": tcfg.to_dict(), "features": feat_cfg},
                     opt_state=opt_state, meta={"kind": "vqvae", **meta}, extra=extra)
-
-
-def load_model(path):
-    """Read vqvae.npz or last.npz -> (params on the backend, VQVAEConfig, norm {'mean','std'})."""
-    ck = checkpoint.load(path)
-    if "vqvae" not in ck["config"]:
-        raise ValueError(f"checkpoint {path} does not hold a VQ-VAE (no 'vqvae' config)")
-    cfg = V.VQVAEConfig.from_dict(ck["config"]["vqvae"])
-    params = {k: asarray(v) for k, v in ck["params"].items()}
-    norm = {"mean": float(ck["extra"]["norm_mean"]), "std": float(ck["extra"]["norm_std"])}
-    return params, cfg, norm
-
-
-def encode_logmel(params, cfg, norm, logmel, batch=256):
-    """logmel: (B, M, T) raw log-mel (NumPy) -> token grids (B, h, w) int64 NumPy."""
-    return to_numpy(V.encode(params, _prep(logmel, norm), cfg, batch))
-
-
-def decode_logmel(params, cfg, norm, idx, batch=256):
-    """idx: (B, h, w) token grids -> (B, M, T) raw (un-standardised) log-mel float32 NumPy."""
-    x = to_numpy(V.decode(params, asarray(np.asarray(idx, dtype=np.int64)), cfg, batch))[:, 0]  # (B, M, T)
-    return (x * norm["std"] + norm["mean"]).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------- training
@@ -195,11 +163,11 @@ def train(cfg, features, out_dir, tcfg=None, resume=False, finish=True, callback
     else:
         if resume and verbose:
             print(f"no {last} to resume from; starting fresh", file=sys.stderr)
-        norm = standardise_stats(xtr_raw)
+        norm = V.standardise_stats(xtr_raw)
         params = V.init_params(cfg, seed=tcfg.seed)
         opt_state, step, history, elapsed0, epoch_stats = {}, 0, [], 0.0, None
         qstate = Q.init_state(params["codebook"])
-    xtr = _prep(xtr_raw, norm)  # (N, 1, M, T)
+    xtr = V.standardise(xtr_raw, norm)  # (N, 1, M, T)
     names = [k for k in params if not (cfg.ema and k == "codebook")]
     meta = lambda s, el: {"step": s, "epoch": s // spe, "steps_per_epoch": spe, "total_steps": total,  # noqa: E731
                           "history": history, "train_seconds": el, "n_train": N,
@@ -273,7 +241,6 @@ def train(cfg, features, out_dir, tcfg=None, resume=False, finish=True, callback
     result = {"params": params, "cfg": cfg, "norm": norm, "step": step, "history": history,
               "train_seconds": train_seconds}
     if finish:
-        from minivq.vqvae_report import finish_run  # host-side: metrics, tokens, figure, WAVs
         try:
             result["metrics"] = finish_run(params, cfg, norm, features, out, tcfg, history, train_seconds,
                                            verbose=verbose)
@@ -320,7 +287,6 @@ def add_arguments(p):
 
 @outdir.scoped
 def run(args):
-    from minivq.data import load_features
     if not args.data:
         raise ValueError("no data folder: pass --data PATH or set MINIVQ_FSDD")
     epochs, mpd = args.epochs, args.max_per_digit
@@ -329,7 +295,7 @@ def run(args):
     out = args.out or f"out/vqvae_cr{args.cr}"
     outdir.claim(out, "vqvae", args)  # writable, locked, not another run's files (see minivq/outdir.py)
     t0 = time.perf_counter()
-    features = load_features(args.data, split=args.split, max_per_digit=mpd)
+    features = data.load_features(args.data, split=args.split, max_per_digit=mpd)
     print(f"data: {len(features.train.x)} train / {len(features.test.x)} test clips ({args.split} split) "
           f"loaded in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
     cfg = V.VQVAEConfig(cr=args.cr, K=args.K, D=args.D, hidden=args.hidden, ema=args.ema)

@@ -27,14 +27,17 @@ from dataclasses import asdict, dataclass, fields
 from numbers import Integral
 from typing import NamedTuple
 
+from minivq import checkpoint
 from minivq.attention import (ATTN_KEYS, AttentionCache, attention_backward, attention_forward, attention_probs,
                               attention_step, init_attention)
 from minivq.backend import asarray, xp
+from minivq.backend import to_numpy
 from minivq.backend import rng as host_rng
 from minivq.layers import (GeluCache, LayernormCache, LinearCache, embedding_backward, embedding_forward,
                            gelu_backward, gelu_forward, layernorm_backward, layernorm_forward, linear_backward,
                            linear_forward, softmax_cross_entropy, stable_exp)
 
+PRIOR_CKPT = "prior.npz"  # the file a trained prior is saved in (its trainer writes it, load_prior reads it)
 NATS_PER_BIT = 0.6931471805599453  # ln 2: a loss in nats / NATS_PER_BIT = the loss in bits
 LN2 = NATS_PER_BIT  # the old name (it read like the "ln2" LayerNorm): kept until train_prior.py and lesson 07 move
 
@@ -326,3 +329,22 @@ def evaluate(params, cfg, seqs, batch_size=64):
         n += s.shape[0]
     per_pos = per_pos / n  # (T,)
     return total / (n * per_pos.size), per_pos
+
+
+# ----------------------------------------------------------------------------- data and persistence
+def make_sequences(tokens, digits, cfg):
+    """tokens (N, H, W) codes, digits (N,) -> int64 (N, 1 + H*W) = prefix + codes in cfg.order."""
+    codes = cfg.to_sequence(to_numpy(tokens))  # (N, T)
+    if codes.shape[1] != cfg.context:
+        raise ValueError(f"token grids hold {codes.shape[1]} codes but the prior's context is {cfg.context}")
+    prefix = cfg.prefix(digits if cfg.cond == "class" else None, n=len(codes))  # (N,)
+    return to_numpy(xp.concatenate([prefix[:, None], asarray(codes, dtype="int64")], axis=1))  # (N, 1 + T) host
+
+
+def load_prior(ckpt):
+    """Load a prior checkpoint (prior.npz) -> (params on the current backend, GPTConfig, meta dict)."""
+    ck = checkpoint.load(ckpt)
+    if "model" not in ck["config"]:
+        raise ValueError(f"checkpoint {ckpt} is not a transformer prior (no 'model' config)")
+    cfg = GPTConfig.from_dict(ck["config"]["model"])
+    return {k: asarray(v) for k, v in ck["params"].items()}, cfg, ck["meta"]

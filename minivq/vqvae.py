@@ -19,9 +19,11 @@ import dataclasses
 import math
 from typing import NamedTuple
 
+from minivq import checkpoint
 from minivq import layers as L
 from minivq import quantizer as Q
 from minivq.backend import xp, asarray, rng as host_rng
+from minivq.backend import to_numpy
 
 
 @dataclasses.dataclass
@@ -285,3 +287,55 @@ def decode(params, idx, cfg, batch=256):
 def reconstruct(params, x, cfg, batch=256):
     """x: (B, 1, H, W) -> x_hat (B, 1, H, W): encode, quantise, decode."""
     return decode(params, encode(params, x, cfg, batch), cfg, batch)
+
+
+# ----------------------------------------------------------------------------- inference on raw log-mels
+# The model sees standardised log-mels: x_std = (x - mean) / std with two scalars (``norm``)
+# measured once on the training set and stored in the checkpoint beside the params.
+def standardise_stats(x):
+    """x: (N, M, T) raw log-mel -> norm {'mean', 'std'}: scalars of the training set (float64 sums, on the host)."""
+    x = to_numpy(x)
+    return {"mean": float(x.mean(dtype="float64")), "std": float(x.std(dtype="float64"))}
+
+
+def standardise(x, norm):
+    """x: (N, M, T) raw log-mel (host) -> (N, 1, M, T) float32 standardised, on the backend."""
+    x = to_numpy(x).astype("float32", copy=False)  # (N, M, T)
+    return asarray(((x - norm["mean"]) / norm["std"])[:, None], dtype="float32")  # (N, 1, M, T)
+
+
+def encode_logmel(params, cfg, norm, logmel, batch=256):
+    """logmel: (B, M, T) raw log-mel (NumPy) -> token grids (B, h, w) int64 NumPy."""
+    return to_numpy(encode(params, standardise(logmel, norm), cfg, batch))
+
+
+def decode_logmel(params, cfg, norm, idx, batch=256):
+    """idx: (B, h, w) token grids -> (B, M, T) raw (un-standardised) log-mel float32 NumPy."""
+    x = to_numpy(decode(params, asarray(idx, dtype="int64"), cfg, batch))[:, 0]  # (B, M, T)
+    return (x * norm["std"] + norm["mean"]).astype("float32")
+
+
+# ----------------------------------------------------------------------------- persistence
+def save_vqvae(path, params, cfg, norm, train=None, features=None, meta=None):
+    """Write a finished model (vqvae.npz): params, config {'vqvae', 'train', 'features'} and
+    the standardisation scalars (extra norm_mean/norm_std). ``train``/``features``: plain dicts
+    of the settings it was trained with (recorded, not needed to load). No optimiser state:
+    the trainer's resumable last.npz holds that."""
+    config = {"vqvae": cfg.to_dict()}
+    if train is not None:
+        config["train"] = train
+    if features is not None:
+        config["features"] = features
+    return checkpoint.save(path, params, config=config, meta=meta,
+                           extra={"norm_mean": float(norm["mean"]), "norm_std": float(norm["std"])})  # float64
+
+
+def load_vqvae(path):
+    """Read vqvae.npz or a trainer's last.npz -> (params on the backend, VQVAEConfig, norm {'mean','std'})."""
+    ck = checkpoint.load(path)
+    if "vqvae" not in ck["config"]:
+        raise ValueError(f"checkpoint {path} does not hold a VQ-VAE (no 'vqvae' config)")
+    cfg = VQVAEConfig.from_dict(ck["config"]["vqvae"])
+    params = {k: asarray(v) for k, v in ck["params"].items()}
+    norm = {"mean": float(ck["extra"]["norm_mean"]), "std": float(ck["extra"]["norm_std"])}
+    return params, cfg, norm

@@ -21,10 +21,9 @@ N_WAVS = 3    # test clips written as original/reconstruction WAV pairs
 def reconstruction_stats(params, cfg, norm, x_raw, batch=128):
     """x_raw: (N, M, T) raw log-mel -> (tokens (N, h, w) int64, recon (N, M, T) raw log-mel,
     mse in standardised units, mse in log-mel units)."""
-    from minivq.train_vqvae import _prep
     toks, recs = [], []
     for s in range(0, len(x_raw), batch):
-        xb = _prep(x_raw[s:s + batch], norm)  # (b, 1, M, T)
+        xb = V.standardise(x_raw[s:s + batch], norm)  # (b, 1, M, T)
         idx = V.encode(params, xb, cfg, batch)  # (b, h, w)
         toks.append(to_numpy(idx))
         recs.append(to_numpy(V.decode(params, idx, cfg, batch))[:, 0])  # (b, M, T) standardised
@@ -49,13 +48,11 @@ def finish_run(params, cfg, norm, features, out, tcfg, history, train_seconds, v
     """Write vqvae.npz, metrics.json, tokens.npz, recon.png and WAVs to ``out``; return metrics."""
     out = Path(out)
     feat_cfg = features.cfg.to_dict() if hasattr(features.cfg, "to_dict") else dict(features.cfg or {})
-    checkpoint.save(out / "vqvae.npz", params, config={"vqvae": cfg.to_dict(), "train": tcfg.to_dict(),
-                                                       "features": feat_cfg},
-                    meta={"history": history, "train_seconds": train_seconds},
-                    extra={"norm_mean": np.float64(norm["mean"]), "norm_std": np.float64(norm["std"])})
+    V.save_vqvae(out / "vqvae.npz", params, cfg, norm, train=tcfg.to_dict(), features=feat_cfg,
+                 meta={"history": history, "train_seconds": train_seconds})
     te_tok, te_rec, te_mse, te_mse_raw = reconstruction_stats(params, cfg, norm, features.test.x) \
         if len(features.test.x) else (np.zeros((0, cfg.grid, cfg.grid), np.int64), None, float("nan"), float("nan"))
-    tr_tok = np.concatenate([to_numpy(V.encode(params, _prep_chunk(features.train.x[s:s + 256], norm), cfg))
+    tr_tok = np.concatenate([to_numpy(V.encode(params, V.standardise(features.train.x[s:s + 256], norm), cfg))
                              for s in range(0, len(features.train.x), 256)])  # (N, h, w)
     ste, stt = Q.usage_stats(te_tok, cfg.K), Q.usage_stats(tr_tok, cfg.K)
     log_floor = feat_cfg.get("log_floor")
@@ -90,9 +87,6 @@ def finish_run(params, cfg, norm, features, out, tcfg, history, train_seconds, v
     return metrics
 
 
-def _prep_chunk(x, norm):
-    from minivq.train_vqvae import _prep
-    return _prep(x, norm)
 
 
 def _wavs(out, x, rec, feat_cfg):

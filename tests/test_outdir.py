@@ -19,6 +19,7 @@ from minivq import checkpoint, generate, pipeline
 from minivq import train_prior as TP
 from minivq import train_vqvae as TV
 from minivq import vqvae as V
+from minivq.transformer import load_prior
 from minivq.audio import FeatureConfig
 from minivq.train import main as train_main
 
@@ -131,7 +132,7 @@ def test_prior_same_settings_again_other_settings_refused_resume_and_force(token
     assert _prior_cli(tokens_file, out, "--d-model", "32", "--resume") == 0
     assert json.loads((out / "run.json").read_text())["prior"]["settings"]["d_model"] == 16
     assert _prior_cli(tokens_file, out, "--d-model", "32", "--force") == 0
-    assert TP.load_prior(out / TP.CKPT_NAME)[1].d_model == 32
+    assert load_prior(out / TP.CKPT_NAME)[1].d_model == 32
     assert _prior_cli(tokens_file, out, "--d-model", "32") == 0  # now the recorded settings
 
 

@@ -8,7 +8,7 @@ from minivq import checkpoint
 from minivq import train_prior as TP
 from minivq.progress import NonFiniteLoss
 from minivq.train import main as train_main
-from minivq.transformer import GPTConfig
+from minivq.transformer import GPTConfig, load_prior
 
 SMALL_KW = dict(d_model=16, n_layer=1, n_head=2)
 SMALL = GPTConfig(**SMALL_KW)
@@ -57,7 +57,7 @@ def test_resume_after_interrupt_is_exact(tmp_path, toks):
         assert np.array_equal(a["params"][k], b["params"][k]), k
         assert np.array_equal(a["opt_state"][k]["m"], b["opt_state"][k]["m"]), k
     assert rest["test_nats"] == full["test_nats"]
-    params, cfg2, meta = TP.load_prior(tmp_path / "full" / TP.CKPT_NAME)
+    params, cfg2, meta = load_prior(tmp_path / "full" / TP.CKPT_NAME)
     assert cfg2 == GPTConfig(**{**cfg.to_dict(), "n_code": 16, "context": 16}) and meta["step"] == 18
 
 

@@ -112,11 +112,11 @@ def test_training_reduces_loss_and_writes_outputs(tmp_path):
     assert (tmp_path / "recon.png").stat().st_size > 1000
     assert len(list(tmp_path.glob("recon_*_vqvae.wav"))) == 3
     # the saved model reproduces the tokens and decodes them to raw log-mels
-    params, cfg2, norm = T.load_model(tmp_path / "vqvae.npz")
+    params, cfg2, norm = V.load_vqvae(tmp_path / "vqvae.npz")
     assert cfg2 == cfg
-    toks = T.encode_logmel(params, cfg2, norm, feats.test.x)
+    toks = V.encode_logmel(params, cfg2, norm, feats.test.x)
     np.testing.assert_array_equal(toks, z["test_tokens"])
-    rec = T.decode_logmel(params, cfg2, norm, toks)
+    rec = V.decode_logmel(params, cfg2, norm, toks)
     assert rec.shape == (4, 64, 64)
     raw_mse = float(((rec - feats.test.x) ** 2).mean())
     assert raw_mse == pytest.approx(m["test_mse_logmel"], rel=1e-3)
