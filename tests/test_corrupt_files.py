@@ -251,7 +251,7 @@ def test_vqvae_resume_on_another_checkpoint(tmp_path, make, words):
     make(tmp_path / "last.npz")
     before = (tmp_path / "last.npz").read_bytes()
     with pytest.raises(ValueError, match=words):
-        TV.train(VQ_TINY, _vq_features(), tmp_path, TV.TrainConfig(epochs=1, batch=4, log_every=1e9),
+        TV.train(VQ_TINY, _vq_features(), tmp_path, TV.TrainConfig(epochs=1, batch_size=4, log_every=1e9),
                  resume=True, verbose=False)
     assert (tmp_path / "last.npz").read_bytes() == before
 
@@ -261,12 +261,12 @@ def test_vqvae_resume_on_a_finished_model(tmp_path):
     checkpoint.save(tmp_path / "last.npz", V.init_params(VQ_TINY), config={"vqvae": VQ_TINY.to_dict()},
                     meta={"history": [], "train_seconds": 1.0}, extra={"norm_mean": 0.0, "norm_std": 1.0})
     with pytest.raises(ValueError, match="holds a VQ-VAE model without its training state .*step"):
-        TV.train(VQ_TINY, _vq_features(), tmp_path, TV.TrainConfig(epochs=1, batch=4, log_every=1e9),
+        TV.train(VQ_TINY, _vq_features(), tmp_path, TV.TrainConfig(epochs=1, batch_size=4, log_every=1e9),
                  resume=True, verbose=False)
 
 
 def test_vqvae_last_records_its_kind(tmp_path):
-    TV.train(VQ_TINY, _vq_features(), tmp_path, TV.TrainConfig(epochs=1, batch=4, warmup=1, log_every=1e9),
+    TV.train(VQ_TINY, _vq_features(), tmp_path, TV.TrainConfig(epochs=1, batch_size=4, warmup=1, log_every=1e9),
              finish=False, verbose=False)
     ck = checkpoint.load(tmp_path / "last.npz", kind="vqvae")
     assert ck["meta"]["kind"] == "vqvae"

@@ -224,7 +224,7 @@ def test_nested_folders_lock_separately_and_release(tmp_path):
     def run():
         outdir.hold(top)
         cfg = V.VQVAEConfig(cr=4, in_size=16, ch1=4, hidden=8, res_hidden=4, n_res=1, D=4, K=16)
-        TV.train(cfg, _features(8, 2, size=16), stage, TV.TrainConfig(epochs=1, batch=8, log_every=1e9),
+        TV.train(cfg, _features(8, 2, size=16), stage, TV.TrainConfig(epochs=1, batch_size=8, log_every=1e9),
                  finish=False, callback=look, verbose=False)
         assert (top / ".lock").is_file() and not (stage / ".lock").exists()
 
