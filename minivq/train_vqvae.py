@@ -272,9 +272,11 @@ def _finish(params, cfg, norm, features, out, tcfg, S, last, verbose):
     try:
         return finish_run(params, cfg, norm, features, out, tcfg, S["history"], S["train_seconds"], verbose=verbose)
     except KeyboardInterrupt:
-        trainer.say(verbose, f"interrupted while writing the final files; the trained model is saved in {last} "
-                             "(continue with --resume to write vqvae.npz, tokens.npz and metrics.json)")
-        raise
+        err = trainer.Interrupted(S["step"], last, message=f"interrupted while writing the final files; the trained "
+                                  f"model is saved in {last} (continue with --resume to write vqvae.npz, tokens.npz "
+                                  "and metrics.json)")
+        trainer.say(verbose, str(err))
+        raise err from None
 
 # ----------------------------------------------------------------------------- CLI
 def add_arguments(p):
@@ -321,7 +323,7 @@ def run(args):
     cfg = V.VQVAEConfig(cr=args.cr, K=args.K, D=args.D, hidden=args.hidden, ema=args.ema)
     tcfg = trainer.settings_from_args(TrainConfig, args, epochs=epochs, kmeans_init=args.kmeans_init,
                                       restart_after=args.restart_after, restart_share=args.restart_share)
-    code, res = trainer.run_cli(lambda: train(cfg, features, out, tcfg, resume=args.resume))
+    code, res = trainer.run_cli(lambda: train(cfg, features, out, tcfg, resume=args.resume), Path(out) / "last.npz")
     if code:
         return code
     m = res["metrics"]

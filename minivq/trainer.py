@@ -28,6 +28,7 @@ one bit for bit.
 import dataclasses
 import signal
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -86,8 +87,8 @@ class Interrupted(KeyboardInterrupt):
     step: the step the state was saved at; checkpoint: its path; result: what the trainer
     reports about the partial run (a dict, or None)."""
 
-    def __init__(self, step, checkpoint, result=None):
-        super().__init__(f"interrupted at step {step}; state saved to {checkpoint} (continue with --resume)")
+    def __init__(self, step, checkpoint, result=None, message=None):
+        super().__init__(message or f"interrupted at step {step}; state saved to {checkpoint} (continue with --resume)")
         self.step, self.checkpoint, self.result = step, checkpoint, result
 
 
@@ -114,15 +115,15 @@ class StopFlag:
             signal.signal(signal.SIGINT, self.old)
 
 
-def loop(step, total, run_step, save, where, verbose=True):
+def loop(step, total, run_step, save, where, verbose=True, report=None):
     """Run ``step = run_step(step)`` until ``total``; returns the final step.
 
     run_step(step) does one optimisation step and its bookkeeping (progress, callback, the
     end-of-epoch summary and checkpoint) and returns step + 1. save() writes the resumable
     state as it stands and returns the step it saved. On Ctrl-C the running step finishes;
     on a KeyboardInterrupt from inside a step (a callback) the state is saved as it is. Either
-    way ``Interrupted`` follows the save. NonFiniteLoss passes through unsaved (the last
-    good checkpoint stays)."""
+    way ``Interrupted`` follows the save; report(), when given, makes its ``result``.
+    NonFiniteLoss passes through unsaved (the last good checkpoint stays)."""
     with StopFlag() as flag:
         try:
             while step < total:
@@ -130,7 +131,7 @@ def loop(step, total, run_step, save, where, verbose=True):
                 if flag.stop:
                     raise KeyboardInterrupt
         except KeyboardInterrupt:
-            err = Interrupted(save(), where)
+            err = Interrupted(save(), where, report() if report else None)
             say(verbose, str(err))
             raise err from None
     return step
@@ -179,12 +180,17 @@ def say(verbose, msg):
         print(msg, file=sys.stderr, flush=True)
 
 
-def run_cli(train_call):
+def run_cli(train_call, checkpoint_path):
     """Call ``train_call()`` for a command line -> (exit code, its result or None): 0, or
     EXIT_INTERRUPTED after Ctrl-C, or EXIT_NONFINITE when training diverged."""
     try:
         return 0, train_call()
     except Interrupted:  # the trainer saved its state and said where
+        return EXIT_INTERRUPTED, None
+    except KeyboardInterrupt:  # outside the step loop: reading the data, or the final evaluation
+        print(f"interrupted; {checkpoint_path} holds the last saved state (continue with --resume)"
+              if Path(checkpoint_path).is_file() else "interrupted before the first checkpoint; nothing was saved",
+              file=sys.stderr)
         return EXIT_INTERRUPTED, None
     except NonFiniteLoss as e:
         print(f"error: {e}", file=sys.stderr)
@@ -192,12 +198,14 @@ def run_cli(train_call):
 
 
 # ----------------------------------------------------------------------------- command lines
-def add_arguments(p, d, what="examples"):
+def add_arguments(p, d, what="examples", batch_flag="--batch"):
     """The shared flags, with the defaults of config instance ``d`` and its validation rules.
-    Both spellings of the batch size work: --batch-size and --batch."""
+    Both spellings of the batch size work (--batch-size and --batch); an error names
+    ``batch_flag``, the trainer's original spelling (argparse reports the last one)."""
     r = d.RULES
+    batch_flags = ("--batch", "--batch-size") if batch_flag == "--batch-size" else ("--batch-size", "--batch")
     p.add_argument("--epochs", type=r["epochs"], default=d.epochs, help="passes over the training split")
-    p.add_argument("--batch-size", "--batch", dest="batch_size", type=r["batch_size"], default=d.batch_size,
+    p.add_argument(*batch_flags, dest="batch_size", type=r["batch_size"], default=d.batch_size,
                    help=f"{what} per step")
     p.add_argument("--lr", type=r["lr"], default=d.lr, help="peak learning rate (linear warmup, then cosine)")
     p.add_argument("--grad-clip", type=r["grad_clip"], default=d.grad_clip, help="clip the global gradient norm")

@@ -216,8 +216,8 @@ def test_prior_resume_on_another_checkpoint(tmp_path, tokens_file, make, words, 
 
 
 def test_prior_resume_on_damaged_checkpoint(tmp_path, tokens_file, capsys):
-    TP.train(str(tokens_file), tmp_path, TP.GPTConfig(d_model=8, n_layer=1, n_head=2), log=lambda *a: None,
-             epochs=1, batch_size=16, warmup=1)
+    TP.train(str(tokens_file), tmp_path, TP.GPTConfig(d_model=8, n_layer=1, n_head=2),
+             TP.TrainConfig(epochs=1, batch_size=16, warmup=1), verbose=False)
     assert checkpoint.load(tmp_path / TP.CKPT_NAME)["meta"]["kind"] == "prior"
     flip_member_byte(tmp_path / TP.CKPT_NAME, "o/")
     capsys.readouterr()  # the first run's progress lines
@@ -284,19 +284,19 @@ CLF_TINY = C.ClassifierConfig(n_mels=16, n_frames=16, channels=(2, 2, 2, 2), emb
 def test_classifier_resume_on_a_vqvae_checkpoint(tmp_path):
     _vqvae_checkpoint(tmp_path / "last.npz")
     with pytest.raises(ValueError, match="holds a VQ-VAE checkpoint, not a classifier checkpoint"):
-        TC.train(_clf_features(), tmp_path, CLF_TINY, epochs=1, batch=10, resume=True, quiet=True)
+        TC.train(_clf_features(), tmp_path, CLF_TINY, TC.TrainConfig(epochs=1, batch_size=10), resume=True, verbose=False)
 
 
 def test_classifier_resume_on_a_finished_model(tmp_path):
-    TC.train(_clf_features(), tmp_path, CLF_TINY, epochs=1, batch=10, quiet=True)
+    TC.train(_clf_features(), tmp_path, CLF_TINY, TC.TrainConfig(epochs=1, batch_size=10), verbose=False)
     shutil.copy(tmp_path / "classifier.npz", tmp_path / "last.npz")
     with pytest.raises(ValueError, match="holds a classifier model without its training state"):
-        TC.train(_clf_features(), tmp_path, CLF_TINY, epochs=1, batch=10, resume=True, quiet=True)
+        TC.train(_clf_features(), tmp_path, CLF_TINY, TC.TrainConfig(epochs=1, batch_size=10), resume=True, verbose=False)
 
 
 def test_classifier_resume_on_damaged_checkpoint(tmp_path):
-    TC.train(_clf_features(), tmp_path, CLF_TINY, epochs=1, batch=10, quiet=True)
+    TC.train(_clf_features(), tmp_path, CLF_TINY, TC.TrainConfig(epochs=1, batch_size=10), verbose=False)
     assert checkpoint.load(tmp_path / "last.npz")["meta"]["kind"] == "classifier"
     flip_member_byte(tmp_path / "last.npz", "o/")
     with pytest.raises(ValueError, match="last.npz is damaged"):
-        TC.train(_clf_features(), tmp_path, CLF_TINY, epochs=1, batch=10, resume=True, quiet=True)
+        TC.train(_clf_features(), tmp_path, CLF_TINY, TC.TrainConfig(epochs=1, batch_size=10), resume=True, verbose=False)

@@ -138,8 +138,8 @@ def test_prior_same_settings_again_other_settings_refused_resume_and_force(token
 def test_files_without_a_record_are_not_overwritten(tokens_file, tmp_path, capsys):
     """A folder written before run.json existed (or by hand): only --resume or --force go on."""
     out = tmp_path / "old"
-    TP.train(tokens_file, out, TP.GPTConfig(d_model=16, n_layer=1, n_head=2), log=lambda *a: None,
-             progress_every=1e9, epochs=1, batch_size=32)
+    TP.train(tokens_file, out, TP.GPTConfig(d_model=16, n_layer=1, n_head=2),
+             TP.TrainConfig(epochs=1, batch_size=32, log_every=1e9), verbose=False)
     before = _snapshot(out)
     capsys.readouterr()
     assert _prior_cli(tokens_file, out) == 2
