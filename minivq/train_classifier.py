@@ -1,7 +1,7 @@
 """Train the digit classifier: python -m minivq.train classifier --data PATH --out DIR
 
-Library use (no argparse): ``train(features, out_dir, cfg, epochs, ...)`` with the object
-``data.load_features`` returns. Writes into ``out_dir``:
+Library use (no argparse): ``train(features, out_dir, cfg, TrainConfig(epochs=...))`` with the
+object ``data.load_features`` returns. Writes into ``out_dir``:
     last.npz        resume state (params + Adam state + epoch), replaced atomically each epoch
                     and on Ctrl-C
     classifier.npz  the final model: params, config, norm stats (extra), meta (accuracy, timing)
