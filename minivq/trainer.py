@@ -9,9 +9,14 @@ module. What every trainer needs, written once here:
                    ``Interrupted`` (a KeyboardInterrupt) is raised
     loop()         the step loop: runs step(), checks the flag, saves and raises on Ctrl-C
     epoch_order()  the data order of an epoch, a pure function of (seed, epoch)
-    save_state() / load_state()   params + optimiser state (+ extra arrays) through checkpoint.py
-    opt_to_backend()              optimiser state read from a checkpoint -> arrays on the backend
+    batch_index()  the examples of one step: (epoch, indices) from (seed, step)
+    load_state()   a resumable checkpoint -> params + optimiser state (on the backend), config,
+                   meta, extra arrays; checked for kind and completeness (checkpoint.py)
+    opt_to_backend()  optimiser state read from a checkpoint -> arrays on the backend
+    (saving stays with each model's checkpoint writer, all of them checkpoint.save: params,
+    optimiser state, config, meta and extra arrays in one atomic .npz)
     progress()     progress lines with throughput and ETA (progress.Progress), or none
+    add_arguments() / settings_from_args() / run_cli()   the shared flags and exit codes
 
 Stopping, the same in all three trainers and their command lines:
     Ctrl-C (or a KeyboardInterrupt raised by a callback)  -> state saved, ``Interrupted`` raised;
@@ -152,12 +157,6 @@ def batch_index(seed, step, steps_per_epoch, n, batch_size):
 def opt_to_backend(opt_state):
     """Optimiser state as read from a checkpoint (host arrays) -> the same dict on the backend."""
     return {k: {"m": asarray(s["m"]), "v": asarray(s["v"]), "t": int(s["t"])} for k, s in opt_state.items()}
-
-
-def save_state(path, params, opt_state, config, kind, meta, extra=None):
-    """Write the resumable state (atomically, through checkpoint.save); returns meta['step']."""
-    checkpoint.save(path, params, config=config, opt_state=opt_state, meta={"kind": kind, **meta}, extra=extra)
-    return meta["step"]
 
 
 def load_state(path, kind, meta_keys=("step",)):
