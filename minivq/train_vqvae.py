@@ -256,11 +256,11 @@ def train(cfg, features, out_dir, tcfg=None, resume=False, finish=True, callback
             trainer.say(verbose, _epoch_line(S["history"][-1], tcfg.epochs, last))
         return n + 1
 
-    step_ = trainer.loop(S["step"], total, run_step, save, last, verbose)
-    if step_ == total and (not S["history"] or S["history"][-1]["step"] != step_):
+    done = trainer.loop(S["step"], total, run_step, save, last, verbose)
+    if done == total and (not S["history"] or S["history"][-1]["step"] != done):
         save()
     S["train_seconds"] = elapsed0 + time.perf_counter() - t0
-    result = {"params": params, "cfg": cfg, "norm": norm, "step": step_, "history": S["history"],
+    result = {"params": params, "cfg": cfg, "norm": norm, "step": done, "history": S["history"],
               "train_seconds": S["train_seconds"]}
     if finish:
         result["metrics"] = _finish(params, cfg, norm, features, out, tcfg, S, last, verbose)

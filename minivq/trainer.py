@@ -209,7 +209,8 @@ def add_arguments(p, d, what="examples", batch_flag="--batch"):
     p.add_argument("--lr", type=r["lr"], default=d.lr, help="peak learning rate (linear warmup, then cosine)")
     p.add_argument("--grad-clip", type=r["grad_clip"], default=d.grad_clip, help="clip the global gradient norm")
     p.add_argument("--weight-decay", type=r["weight_decay"], default=d.weight_decay, help="AdamW decoupled decay")
-    p.add_argument("--warmup", type=r["warmup"], default=d.warmup, help="linear warmup steps")
+    p.add_argument("--warmup", type=r["warmup"], default=d.warmup,
+                   help="linear warmup steps" + (" (None: a tenth of the steps, at most 100)" if d.warmup is None else ""))
     p.add_argument("--seed", type=r["seed"], default=d.seed, help="initialisation / data order / augmentation seed")
     p.add_argument("--log-every", type=r["log_every"], default=d.log_every, help="seconds between progress lines")
 
