@@ -42,7 +42,7 @@ def main():
     for ema, kmeans, restart in itertools.product((False, True), (False, True), (False, True)):
         name = f"{'EMA ' if ema else 'loss'} kmeans={'y' if kmeans else 'n'} restart={'y' if restart else 'n'}"
         cfg = V.VQVAEConfig(cr=args.cr, ema=ema, **model)
-        tcfg = T.TrainConfig(epochs=args.epochs, batch=batch, kmeans_init=kmeans,
+        tcfg = T.TrainConfig(epochs=args.epochs, batch_size=batch, kmeans_init=kmeans,
                              restart_after=10 if restart else 0, restart_share=None if restart else 0.0,
                              log_every=1e9)
         t0 = time.perf_counter()

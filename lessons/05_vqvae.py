@@ -46,7 +46,7 @@ def get_model(cr, feats, s, out, path):
         print(f"CR={cr}: loaded {path}")
         return params, cfg, norm
     cfg = V.VQVAEConfig(cr=cr, hidden=s["hidden"], K=s["K"], ch1=min(64, s["hidden"]))
-    tcfg = T.TrainConfig(epochs=s["epochs"], batch=s["batch"], seed=SEED, log_every=30)
+    tcfg = T.TrainConfig(epochs=s["epochs"], batch_size=s["batch"], seed=SEED, log_every=30)
     print(f"CR={cr}: training {s['epochs']} epochs on {len(feats.train.x)} clips "
           f"({cfg.grid}x{cfg.grid} tokens, K={cfg.K}) ...")
     res = T.train(cfg, feats, out / f"cr{cr}", tcfg, finish=False)

@@ -71,7 +71,7 @@ def main():
     runs = {}
     for cond in ("class", "none"):
         print(f"\ntraining the {'conditional' if cond == 'class' else 'unconditional'} prior (cond={cond})")
-        runs[cond] = TP.train(data, out / cond, GPTConfig(cond=cond, **model), progress_every=15.0, **hyper)
+        runs[cond] = TP.train(data, out / cond, GPTConfig(cond=cond, **model), TP.TrainConfig(**hyper, log_every=15.0))
     print("\ntest loss per code token:")
     for cond, s in runs.items():
         print(f"   cond={cond:5s}: {s['test_nats']:.4f} nats = {s['test_bits']:.4f} bits "

@@ -50,7 +50,7 @@ from minivq import outdir  # output folders: checked, locked, recorded
 QUICK = dict(max_per_digit=30, clf_epochs=3, vq_epochs=2, prior_epochs=2, uncond_epochs=2, d_model=64, n_layer=2,
              order=GPTConfig().order, class_every=True, n_per_digit=20, warmup=5)
 FULL = dict(max_per_digit=None, clf_epochs=20, vq_epochs=TV.TrainConfig().epochs,
-            prior_epochs=TP.TRAIN_DEFAULTS["epochs"], uncond_epochs=TP.TRAIN_DEFAULTS["epochs"] // 2,
+            prior_epochs=TP.TrainConfig().epochs, uncond_epochs=TP.TrainConfig().epochs // 2,
             d_model=GPTConfig().d_model, n_layer=GPTConfig().n_layer, order=GPTConfig().order, class_every=True,
             n_per_digit=100, warmup=None)
 
@@ -101,7 +101,7 @@ def run_pipeline(data, out, cr=16, uncond=False, quick=False, seed=0, n_per_digi
                "n_train": len(feats.train.x), "n_test": len(feats.test.x), "seed": seed}
     log(f"data: {len(feats.train.x)} train / {len(feats.test.x)} test clips ({fmt_time(times['features'])})")
     digits = check_coverage(feats)
-    bs = TP.TRAIN_DEFAULTS["batch_size"]
+    bs = TP.TrainConfig().batch_size
     if len(feats.train.x) < bs:  # checked now, not after the classifier and VQ-VAE have trained
         raise ValueError(f"data folder {feats.root}: only {len(feats.train.x)} training clips, fewer than the "
                          f"{bs} sequences of one prior training batch; the pipeline needs at least {bs}")
@@ -112,7 +112,7 @@ def run_pipeline(data, out, cr=16, uncond=False, quick=False, seed=0, n_per_digi
     st = _stage(d, {"stage": "classifier", "epochs": S["clf_epochs"], **data_id}, d / "classifier.npz")
     log(f"stage 1/4 classifier: {st}")
     if st != "done":
-        TC.train(feats, d, epochs=S["clf_epochs"], seed=seed, resume=st == "resume")
+        TC.train(feats, d, tcfg=TC.TrainConfig(epochs=S["clf_epochs"], seed=seed), resume=st == "resume")
     clf = C.load_classifier(d / "classifier.npz")
     times["classifier"] = time.perf_counter() - t
 
@@ -138,17 +138,16 @@ def run_pipeline(data, out, cr=16, uncond=False, quick=False, seed=0, n_per_digi
         d = out / f"prior_{cond}"
         pcfg = GPTConfig(cond=cond, d_model=S["d_model"], n_layer=S["n_layer"], order=S["order"],
                          class_every=S["class_every"] and cond == "class")
-        hyper = {**TP.TRAIN_DEFAULTS, "epochs": S["prior_epochs" if cond == "class" else "uncond_epochs"], "seed": seed}
+        ptcfg = TP.TrainConfig(epochs=S["prior_epochs" if cond == "class" else "uncond_epochs"], seed=seed)
         if S["warmup"] is not None:
-            hyper["warmup"] = S["warmup"]
-        st = _stage(d, {"stage": "prior", "model": pcfg.to_dict(), "train": hyper, "vqvae": str(out / f"vqvae_cr{cr}"),
+            ptcfg.warmup = S["warmup"]
+        st = _stage(d, {"stage": "prior", "model": pcfg.to_dict(), "train": ptcfg.to_dict(), "vqvae": str(out / f"vqvae_cr{cr}"),
                         "tokens": tokens_id, **data_id}, d / "metrics.json")
         log(f"stage 3/4 prior cond={cond}: {st}")
         if st != "done":
-            summary = TP.train(out / f"vqvae_cr{cr}" / "tokens.npz", d, pcfg,
-                               resume=st == "resume" and (d / PRIOR_CKPT).is_file(), log=log, **hyper)
-            if summary["interrupted"]:  # the trainer saved its state; stop here, a re-run resumes
-                raise KeyboardInterrupt
+            # Ctrl-C: the trainer saves its state and raises (a KeyboardInterrupt); a re-run resumes
+            TP.train(out / f"vqvae_cr{cr}" / "tokens.npz", d, pcfg, ptcfg,
+                     resume=st == "resume" and (d / PRIOR_CKPT).is_file())
         priors[cond] = load_prior(d / PRIOR_CKPT)
         times[f"prior_{cond}"] = time.perf_counter() - t
 

@@ -1,7 +1,7 @@
 """Train the digit classifier: python -m minivq.train classifier --data PATH --out DIR
 
-Library use (no argparse): ``train(features, out_dir, cfg, epochs, ...)`` with the object
-``data.load_features`` returns. Writes into ``out_dir``:
+Library use (no argparse): ``train(features, out_dir, cfg, TrainConfig(epochs=...))`` with the
+object ``data.load_features`` returns. Writes into ``out_dir``:
     last.npz        resume state (params + Adam state + epoch), replaced atomically each epoch
                     and on Ctrl-C
     classifier.npz  the final model: params, config, norm stats (extra), meta (accuracy, timing)
@@ -20,6 +20,7 @@ what generated / reconstructed speech does differently from clean recordings:
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -32,7 +33,8 @@ from minivq import classifier as C
 from minivq.backend import asarray, to_numpy
 from minivq.plots import plot_confusion
 from minivq.optim import adam_step, clip_grad_norm, lr_at
-from minivq.progress import NonFiniteLoss, Progress, check_finite
+from minivq import trainer  # the shared skeleton: stop flag, loop, resume/save, progress
+from minivq.progress import NonFiniteLoss, check_finite  # noqa: F401 (NonFiniteLoss: re-exported)
 from minivq import outdir  # output folders: checked, locked, recorded
 
 LOG_FLOOR = math.log(1e-5)  # the front end's floor (audio.FeatureConfig.log_floor), in nats
@@ -90,35 +92,44 @@ def evaluate(params, norm, x, digit, batch=256):
     return float((pred == np.asarray(digit)).mean()), pred, conf
 
 
-class _Null:
-    """A stream that swallows progress lines (quiet=True)."""
-    def write(self, _):
-        pass
+@dataclasses.dataclass
+class TrainConfig(trainer.TrainSettings):
+    epochs: int = 20            # passes over the training split
+    batch_size: int = 64        # clips per step (the last, partial batch of an epoch is kept)
+    lr: float = 3e-3            # peak learning rate (linear warmup, then cosine to lr * 0.02)
+    grad_clip: float = 5.0      # clip the global gradient norm at this value
+    weight_decay: float = 1e-2  # AdamW decay on weights (not biases)
+    warmup: int = None          # linear warmup steps (None: min(100, total steps // 10))
+    seed: int = 0               # initialisation, shuffling, augmentation
+    log_every: float = 2.0      # seconds between progress lines
+    augment: bool = True        # augment the training batches (see augment())
 
-    def flush(self):
-        pass
+    RULES = dict(trainer.SHARED_RULES, grad_clip=cli.positive_float)
+    OPTIONAL = ("warmup",)
 
 
-TRAIN_RULES = dict(epochs=cli.positive_int, batch=cli.positive_int, lr=cli.positive_float, seed=cli.nonneg_int,
-                   weight_decay=cli.nonneg_float, clip=cli.positive_float)
+def step(params, opt, xb, yb, tcfg, n, total, warmup, no_decay):
+    """One optimisation step (number n of total) on xb (B, 1, M, T) with digits yb (B,):
+    forward, backward, clip, AdamW. Updates params and opt in place -> (loss, gradient norm)."""
+    loss, _, cache = C.forward(params, xb, yb)
+    loss = check_finite(loss, n)
+    grads, gnorm = clip_grad_norm(C.backward(cache), tcfg.grad_clip)
+    adam_step(params, grads, opt, lr_at(n, tcfg.lr, warmup, total, min_lr=tcfg.lr * 0.02),
+              weight_decay=tcfg.weight_decay, no_decay=no_decay)
+    return loss, gnorm
 
 
-def _opt_to_backend(opt):
-    return {k: {"m": asarray(s["m"]), "v": asarray(s["v"]), "t": int(s["t"])} for k, s in opt.items()}
+def _batch(x, idx, tcfg, epoch, n, norm):
+    """The standardised (and augmented) batch of step n (B, 1, M, T). Every random draw depends
+    only on (seed, epoch, step): the epoch's shuffle (trainer.epoch_order) and this batch's
+    augmentation rng([seed, epoch, step]), so a run resumed at any step continues bit for bit."""
+    if not tcfg.augment:
+        return C.standardise(x[idx], norm)
+    return augment(x[idx], np.random.default_rng([tcfg.seed, epoch, n]), norm)
 
 
-@outdir.scoped
-def train(features, out_dir, cfg=None, epochs=20, batch=64, lr=3e-3, seed=0, weight_decay=1e-2,
-          clip=5.0, use_augment=True, resume=False, quiet=False, every=2.0, meta=None):
-    """Train on features.train, evaluate on features.test, write the files listed above.
-
-    features: the result of data.load_features (attributes or keys train/test, each with
-    x (N, M, T) raw log-mel and digit (N,)). Returns dict(params, cfg, norm, metrics).
-    Raises NonFiniteLoss (last.npz keeps the last good epoch) and re-raises KeyboardInterrupt
-    after saving last.npz.
-    """
-    cli.check_settings(dict(epochs=epochs, batch=batch, lr=lr, seed=seed, weight_decay=weight_decay, clip=clip),
-                       TRAIN_RULES)
+def _data(features, cfg):
+    """-> (x_tr, y_tr, x_te, y_te, cfg): host arrays checked against the classifier config."""
     tr, te = _split(features, "train"), _split(features, "test")
     x_tr, y_tr = np.asarray(_field(tr, "x"), dtype=np.float32), np.asarray(_field(tr, "digit"))
     x_te, y_te = np.asarray(_field(te, "x"), dtype=np.float32), np.asarray(_field(te, "digit"))
@@ -128,86 +139,103 @@ def train(features, out_dir, cfg=None, epochs=20, batch=64, lr=3e-3, seed=0, wei
     if (cfg.n_mels, cfg.n_frames) != x_tr.shape[1:]:
         raise ValueError(f"features are {x_tr.shape[1]} x {x_tr.shape[2]} but the classifier config "
                          f"expects {cfg.n_mels} x {cfg.n_frames}")
-    out_dir = Path(out_dir)
-    outdir.hold(out_dir)  # a writable folder, locked until train returns
-    last = out_dir / "last.npz"
-    norm = {k: to_numpy(v) for k, v in C.norm_stats(x_tr).items()}
-    params, opt, start, history, train_time, n_seen, loss_sum = C.init_params(cfg, seed), {}, 0, [], 0.0, 0, 0.0
+    return x_tr, y_tr, x_te, y_te, cfg
+
+
+def _start(last, cfg, tcfg, x_tr, resume, verbose):
+    """-> dict(params, opt, norm, step, history, train_seconds, samples_seen, epoch_loss_sum)."""
     if resume and last.is_file():
-        ck = checkpoint.load(last, kind="classifier")
-        checkpoint.check_resumable(ck, last, ("step", "history", "train_seconds", "samples_seen", "epoch_loss_sum"))
+        ck = trainer.load_state(last, "classifier", ("step", "history", "train_seconds", "samples_seen",
+                                                     "epoch_loss_sum"))
         if ck["config"] != cfg.to_dict():
             raise ValueError(f"{last} was trained with config {ck['config']}, not {cfg.to_dict()}")
-        params = {k: asarray(v) for k, v in ck["params"].items()}
-        opt, norm = _opt_to_backend(ck["opt_state"]), {"mean": ck["extra"]["norm_mean"], "std": ck["extra"]["norm_std"]}
         m = ck["meta"]
-        start, history, train_time, n_seen, loss_sum = (m["step"], m["history"], m["train_seconds"],
-                                                        m["samples_seen"], m["epoch_loss_sum"])
-        if not quiet:
-            print(f"resuming from {last} at step {start}", flush=True)
-    elif resume and not quiet:
-        print(f"no {last} to resume from; starting fresh", flush=True)
+        trainer.say(verbose, f"resuming from {last} at step {m['step']}")
+        return {"params": ck["params"], "opt": ck["opt_state"],
+                "norm": {"mean": ck["extra"]["norm_mean"], "std": ck["extra"]["norm_std"]},
+                **{k: m[k] for k in ("step", "history", "train_seconds", "samples_seen", "epoch_loss_sum")}}
+    if resume:
+        trainer.say(verbose, f"no {last} to resume from; starting fresh")
+    return {"params": C.init_params(cfg, tcfg.seed), "opt": {}, "norm": {k: to_numpy(v) for k, v in C.norm_stats(x_tr).items()},
+            "step": 0, "history": [], "train_seconds": 0.0, "samples_seen": 0, "epoch_loss_sum": 0.0}
 
-    N = len(x_tr)
-    steps_per_epoch = math.ceil(N / batch)
-    total = epochs * steps_per_epoch  # the LR schedule spans this; resume with the same --epochs
-    warmup = min(100, total // 10)
-    no_decay = tuple(k for k in params if k.endswith("_b"))
-    prog = Progress(total, "classifier", every=every, start_step=start, stream=_Null() if quiet else None)
 
-    def save_state(step, interrupted=False):
-        C.save_classifier(last, params, cfg, norm, opt_state=opt,
-                          meta={"kind": "classifier", "step": step, "epoch": step / steps_per_epoch, "history": history,
-                                "train_seconds": train_time, "samples_seen": n_seen,
-                                "epoch_loss_sum": loss_sum, "interrupted": interrupted, "seed": seed})
-
-    # Every random draw depends only on (seed, epoch, step): the epoch's shuffle comes from
-    # rng([seed, epoch]) and each batch's augmentation from rng([seed, epoch, step]), so a
-    # run resumed at any step (after Ctrl-C, mid-epoch) continues bit for bit.
-    step, t0 = start, time.perf_counter()
-    try:
-        while step < total:
-            epoch, i = divmod(step, steps_per_epoch)
-            order = np.random.default_rng([seed, epoch]).permutation(N)  # (N,)
-            idx = order[i * batch:(i + 1) * batch]  # (B,)
-            g = np.random.default_rng([seed, epoch, step])
-            xb = augment(x_tr[idx], g, norm) if use_augment else C.standardise(x_tr[idx], norm)
-            loss, _, cache = C.forward(params, xb, y_tr[idx])
-            loss = check_finite(loss, step)
-            grads, gnorm = clip_grad_norm(C.backward(cache), clip)
-            adam_step(params, grads, opt, lr_at(step, lr, warmup, total, min_lr=lr * 0.02),
-                      weight_decay=weight_decay, no_decay=no_decay)
-            loss_sum += loss * len(idx)
-            n_seen += len(idx)
-            step += 1
-            prog.update(step, len(idx), epoch=epoch + 1, loss=loss, gnorm=gnorm)
-            if step % steps_per_epoch == 0 or step == total:
-                train_time += time.perf_counter() - t0
-                acc, _, _ = evaluate(params, norm, x_te, y_te)
-                history.append({"epoch": epoch + 1, "train_loss": loss_sum / N, "test_acc": acc})
-                if not quiet:
-                    print(f"epoch {epoch + 1}/{epochs}: train loss {loss_sum / N:.4f}, "
-                          f"test accuracy {acc:.4f}", flush=True)
-                loss_sum = 0.0
-                save_state(step)
-                t0 = time.perf_counter()
-    except KeyboardInterrupt:
-        train_time += time.perf_counter() - t0
-        save_state(step, interrupted=True)
-        raise
-
+def _finish(out_dir, S, cfg, x_tr, y_tr, x_te, y_te, tcfg, meta):
+    """Final evaluation -> metrics; writes classifier.npz, metrics.json, confusion.png."""
+    params, norm = S["params"], S["norm"]
     acc, pred, conf = evaluate(params, norm, x_te, y_te)
     train_acc, _, _ = evaluate(params, norm, x_tr, y_tr)
     per_digit = (np.diag(conf) / np.maximum(conf.sum(axis=1), 1)).tolist()
     metrics = {"test_accuracy": acc, "train_accuracy": train_acc, "per_digit_accuracy": per_digit,
-               "confusion": conf.tolist(), "n_train": N, "n_test": len(x_te), "epochs": epochs,
-               "train_seconds": train_time, "samples_per_second": n_seen / max(train_time, 1e-9),
-               "history": history, **(meta or {})}
+               "confusion": conf.tolist(), "n_train": len(x_tr), "n_test": len(x_te), "epochs": tcfg.epochs,
+               "train_seconds": S["train_seconds"], "samples_per_second": S["samples_seen"] / max(S["train_seconds"], 1e-9),
+               "history": S["history"], **(meta or {})}
     C.save_classifier(out_dir / "classifier.npz", params, cfg, norm,
                       meta={k: v for k, v in metrics.items() if k != "history"})
     checkpoint.write_json(out_dir / "metrics.json", metrics)
     plot_confusion(out_dir / "confusion.png", conf,
                        f"classifier test accuracy {acc:.3f} (n={len(x_te)})")
+    return metrics
+
+
+@outdir.scoped
+def train(features, out_dir, cfg=None, tcfg=None, resume=False, callback=None, verbose=True, meta=None):
+    """Train on features.train, evaluate on features.test, write the files listed above.
+
+    features: the result of data.load_features (attributes or keys train/test, each with
+    x (N, M, T) raw log-mel and digit (N,)). tcfg: TrainConfig. callback(step, loss): after
+    every step. meta: extra entries for metrics.json. Returns dict(params, cfg, norm, metrics).
+    Raises NonFiniteLoss (last.npz keeps the last good epoch); Ctrl-C saves last.npz, then
+    raises trainer.Interrupted (a KeyboardInterrupt).
+    """
+    tcfg = (tcfg or TrainConfig()).check()
+    x_tr, y_tr, x_te, y_te, cfg = _data(features, cfg)
+    out_dir = Path(out_dir)
+    outdir.hold(out_dir)  # a writable folder, locked until train returns
+    last = out_dir / "last.npz"
+    S = _start(last, cfg, tcfg, x_tr, resume, verbose)
+    params, opt, norm = S["params"], S["opt"], S["norm"]
+    N, B = len(x_tr), tcfg.batch_size
+    spe = math.ceil(N / B)  # steps per epoch
+    total = tcfg.epochs * spe  # the LR schedule spans this; resume with the same --epochs
+    warmup = min(100, total // 10) if tcfg.warmup is None else tcfg.warmup
+    no_decay = tuple(k for k in params if k.endswith("_b"))
+    prog = trainer.progress(total, "classifier", tcfg, S["step"], verbose)
+    clock = {"t0": time.perf_counter()}  # the start of the training time not yet counted
+
+    def save(interrupted=False):
+        if interrupted:
+            S["train_seconds"] += time.perf_counter() - clock["t0"]
+        meta_ = {k: S[k] for k in ("step", "history", "train_seconds", "samples_seen", "epoch_loss_sum")}
+        C.save_classifier(last, params, cfg, norm, opt_state=opt,
+                          meta={"kind": "classifier", **meta_, "epoch": S["step"] / spe, "interrupted": interrupted,
+                                "seed": tcfg.seed, "train": tcfg.to_dict()})
+        return S["step"]
+
+    def run_step(n):
+        epoch, idx = trainer.batch_index(tcfg.seed, n, spe, N, B)  # (B,)
+        loss, gnorm = step(params, opt, _batch(x_tr, idx, tcfg, epoch, n, norm), y_tr[idx], tcfg, n, total,
+                           warmup, no_decay)
+        S["epoch_loss_sum"] += loss * len(idx)
+        S["samples_seen"] += len(idx)
+        S["step"] = n + 1
+        if prog:
+            prog.update(n + 1, len(idx), epoch=epoch + 1, loss=loss, gnorm=gnorm)
+        if callback is not None:
+            callback(n + 1, loss)
+        if (n + 1) % spe == 0 or n + 1 == total:  # end of an epoch: evaluate, checkpoint
+            S["train_seconds"] += time.perf_counter() - clock["t0"]
+            acc, _, _ = evaluate(params, norm, x_te, y_te)
+            S["history"].append({"epoch": epoch + 1, "train_loss": S["epoch_loss_sum"] / N, "test_acc": acc})
+            trainer.say(verbose, f"epoch {epoch + 1}/{tcfg.epochs}: train loss {S['epoch_loss_sum'] / N:.4f}, "
+                                 f"test accuracy {acc:.4f}")
+            S["epoch_loss_sum"] = 0.0
+            save()
+            clock["t0"] = time.perf_counter()
+        return n + 1
+
+    trainer.loop(S["step"], total, run_step, lambda: save(interrupted=True), last, verbose)
+    metrics = _finish(out_dir, S, cfg, x_tr, y_tr, x_te, y_te, tcfg, meta)
     return {"params": params, "cfg": cfg, "norm": norm, "metrics": metrics}
 
 
@@ -216,10 +244,7 @@ def add_arguments(p):
     p.add_argument("--data", default=os.environ.get("MINIVQ_FSDD"),
                    help="FSDD (or AudioMNIST) folder; defaults to $MINIVQ_FSDD")
     p.add_argument("--out", default="out/classifier", help="output folder")
-    p.add_argument("--epochs", type=cli.positive_int, default=20, help="passes over the training split")
-    p.add_argument("--batch", type=cli.positive_int, default=64, help="clips per step")
-    p.add_argument("--lr", type=cli.positive_float, default=3e-3, help="peak learning rate (warmup, then cosine)")
-    p.add_argument("--seed", type=cli.nonneg_int, default=0, help="initialisation / shuffling / augmentation seed")
+    trainer.add_arguments(p, TrainConfig(), "clips")  # --epochs --batch-size/--batch --lr --grad-clip --weight-decay --warmup --seed --log-every
     p.add_argument("--split", choices=("official", "speakers"), default="official",
                    help="official: FSDD takes 0-4 are the test set; speakers: held-out speakers")
     p.add_argument("--max-per-digit", type=cli.positive_int, default=None, help="use at most this many clips per digit")
@@ -241,16 +266,12 @@ def run(args):
     features = data.load_features(args.data, split=args.split, max_per_digit=mpd)
     print(f"data: {len(features.train.x)} train / {len(features.test.x)} test clips "
           f"({args.split} split) loaded in {time.perf_counter() - t0:.1f} s", flush=True)
-    try:
-        res = train(features, args.out, epochs=epochs, batch=args.batch, lr=args.lr, seed=args.seed,
-                    use_augment=not args.no_augment, resume=args.resume,
-                    meta={"split": args.split, "max_per_digit": mpd, "data": str(args.data)})
-    except KeyboardInterrupt:
-        print(f"interrupted; state saved to {Path(args.out) / 'last.npz'} (continue with --resume)")
-        return 130
-    except NonFiniteLoss as e:
-        print(f"error: {e}")
-        return 3
+    tcfg = trainer.settings_from_args(TrainConfig, args, epochs=epochs, augment=not args.no_augment)
+    code, res = trainer.run_cli(lambda: train(features, args.out, tcfg=tcfg, resume=args.resume,
+                                              meta={"split": args.split, "max_per_digit": mpd, "data": str(args.data)}),
+                                Path(args.out) / "last.npz")
+    if code:
+        return code
     m = res["metrics"]
     print(f"test accuracy {m['test_accuracy']:.4f} (train {m['train_accuracy']:.4f}); "
           f"{m['train_seconds']:.0f} s training, {m['samples_per_second']:.0f} samples/s; "

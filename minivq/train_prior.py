@@ -18,9 +18,8 @@ leaves the last good checkpoint untouched. Losses are reported in nats and bits 
 token (bits = nats / ln 2).
 """
 import argparse
+import dataclasses
 import math
-import signal
-import sys
 import time
 from pathlib import Path
 
@@ -29,17 +28,31 @@ import numpy as np
 from minivq import checkpoint, cli
 from minivq.backend import asarray, to_numpy
 from minivq.optim import adam_step, clip_grad_norm, lr_at
-from minivq.progress import NonFiniteLoss, Progress, check_finite
-from minivq.transformer import (LN2, GPTConfig, backward, evaluate, forward, init_params, make_sequences,
-                                n_params, no_decay_names)
+from minivq import trainer  # the shared skeleton: stop flag, loop, resume/save, progress
+from minivq.progress import NonFiniteLoss, check_finite  # noqa: F401 (NonFiniteLoss: re-exported)
+from minivq.transformer import (NATS_PER_BIT, PRIOR_CKPT, GPTConfig, backward, evaluate, forward, init_params,
+                                make_sequences, n_params, no_decay_names)
 from minivq import outdir  # output folders: checked, locked, recorded
 
-CKPT_NAME = "prior.npz"
-TRAIN_DEFAULTS = dict(epochs=12, batch_size=32, lr=1e-3, min_lr=1e-4, warmup=100, weight_decay=0.01,
-                      grad_clip=1.0, seed=0, max_train=None)
-HYPER_RULES = dict(epochs=cli.positive_int, batch_size=cli.positive_int, lr=cli.positive_float,
-                   min_lr=cli.nonneg_float, warmup=cli.nonneg_int, weight_decay=cli.nonneg_float,
-                   grad_clip=cli.positive_float, seed=cli.nonneg_int, max_train=cli.positive_int)
+CKPT_NAME = PRIOR_CKPT  # the trained prior: read back with minivq.transformer.load_prior
+
+
+@dataclasses.dataclass
+class TrainConfig(trainer.TrainSettings):
+    epochs: int = 12            # passes over the training sequences
+    batch_size: int = 32        # sequences per step
+    lr: float = 1e-3            # peak learning rate (linear warmup, then cosine to min_lr)
+    grad_clip: float = 1.0      # clip the global gradient norm at this value
+    weight_decay: float = 0.01  # AdamW decay on weight matrices (not biases, norms, embeddings)
+    warmup: int = 100           # linear warmup steps
+    seed: int = 0               # initialisation, data order, dropout
+    log_every: float = 10.0     # seconds between progress lines
+    min_lr: float = 1e-4        # learning rate at the end of the cosine
+    max_train: int = None       # use only the first N training grids (None: all)
+
+    RULES = dict(trainer.SHARED_RULES, grad_clip=cli.positive_float, min_lr=cli.nonneg_float,
+                 max_train=cli.positive_int)
+    OPTIONAL = ("max_train",)
 
 
 # ----------------------------------------------------------------------------- data
@@ -100,125 +113,117 @@ def _save(out, params, cfg, opt, hyper, meta):
 
 
 # ----------------------------------------------------------------------------- training
+def step(params, opt, cfg, tcfg, batch, n, total, drop_rng, no_decay):
+    """One optimisation step (number n of total) on batch (B, 1 + T) token ids: forward (with
+    dropout drawn from drop_rng), backward, clip, AdamW. Updates params and opt in place ->
+    (loss in nats per token, lr, gradient norm before clipping)."""
+    lr = lr_at(n, tcfg.lr, tcfg.warmup, total, tcfg.min_lr)
+    loss, cache = forward(params, cfg, batch, rng=drop_rng if cfg.dropout > 0 else None)
+    check_finite(loss, n)
+    grads, gnorm = clip_grad_norm(backward(cache), tcfg.grad_clip)
+    check_finite(gnorm, n, "gradient norm")
+    adam_step(params, grads, opt, lr, weight_decay=tcfg.weight_decay, no_decay=no_decay)
+    return loss, lr, gnorm
+
+
+def _start(ckpt_path, data, cfg, tcfg, resume, verbose):
+    """-> (GPTConfig, TrainConfig, params, Adam state, meta): read from the checkpoint (resume:
+    its settings win) or fresh (n_code and context taken from the tokens)."""
+    if resume:
+        ck = trainer.load_state(ckpt_path, "prior", ("step", "rng_state", "history"))
+        trainer.say(verbose, f"resuming {ckpt_path} at step {ck['meta']['step']}")
+        return (GPTConfig.from_dict(ck["config"]["model"]), TrainConfig.from_dict(ck["config"]["train"]),
+                ck["params"], ck["opt_state"], ck["meta"])
+    tcfg = (tcfg or TrainConfig()).check()
+    grid = int(np.prod(data["train_tokens"].shape[1:]))
+    cfg = GPTConfig.from_dict({**(cfg or GPTConfig()).to_dict(), "n_code": data["K"], "context": grid})
+    meta = {"step": 0, "history": [], "step_loss": [], "elapsed_s": 0.0, "epoch_sum": 0.0, "epoch_n": 0,
+            "rng_state": np.random.default_rng([tcfg.seed, 1]).bit_generator.state}
+    return cfg, tcfg, init_params(cfg, seed=tcfg.seed), {}, meta
+
+
+def _end_epoch(params, cfg, meta, test_seq, spe, epochs, verbose):
+    """Evaluate on the test sequences and add the epoch to meta['history']."""
+    step = meta["step"]
+    test_nats, _ = evaluate(params, cfg, test_seq)
+    tr = meta["epoch_sum"] / max(meta["epoch_n"], 1)
+    meta["history"].append({"epoch": step // spe, "step": step, "train_nats": tr, "train_bits": tr / NATS_PER_BIT,
+                            "test_nats": test_nats, "test_bits": test_nats / NATS_PER_BIT, "elapsed_s": meta["elapsed_s"]})
+    meta["epoch_sum"], meta["epoch_n"] = 0.0, 0
+    trainer.say(verbose, f"epoch {step // spe}/{epochs}: train {tr:.4f} nats ({tr / NATS_PER_BIT:.4f} bits), test "
+                         f"{test_nats:.4f} nats ({test_nats / NATS_PER_BIT:.4f} bits) per token, {meta['elapsed_s']:.0f} s")
+
+
+def _final(out, params, cfg, meta, test_seq, summary, verbose):
+    """The test loss of the trained prior -> summary (also written to out/metrics.json)."""
+    test_nats, per_pos = evaluate(params, cfg, test_seq)
+    summary.update(test_nats=test_nats, test_bits=test_nats / NATS_PER_BIT,
+                   train_nats=meta["history"][-1]["train_nats"] if meta["history"] else math.nan,
+                   test_bits_per_position=[round(float(b), 4) for b in to_numpy(per_pos) / NATS_PER_BIT])
+    summary["train_bits"] = summary["train_nats"] / NATS_PER_BIT
+    checkpoint.write_json(out / "metrics.json", summary)
+    trainer.say(verbose, f"done: test {test_nats:.4f} nats = {test_nats / NATS_PER_BIT:.4f} bits per token "
+                         f"({meta['elapsed_s']:.0f} s); wrote {out / 'metrics.json'}")
+    return summary
+
+
 @outdir.scoped
-def train(tokens, out, cfg=None, resume=False, log=print, callback=None, progress_every=10.0, **hyper):
+def train(tokens, out, cfg=None, tcfg=None, resume=False, callback=None, verbose=True):
     """Train (or resume) a prior; returns a summary dict (losses in nats and bits per token).
 
     tokens: path to tokens.npz or the dict load_tokens returns. out: output folder.
-    cfg: GPTConfig (n_code and context are taken from the tokens). hyper: TRAIN_DEFAULTS keys.
-    callback(step, loss) is called after each step (a KeyboardInterrupt raised there, like
-    Ctrl-C, saves a checkpoint and returns with summary['interrupted'] = True).
+    cfg: GPTConfig (n_code and context are taken from the tokens). tcfg: TrainConfig.
+    resume: continue out/prior.npz with its own settings (cfg and tcfg are ignored).
+    callback(step, loss) is called after each step. Ctrl-C (or a KeyboardInterrupt from the
+    callback) saves prior.npz, then raises trainer.Interrupted (its .result: the summary so far).
     Raises NonFiniteLoss when the loss or gradient norm stops being finite."""
     out = Path(out)
     outdir.hold(out)  # a writable folder, locked until train returns
     data = load_tokens(tokens) if not isinstance(tokens, dict) else tokens
     ckpt_path = out / CKPT_NAME
-    if resume:
-        ck = checkpoint.load(ckpt_path, kind="prior")
-        checkpoint.check_resumable(ck, ckpt_path, ("step", "rng_state", "history"))
-        cfg = GPTConfig.from_dict(ck["config"]["model"])
-        hyper = ck["config"]["train"]
-        params = {k: asarray(v) for k, v in ck["params"].items()}
-        opt = {k: {"m": asarray(s["m"]), "v": asarray(s["v"]), "t": int(s["t"])} for k, s in ck["opt_state"].items()}
-        meta = ck["meta"]
-        log(f"resuming {ckpt_path} at step {meta['step']}")
-    else:
-        unknown = set(hyper) - set(TRAIN_DEFAULTS)
-        if unknown:
-            raise ValueError(f"unknown training settings {sorted(unknown)}; known: {sorted(TRAIN_DEFAULTS)}")
-        hyper = cli.check_settings({**TRAIN_DEFAULTS, **hyper}, HYPER_RULES, optional=("max_train",))
-        cfg = GPTConfig() if cfg is None else cfg
-        grid = int(np.prod(data["train_tokens"].shape[1:]))
-        cfg = GPTConfig.from_dict({**cfg.to_dict(), "n_code": data["K"], "context": grid})
-        params, opt = init_params(cfg, seed=hyper["seed"]), {}
-        meta = {"step": 0, "history": [], "step_loss": [], "elapsed_s": 0.0, "epoch_sum": 0.0, "epoch_n": 0,
-                "rng_state": np.random.default_rng([hyper["seed"], 1]).bit_generator.state}
-    train_seq = make_sequences(data["train_tokens"], data["train_digit"], cfg)  # (N, 1 + T)
+    cfg, tcfg, params, opt, meta = _start(ckpt_path, data, cfg, tcfg, resume, verbose)
+    train_seq = make_sequences(data["train_tokens"], data["train_digit"], cfg)[:tcfg.max_train]  # (N, 1 + T)
     test_seq = make_sequences(data["test_tokens"], data["test_digit"], cfg)  # (N_test, 1 + T)
-    if hyper.get("max_train"):
-        train_seq = train_seq[:hyper["max_train"]]
-    bs = int(hyper["batch_size"])
-    spe = len(train_seq) // bs  # steps per epoch (the last partial batch is skipped; shuffling varies it)
+    bs, spe = tcfg.batch_size, len(train_seq) // tcfg.batch_size  # steps per epoch (a partial batch is skipped)
     if spe < 1:
         raise ValueError(f"only {len(train_seq)} training sequences for --batch-size {bs}")
-    total = spe * int(hyper["epochs"])
+    total = spe * tcfg.epochs
     drop_rng = np.random.default_rng()
     drop_rng.bit_generator.state = meta["rng_state"]
     no_decay = no_decay_names(params)
-    log(f"prior: cond={cfg.cond} class_token={cfg.class_token} V={cfg.vocab_size} K={cfg.n_code} "
-        f"T={cfg.context} d={cfg.d_model} L={cfg.n_layer} H={cfg.n_head} params={n_params(params):,}; "
-        f"{len(train_seq)} train / {len(test_seq)} test sequences, {spe} steps/epoch, {total} steps")
-
-    stop = {"flag": False}
-    old_handler = None
-    try:
-        old_handler = signal.signal(signal.SIGINT, lambda *a: stop.update(flag=True))
-    except ValueError:  # not the main thread: Ctrl-C arrives as KeyboardInterrupt instead
-        pass
-
-    def snapshot():
-        meta["rng_state"] = drop_rng.bit_generator.state
-        _save(out, params, cfg, opt, hyper, meta)
-
-    step = int(meta["step"])
-    prog = Progress(total, desc="prior", every=progress_every, start_step=step)
+    trainer.say(verbose, f"prior: cond={cfg.cond} class_token={cfg.class_token} V={cfg.vocab_size} K={cfg.n_code} "
+                         f"T={cfg.context} d={cfg.d_model} L={cfg.n_layer} H={cfg.n_head} params={n_params(params):,}; "
+                         f"{len(train_seq)} train / {len(test_seq)} test sequences, {spe} steps/epoch, {total} steps")
+    prog = trainer.progress(total, "prior", tcfg, int(meta["step"]), verbose)
     t_start = time.perf_counter() - float(meta["elapsed_s"])
-    interrupted = False
-    try:
-        while step < total:
-            epoch, i = divmod(step, spe)
-            perm = np.random.default_rng([hyper["seed"], epoch]).permutation(len(train_seq))
-            batch = asarray(train_seq[perm[i * bs:(i + 1) * bs]])  # (B, 1 + T)
-            lr = lr_at(step, hyper["lr"], hyper["warmup"], total, hyper["min_lr"])
-            loss, cache = forward(params, cfg, batch, rng=drop_rng if cfg.dropout > 0 else None)
-            check_finite(loss, step)
-            grads, gnorm = clip_grad_norm(backward(cache), hyper["grad_clip"])
-            check_finite(gnorm, step, "gradient norm")
-            adam_step(params, grads, opt, lr, weight_decay=hyper["weight_decay"], no_decay=no_decay)
-            step += 1
-            meta["step"], meta["epoch_sum"], meta["epoch_n"] = step, meta["epoch_sum"] + loss, meta["epoch_n"] + 1
-            meta["step_loss"].append(round(loss, 5))
-            meta["elapsed_s"] = time.perf_counter() - t_start
-            prog.update(step, bs, loss=loss, bits=loss / LN2, lr=lr, gnorm=gnorm)
-            if callback is not None:
-                callback(step, loss)
-            if step % spe == 0:  # end of an epoch: evaluate, checkpoint
-                test_nats, _ = evaluate(params, cfg, test_seq)
-                tr = meta["epoch_sum"] / max(meta["epoch_n"], 1)
-                meta["history"].append({"epoch": step // spe, "step": step, "train_nats": tr,
-                                        "train_bits": tr / LN2, "test_nats": test_nats,
-                                        "test_bits": test_nats / LN2, "elapsed_s": meta["elapsed_s"]})
-                meta["epoch_sum"], meta["epoch_n"] = 0.0, 0
-                snapshot()
-                log(f"epoch {step // spe}/{hyper['epochs']}: train {tr:.4f} nats ({tr / LN2:.4f} bits), "
-                    f"test {test_nats:.4f} nats ({test_nats / LN2:.4f} bits) per token, "
-                    f"{meta['elapsed_s']:.0f} s")
-            if stop["flag"]:
-                raise KeyboardInterrupt
-    except KeyboardInterrupt:
-        interrupted = True
-        snapshot()
-        log(f"interrupted at step {step}; checkpoint saved to {ckpt_path} (continue with --resume)")
-    except NonFiniteLoss as e:
-        log(f"stopped: {e}")
-        raise
-    finally:
-        if old_handler is not None:
-            signal.signal(signal.SIGINT, old_handler)
-    summary = {"checkpoint": str(ckpt_path), "step": step, "total_steps": total, "interrupted": interrupted,
-               "elapsed_s": meta["elapsed_s"], "history": meta["history"], "model": cfg.to_dict(),
-               "train": hyper, "n_params": n_params(params), "step_loss": meta["step_loss"]}
-    if not interrupted:
-        test_nats, per_pos = evaluate(params, cfg, test_seq)
-        summary.update(test_nats=test_nats, test_bits=test_nats / LN2,
-                       train_nats=meta["history"][-1]["train_nats"] if meta["history"] else math.nan,
-                       test_bits_per_position=[round(float(b), 4) for b in to_numpy(per_pos) / LN2])
-        summary["train_bits"] = summary["train_nats"] / LN2
-        checkpoint.write_json(out / "metrics.json", summary)
-        log(f"done: test {test_nats:.4f} nats = {test_nats / LN2:.4f} bits per token "
-            f"({meta['elapsed_s']:.0f} s); wrote {out / 'metrics.json'}")
-    return summary
 
+    def save():
+        meta["rng_state"] = drop_rng.bit_generator.state
+        _save(out, params, cfg, opt, tcfg.to_dict(), meta)
+        return meta["step"]
+
+    def run_step(n):
+        epoch, idx = trainer.batch_index(tcfg.seed, n, spe, len(train_seq), bs)
+        loss, lr, gnorm = step(params, opt, cfg, tcfg, asarray(train_seq[idx]), n, total, drop_rng, no_decay)
+        meta["step"], meta["epoch_sum"], meta["epoch_n"] = n + 1, meta["epoch_sum"] + loss, meta["epoch_n"] + 1
+        meta["step_loss"].append(round(loss, 5))
+        meta["elapsed_s"] = time.perf_counter() - t_start
+        if prog:
+            prog.update(n + 1, bs, loss=loss, bits=loss / NATS_PER_BIT, lr=lr, gnorm=gnorm)
+        if callback is not None:
+            callback(n + 1, loss)
+        if (n + 1) % spe == 0:  # end of an epoch: evaluate, checkpoint
+            _end_epoch(params, cfg, meta, test_seq, spe, tcfg.epochs, verbose)
+            save()
+        return n + 1
+
+    def summary(interrupted=False):
+        return {"checkpoint": str(ckpt_path), "step": meta["step"], "total_steps": total, "interrupted": interrupted,
+                "elapsed_s": meta["elapsed_s"], "history": meta["history"], "model": cfg.to_dict(),
+                "train": tcfg.to_dict(), "n_params": n_params(params), "step_loss": meta["step_loss"]}
+
+    trainer.loop(int(meta["step"]), total, run_step, save, ckpt_path, verbose, report=lambda: summary(True))
+    return _final(out, params, cfg, meta, test_seq, summary(), verbose)
 
 # ----------------------------------------------------------------------------- CLI
 def add_arguments(p):
@@ -239,17 +244,9 @@ def add_arguments(p):
                         "(default: on for --cond class with dedicated class tokens)")
     p.add_argument("--order", choices=("freq", "time"), default=d.order,
                    help="read the code grid band by band (freq) or frame by frame (time)")
-    t = TRAIN_DEFAULTS
-    p.add_argument("--epochs", type=cli.positive_int, default=t["epochs"], help="passes over the training set")
-    p.add_argument("--batch-size", type=cli.positive_int, default=t["batch_size"], help="sequences per step")
-    p.add_argument("--lr", type=cli.positive_float, default=t["lr"], help="peak learning rate")
-    p.add_argument("--min-lr", type=cli.nonneg_float, default=t["min_lr"],
-                   help="learning rate at the end of the cosine")
-    p.add_argument("--warmup", type=cli.nonneg_int, default=t["warmup"], help="linear warmup steps")
-    p.add_argument("--weight-decay", type=cli.nonneg_float, default=t["weight_decay"],
-                   help="AdamW decay on weight matrices")
-    p.add_argument("--grad-clip", type=cli.positive_float, default=t["grad_clip"], help="clip the global gradient norm")
-    p.add_argument("--seed", type=cli.nonneg_int, default=t["seed"], help="init / shuffling / dropout seed")
+    t = TrainConfig()
+    trainer.add_arguments(p, t, "sequences", batch_flag="--batch-size")  # --epochs --batch-size/--batch --lr --grad-clip --weight-decay --warmup --seed --log-every
+    p.add_argument("--min-lr", type=cli.nonneg_float, default=t.min_lr, help="learning rate at the end of the cosine")
     p.add_argument("--max-train", type=cli.positive_int, default=None,
                    help="use only the first N training grids (quick runs)")
 
@@ -262,16 +259,6 @@ def run(args):
     cfg = GPTConfig(cond=args.cond, class_token=args.class_token, d_model=args.d_model, n_layer=args.n_layer,
                     n_head=args.n_head, dropout=args.dropout, order=args.order,
                     class_every=args.class_every)
-    hyper = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, min_lr=args.min_lr,
-                 warmup=args.warmup, weight_decay=args.weight_decay, grad_clip=args.grad_clip, seed=args.seed,
-                 max_train=args.max_train)
-    try:
-        s = train(args.tokens, args.out, cfg, resume=args.resume, **hyper)
-    except NonFiniteLoss:
-        return 1
-    except KeyboardInterrupt:  # outside the training loop: reading the tokens, or the final evaluation
-        ck = Path(args.out) / CKPT_NAME
-        print(f"interrupted; {ck} holds the last saved state (continue with --resume)" if ck.is_file()
-              else "interrupted before the first checkpoint; nothing was saved", file=sys.stderr)
-        return 130
-    return 130 if s["interrupted"] else 0
+    tcfg = trainer.settings_from_args(TrainConfig, args, min_lr=args.min_lr, max_train=args.max_train)
+    return trainer.run_cli(lambda: train(args.tokens, args.out, cfg, tcfg, resume=args.resume),
+                           Path(args.out) / CKPT_NAME)[0]

@@ -75,8 +75,8 @@ def test_bad_input_shapes_raise(shape):
 
 
 def test_training_learns_and_checkpoint_round_trip(tmp_path):
-    res = TC.train(_features(12, 6), tmp_path, cfg=SMALL, epochs=15, batch=20, lr=1e-2, quiet=True,
-                   use_augment=False)  # masks 8 bands wide would hide this toy's 1-band cue
+    res = TC.train(_features(12, 6), tmp_path, cfg=SMALL, verbose=False,  # no augmentation: masks 8 bands
+                   tcfg=TC.TrainConfig(epochs=15, batch_size=20, lr=1e-2, augment=False))  # wide would hide the 1-band cue
     m = res["metrics"]
     assert m["test_accuracy"] >= 0.8, m["history"]  # chance is 0.1
     params, cfg, norm = C.load_classifier(tmp_path / "classifier.npz")
@@ -106,7 +106,7 @@ def test_augment_is_seeded_and_keeps_shape():
 
 def test_resume_after_interrupt_is_exact(tmp_path, monkeypatch):
     feats = _features(4, 2)
-    kw = dict(cfg=SMALL, epochs=2, batch=16, lr=5e-3, quiet=True)  # 3 steps per epoch
+    kw = dict(cfg=SMALL, tcfg=TC.TrainConfig(epochs=2, batch_size=16, lr=5e-3), verbose=False)  # 3 steps per epoch
     ref = TC.train(feats, tmp_path / "ref", **kw)["params"]
     real_check, calls = TC.check_finite, []
 
@@ -130,7 +130,7 @@ def test_nan_loss_stops_training(tmp_path):
     feats = _features(2, 1)
     feats.train.x[0, 0, 0] = np.nan
     with pytest.raises(NonFiniteLoss):
-        TC.train(feats, tmp_path, cfg=SMALL, epochs=1, batch=8, quiet=True)
+        TC.train(feats, tmp_path, cfg=SMALL, tcfg=TC.TrainConfig(epochs=1, batch_size=8), verbose=False)
     assert not (tmp_path / "classifier.npz").exists()
 
 
@@ -145,7 +145,7 @@ def test_cli_reports_missing_data(tmp_path, capsys):
 def test_short_fsdd_training_beats_chance(fsdd_path, tmp_path):
     from minivq.data import load_features
     feats = load_features(fsdd_path, split="official", max_per_digit=30)
-    res = TC.train(feats, tmp_path, epochs=15, batch=32, lr=5e-3, quiet=True)
+    res = TC.train(feats, tmp_path, tcfg=TC.TrainConfig(epochs=15, batch_size=32, lr=5e-3), verbose=False)
     acc = res["metrics"]["test_accuracy"]
     assert len(feats.train.x) == 300
     assert acc >= 0.5, res["metrics"]["history"]  # chance is 0.1

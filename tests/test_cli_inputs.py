@@ -174,13 +174,13 @@ def toks():
 ])
 def test_prior_train_refuses_nonsense(kw, words, toks, tmp_path):
     with pytest.raises(ValueError, match=words):
-        TP.train(toks, tmp_path, GPTConfig(d_model=8, n_layer=1, n_head=2), log=lambda *a: None, **kw)
+        TP.train(toks, tmp_path, GPTConfig(d_model=8, n_layer=1, n_head=2), TP.TrainConfig(**kw), verbose=False)
     assert not (tmp_path / TP.CKPT_NAME).exists() and not (tmp_path / "metrics.json").exists()
 
 
 @pytest.mark.parametrize("kw, words", [
-    (dict(epochs=0), "epochs must be at least 1"), (dict(batch=0), "batch must be at least 1"),
-    (dict(lr=math.inf), "lr must be positive and finite"), (dict(clip=-1.0), "clip must be at least 0"),
+    (dict(epochs=0), "epochs must be at least 1"), (dict(batch_size=0), "batch_size must be at least 1"),
+    (dict(lr=math.inf), "lr must be positive and finite"), (dict(grad_clip=-1.0), "grad_clip must be at least 0"),
     (dict(restart_share=1.5), "restart_share must be in"), (dict(seed=-2), "seed must be at least 0"),
 ])
 def test_vqvae_train_config_refuses_nonsense(kw, words):
@@ -189,14 +189,14 @@ def test_vqvae_train_config_refuses_nonsense(kw, words):
 
 
 @pytest.mark.parametrize("kw, words", [
-    (dict(epochs=0), "epochs must be at least 1"), (dict(batch=0), "batch must be at least 1"),
-    (dict(lr=math.inf), "lr must be positive and finite"), (dict(clip=0.0), "clip must be positive"),
+    (dict(epochs=0), "epochs must be at least 1"), (dict(batch_size=0), "batch_size must be at least 1"),
+    (dict(lr=math.inf), "lr must be positive and finite"), (dict(grad_clip=0.0), "grad_clip must be positive"),
     (dict(weight_decay=math.nan), "weight_decay"), (dict(seed=-1), "seed must be at least 0"),
 ])
 def test_classifier_train_refuses_nonsense(kw, words, tmp_path):
     with pytest.raises(ValueError, match=words):
         TC.train({"train": {"x": np.zeros((2, 8, 8)), "digit": [0, 1]},
-                  "test": {"x": np.zeros((1, 8, 8)), "digit": [0]}}, tmp_path, quiet=True, **kw)
+                  "test": {"x": np.zeros((1, 8, 8)), "digit": [0]}}, tmp_path, tcfg=TC.TrainConfig(**kw), verbose=False)
     assert not any(tmp_path.iterdir())
 
 

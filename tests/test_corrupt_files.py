@@ -217,8 +217,8 @@ def test_prior_resume_on_another_checkpoint(tmp_path, tokens_file, make, words, 
 
 
 def test_prior_resume_on_damaged_checkpoint(tmp_path, tokens_file, capsys):
-    TP.train(str(tokens_file), tmp_path, TP.GPTConfig(d_model=8, n_layer=1, n_head=2), log=lambda *a: None,
-             epochs=1, batch_size=16, warmup=1)
+    TP.train(str(tokens_file), tmp_path, TP.GPTConfig(d_model=8, n_layer=1, n_head=2),
+             TP.TrainConfig(epochs=1, batch_size=16, warmup=1), verbose=False)
     assert checkpoint.load(tmp_path / TP.CKPT_NAME)["meta"]["kind"] == "prior"
     flip_member_byte(tmp_path / TP.CKPT_NAME, "o/")
     capsys.readouterr()  # the first run's progress lines
@@ -252,7 +252,7 @@ def test_vqvae_resume_on_another_checkpoint(tmp_path, make, words):
     make(tmp_path / "last.npz")
     before = (tmp_path / "last.npz").read_bytes()
     with pytest.raises(ValueError, match=words):
-        TV.train(VQ_TINY, _vq_features(), tmp_path, TV.TrainConfig(epochs=1, batch=4, log_every=1e9),
+        TV.train(VQ_TINY, _vq_features(), tmp_path, TV.TrainConfig(epochs=1, batch_size=4, log_every=1e9),
                  resume=True, verbose=False)
     assert (tmp_path / "last.npz").read_bytes() == before
 
@@ -262,12 +262,12 @@ def test_vqvae_resume_on_a_finished_model(tmp_path):
     checkpoint.save(tmp_path / "last.npz", V.init_params(VQ_TINY), config={"vqvae": VQ_TINY.to_dict()},
                     meta={"history": [], "train_seconds": 1.0}, extra={"norm_mean": 0.0, "norm_std": 1.0})
     with pytest.raises(ValueError, match="holds a VQ-VAE model without its training state .*step"):
-        TV.train(VQ_TINY, _vq_features(), tmp_path, TV.TrainConfig(epochs=1, batch=4, log_every=1e9),
+        TV.train(VQ_TINY, _vq_features(), tmp_path, TV.TrainConfig(epochs=1, batch_size=4, log_every=1e9),
                  resume=True, verbose=False)
 
 
 def test_vqvae_last_records_its_kind(tmp_path):
-    TV.train(VQ_TINY, _vq_features(), tmp_path, TV.TrainConfig(epochs=1, batch=4, warmup=1, log_every=1e9),
+    TV.train(VQ_TINY, _vq_features(), tmp_path, TV.TrainConfig(epochs=1, batch_size=4, warmup=1, log_every=1e9),
              finish=False, verbose=False)
     ck = checkpoint.load(tmp_path / "last.npz", kind="vqvae")
     assert ck["meta"]["kind"] == "vqvae"
@@ -285,19 +285,19 @@ CLF_TINY = C.ClassifierConfig(n_mels=16, n_frames=16, channels=(2, 2, 2, 2), emb
 def test_classifier_resume_on_a_vqvae_checkpoint(tmp_path):
     _vqvae_checkpoint(tmp_path / "last.npz")
     with pytest.raises(ValueError, match="holds a VQ-VAE checkpoint, not a classifier checkpoint"):
-        TC.train(_clf_features(), tmp_path, CLF_TINY, epochs=1, batch=10, resume=True, quiet=True)
+        TC.train(_clf_features(), tmp_path, CLF_TINY, TC.TrainConfig(epochs=1, batch_size=10), resume=True, verbose=False)
 
 
 def test_classifier_resume_on_a_finished_model(tmp_path):
-    TC.train(_clf_features(), tmp_path, CLF_TINY, epochs=1, batch=10, quiet=True)
+    TC.train(_clf_features(), tmp_path, CLF_TINY, TC.TrainConfig(epochs=1, batch_size=10), verbose=False)
     shutil.copy(tmp_path / "classifier.npz", tmp_path / "last.npz")
     with pytest.raises(ValueError, match="holds a classifier model without its training state"):
-        TC.train(_clf_features(), tmp_path, CLF_TINY, epochs=1, batch=10, resume=True, quiet=True)
+        TC.train(_clf_features(), tmp_path, CLF_TINY, TC.TrainConfig(epochs=1, batch_size=10), resume=True, verbose=False)
 
 
 def test_classifier_resume_on_damaged_checkpoint(tmp_path):
-    TC.train(_clf_features(), tmp_path, CLF_TINY, epochs=1, batch=10, quiet=True)
+    TC.train(_clf_features(), tmp_path, CLF_TINY, TC.TrainConfig(epochs=1, batch_size=10), verbose=False)
     assert checkpoint.load(tmp_path / "last.npz")["meta"]["kind"] == "classifier"
     flip_member_byte(tmp_path / "last.npz", "o/")
     with pytest.raises(ValueError, match="last.npz is damaged"):
-        TC.train(_clf_features(), tmp_path, CLF_TINY, epochs=1, batch=10, resume=True, quiet=True)
+        TC.train(_clf_features(), tmp_path, CLF_TINY, TC.TrainConfig(epochs=1, batch_size=10), resume=True, verbose=False)

@@ -139,8 +139,8 @@ def test_prior_same_settings_again_other_settings_refused_resume_and_force(token
 def test_files_without_a_record_are_not_overwritten(tokens_file, tmp_path, capsys):
     """A folder written before run.json existed (or by hand): only --resume or --force go on."""
     out = tmp_path / "old"
-    TP.train(tokens_file, out, TP.GPTConfig(d_model=16, n_layer=1, n_head=2), log=lambda *a: None,
-             progress_every=1e9, epochs=1, batch_size=32)
+    TP.train(tokens_file, out, TP.GPTConfig(d_model=16, n_layer=1, n_head=2),
+             TP.TrainConfig(epochs=1, batch_size=32, log_every=1e9), verbose=False)
     before = _snapshot(out)
     capsys.readouterr()
     assert _prior_cli(tokens_file, out) == 2
@@ -225,7 +225,7 @@ def test_nested_folders_lock_separately_and_release(tmp_path):
     def run():
         outdir.hold(top)
         cfg = V.VQVAEConfig(cr=4, in_size=16, ch1=4, hidden=8, res_hidden=4, n_res=1, D=4, K=16)
-        TV.train(cfg, _features(8, 2, size=16), stage, TV.TrainConfig(epochs=1, batch=8, log_every=1e9),
+        TV.train(cfg, _features(8, 2, size=16), stage, TV.TrainConfig(epochs=1, batch_size=8, log_every=1e9),
                  finish=False, callback=look, verbose=False)
         assert (top / ".lock").is_file() and not (stage / ".lock").exists()
 

@@ -20,15 +20,11 @@ def toks():
     return TP.synthetic_tokens(n_train=96, n_test=32, K=16, grid=4, noise=0.05, seed=0)
 
 
-def _quiet(*a, **k):
-    pass
-
-
 def test_learns_and_conditioning_helps(tmp_path, toks):
     res = {}
     for cond in ("class", "none"):
         s = TP.train(toks, tmp_path / cond, GPTConfig(**SMALL_KW, cond=cond),
-                     log=_quiet, progress_every=1e9, **{**HYPER, "epochs": 12, "lr": 1e-2, "min_lr": 1e-3})
+                     TP.TrainConfig(**{**HYPER, "epochs": 12, "lr": 1e-2, "min_lr": 1e-3}), verbose=False)
         res[cond] = s
         assert s["history"][-1]["train_nats"] < s["history"][0]["train_nats"]
         assert s["test_nats"] < np.log(16) - 0.3  # well below a uniform guess over 16 codes
@@ -40,16 +36,18 @@ def test_learns_and_conditioning_helps(tmp_path, toks):
 
 def test_resume_after_interrupt_is_exact(tmp_path, toks):
     cfg = GPTConfig(**{**SMALL.to_dict(), "dropout": 0.1})  # dropout: the RNG state must resume too
-    full = TP.train(toks, tmp_path / "full", cfg, log=_quiet, progress_every=1e9, **HYPER)
+    full = TP.train(toks, tmp_path / "full", cfg, TP.TrainConfig(**HYPER), verbose=False)
 
     def interrupt(step, loss):
         if step == 8:  # mid-epoch (6 steps per epoch)
             raise KeyboardInterrupt
 
-    part = TP.train(toks, tmp_path / "cut", cfg, log=_quiet, progress_every=1e9, callback=interrupt, **HYPER)
+    with pytest.raises(KeyboardInterrupt) as stopped:  # saved, then raised (trainer.Interrupted)
+        TP.train(toks, tmp_path / "cut", cfg, TP.TrainConfig(**HYPER), callback=interrupt, verbose=False)
+    part = stopped.value.result
     assert part["interrupted"] and part["step"] == 8
     assert checkpoint.load(tmp_path / "cut" / TP.CKPT_NAME)["meta"]["step"] == 8
-    rest = TP.train(toks, tmp_path / "cut", resume=True, log=_quiet, progress_every=1e9)
+    rest = TP.train(toks, tmp_path / "cut", resume=True, verbose=False)
     assert rest["step"] == full["step"] == 18
     a = checkpoint.load(tmp_path / "full" / TP.CKPT_NAME)
     b = checkpoint.load(tmp_path / "cut" / TP.CKPT_NAME)
@@ -75,7 +73,7 @@ def test_nonfinite_loss_stops_and_keeps_last_checkpoint(tmp_path, toks, monkeypa
 
     monkeypatch.setattr(TP, "forward", counting)
     with pytest.raises(NonFiniteLoss, match="step 7"):
-        TP.train(toks, tmp_path, SMALL, log=_quiet, progress_every=1e9, **HYPER)
+        TP.train(toks, tmp_path, SMALL, TP.TrainConfig(**HYPER), verbose=False)
     ck = checkpoint.load(tmp_path / TP.CKPT_NAME)
     assert ck["meta"]["step"] == 6  # the end of epoch 1, the last good state
     assert all(np.isfinite(v).all() for v in ck["params"].values())

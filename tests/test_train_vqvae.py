@@ -30,7 +30,7 @@ def _features(n_train=24, n_test=6, size=16, seed=0):
 
 
 def _tcfg(**kw):
-    d = dict(epochs=2, batch=8, lr=3e-3, warmup=2, seed=3, restart_after=2, log_every=1e9)
+    d = dict(epochs=2, batch_size=8, lr=3e-3, warmup=2, seed=3, restart_after=2, log_every=1e9)
     d.update(kw)
     return T.TrainConfig(**d)
 
@@ -98,7 +98,7 @@ def test_training_reduces_loss_and_writes_outputs(tmp_path):
     """Full-size input (64x64, so Griffin-Lim WAVs work) with a narrow model, a few steps."""
     cfg = V.VQVAEConfig(cr=16, in_size=64, ch1=4, hidden=8, res_hidden=4, n_res=1, D=4, K=16)
     feats = _features(n_train=16, n_test=4, size=64)
-    res = T.train(cfg, feats, tmp_path, _tcfg(epochs=5, lr=1e-2, batch=8), verbose=False)
+    res = T.train(cfg, feats, tmp_path, _tcfg(epochs=5, lr=1e-2, batch_size=8), verbose=False)
     h = res["history"]
     assert h[-1]["recon"] < 0.8 * h[0]["recon"], h
     m = json.loads((tmp_path / "metrics.json").read_text())
