@@ -12,7 +12,7 @@ Sets, all from the 300 official FSDD test clips unless said otherwise:
   real           the recordings (the classifier: their log-mel; the listener: the raw file)
   griffin-lim    log-mel -> audio.mel_to_audio: the vocoder alone
   vq-vae         log-mel -> shipped VQ-VAE encode -> decode -> audio (CR=16)
-  generated      generate() with the bundle's sampling defaults, seed 0, --per-digit per digit
+  generated      bundle.generate_clips() with the bundle's sampling defaults, seed 0, --per-digit per digit
 
 Two controls, both judges: the real clips played backwards, and with white noise at 0 dB SNR.
 Each judge's verdicts are recomputed from the cached audio (the classifier's must equal those
@@ -37,9 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from minivq import audio as A  # noqa: E402
 from minivq import data as D  # noqa: E402
 from minivq import evaluate as E  # noqa: E402
-from minivq import generate as G  # noqa: E402
+from minivq import bundle as G  # noqa: E402
 from minivq import metrics as M  # noqa: E402
-from minivq import train_vqvae as TV  # noqa: E402
+from minivq import vqvae as V  # noqa: E402
 
 SETS = ("real", "griffin-lim", "vq-vae", "generated")
 
@@ -64,12 +64,12 @@ def make_sets(fsdd, bundle_dir, per_digit, seed=0):
     sets["griffin-lim"] = {"waves": list(gl_waves), "digit": y, "clf_pred": E.judge(bundle.classifier, gl_heard)["pred"]}
     log(f"griffin-lim round trips: {time.perf_counter() - t0:.0f} s")
     vparams, vcfg, vnorm = bundle.vqvae
-    rec = TV.decode_logmel(vparams, vcfg, vnorm, TV.encode_logmel(vparams, vcfg, vnorm, x))  # (300, M, T)
+    rec = V.decode_logmel(vparams, vcfg, vnorm, V.encode_logmel(vparams, vcfg, vnorm, x))  # (300, M, T)
     rec_waves, rec_heard = E.round_trip(rec, fc, seed=seed)
     sets["vq-vae"] = {"waves": list(rec_waves), "digit": y, "clf_pred": E.judge(bundle.classifier, rec_heard)["pred"]}
     log(f"VQ-VAE reconstructions: {time.perf_counter() - t0:.0f} s")
     digits = np.repeat(np.arange(10), per_digit)  # (10 * per_digit,)
-    g = G.generate(bundle, digits, seed=seed, **G.bundle_sampling(bundle))
+    g = G.generate_clips(bundle, digits, seed=seed, **G.bundle_sampling(bundle))
     sets["generated"] = {"waves": list(g["waves"]), "digit": digits, "clf_pred": g["pred"]}
     log(f"generations ({len(digits)}): {time.perf_counter() - t0:.0f} s")
     return sets, fc.sr, G.bundle_sampling(bundle)

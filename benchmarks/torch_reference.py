@@ -66,7 +66,7 @@ def vqvae_section(cr=16, repeats=5, batch=32):
     # a codebook drawn from the encoder's output scale so many codes are in play
     x = g.standard_normal((4, 1, 64, 64))
     z_e, _ = V.encoder_forward(params, x, cfg)
-    zv = V._to_vectors(z_e)
+    zv = V.to_vectors(z_e)
     params["codebook"] = zv[g.choice(len(zv), cfg.K, replace=len(zv) < cfg.K)] + 0.01 * g.standard_normal((cfg.K, cfg.D))
     loss, parts, cache = V.forward(params, x, cfg)
     grads = V.backward(cache)

@@ -25,6 +25,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 from minivq import attention as A  # noqa: E402
 from minivq import backend  # noqa: E402
+from minivq import layers as L  # noqa: E402
 from minivq.gradcheck import check_layer  # noqa: E402
 
 T = 5  # positions in the toy sequence
@@ -69,7 +70,7 @@ def main():
     print(mask)
 
     print("\n3. softmax of each masked row (rows sum to 1; entries above the diagonal are exactly 0)")
-    a = A.softmax_lastaxis_(s + mask)  # (1, H, T, T)
+    a = L.softmax(s + mask)  # (1, H, T, T)
     print(a[0, 0])
     print("   row sums:", a[0, 0].sum(-1))
     y_lib, cache = A.attention_forward(x, p, N_HEAD)

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from minivq import backend  # noqa: E402
 from minivq import train_prior as TP  # noqa: E402  (this lesson trains)
 from minivq.sampling import sample  # noqa: E402
-from minivq.transformer import (LN2, GPTConfig, attention_maps, forward_logits, load_prior,  # noqa: E402
+from minivq.transformer import (NATS_PER_BIT, GPTConfig, attention_maps, forward_logits, load_prior,  # noqa: E402
                                 make_sequences)
 
 MODEL = dict(d_model=128, n_layer=4, n_head=4)  # the default prior
@@ -82,7 +82,7 @@ def main():
     # ---- loss curves and per-position loss
     fig, ax = plt.subplots(1, 3, figsize=(15, 4))
     for cond, s in runs.items():
-        sl = np.asarray(s["step_loss"]) / LN2
+        sl = np.asarray(s["step_loss"]) / NATS_PER_BIT
         ax[0].plot(np.arange(1, len(sl) + 1), sl, lw=0.8, label=f"train cond={cond}")
         h = s["history"]
         ax[0].plot([e["step"] for e in h], [e["test_bits"] for e in h], "o-", label=f"test cond={cond}")

@@ -69,12 +69,6 @@ def causal_mask(T, S=None, dtype="float32"):
     return xp.where(s > t, -xp.inf, 0.0).astype(dtype)  # (T, S)
 
 
-def softmax_lastaxis_(a):
-    """Old name of layers.softmax(a, out=a) (in place over the last axis), kept until
-    lessons/06_attention.py calls layers.softmax."""
-    return softmax(a, out=a)
-
-
 def attention_forward(x, params, n_head):
     """x: (B, T, C), params: dict (see module doc), n_head: H dividing C -> out (B, T, C), cache."""
     B, T, C = x.shape

@@ -25,6 +25,8 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import resample_poly
 
+from minivq import checkpoint
+
 FRONTEND_VERSION = 1  # bump when a change here alters features, so caches/checkpoints notice
 
 
@@ -48,11 +50,7 @@ class FeatureConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "FeatureConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown FeatureConfig fields {sorted(unknown)}; expected some of {sorted(names)}")
-        return cls(**d)
+        return checkpoint.config_from_dict(cls, d)
 
     def key(self) -> str:
         """Stable 16-hex-digit hash of all fields and the front-end version."""

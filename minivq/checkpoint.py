@@ -8,6 +8,7 @@ Layout inside the .npz:
 Atomic: written to a temporary file in the same folder, then os.replace()d over the
 target, so an interrupted save never leaves a half-written checkpoint behind.
 """
+import dataclasses
 import hashlib
 import json
 import math
@@ -124,6 +125,17 @@ def file_sha256(path):
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def config_from_dict(cls, d, strict=True):
+    """A config dataclass from the dict saved in a checkpoint: fields the record lacks take their
+    defaults; unknown keys are a ValueError (strict) or ignored (strict=False, for configs whose
+    older checkpoints carried fields that have since gone)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(d) - names
+    if unknown and strict:
+        raise ValueError(f"unknown {cls.__name__} fields {sorted(unknown)}; expected some of {sorted(names)}")
+    return cls(**{k: v for k, v in d.items() if k in names})
 
 
 def read_json(path, what="JSON file"):

@@ -65,11 +65,7 @@ class ClassifierConfig:
 
     @classmethod
     def from_dict(cls, d):
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown ClassifierConfig fields {sorted(unknown)}")
-        return cls(**d)
+        return checkpoint.config_from_dict(cls, d)
 
 
 def init_params(cfg: ClassifierConfig, seed=0, dtype="float32"):
@@ -227,7 +223,6 @@ def fit_band_stats(x_train):
     return {"mean": mean.astype("float32"), "std": std.astype("float32")}
 
 
-norm_stats = fit_band_stats  # old name, still called by train_classifier.py
 
 
 def standardise(logmel, band_stats):

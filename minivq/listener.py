@@ -104,11 +104,7 @@ class ListenerConfig:
 
     @classmethod
     def from_dict(cls, d):
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown ListenerConfig fields {sorted(unknown)}")
-        return cls(**d)
+        return checkpoint.config_from_dict(cls, d)
 
 
 # ============================================================================ front end (host)

@@ -156,7 +156,7 @@ def _start(last, cfg, tcfg, x_tr, resume, verbose):
                 **{k: m[k] for k in ("step", "history", "train_seconds", "samples_seen", "epoch_loss_sum")}}
     if resume:
         trainer.say(verbose, f"no {last} to resume from; starting fresh")
-    return {"params": C.init_params(cfg, tcfg.seed), "opt": {}, "norm": {k: to_numpy(v) for k, v in C.norm_stats(x_tr).items()},
+    return {"params": C.init_params(cfg, tcfg.seed), "opt": {}, "norm": {k: to_numpy(v) for k, v in C.fit_band_stats(x_tr).items()},
             "step": 0, "history": [], "train_seconds": 0.0, "samples_seen": 0, "epoch_loss_sum": 0.0}
 
 

@@ -80,11 +80,7 @@ class TrainSettings:
     @classmethod
     def from_dict(cls, d):
         """From a checkpoint's record; unknown keys are refused, missing ones take defaults."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown training settings {sorted(unknown)}; known: {sorted(names)}")
-        return cls(**d)
+        return checkpoint.config_from_dict(cls, d)
 
 
 class Interrupted(KeyboardInterrupt):

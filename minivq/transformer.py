@@ -23,7 +23,7 @@ One block (pre-LayerNorm, as in GPT-2):
     x = x + Dropout(Attn(LN1(x)))
     x = x + Dropout(W2 GELU(W1 LN2(x)))
 """
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from numbers import Integral
 from typing import NamedTuple
 
@@ -39,7 +39,6 @@ from minivq.layers import (GeluCache, LayernormCache, LinearCache, embedding_bac
 
 PRIOR_CKPT = "prior.npz"  # the file a trained prior is saved in (its trainer writes it, load_prior reads it)
 NATS_PER_BIT = 0.6931471805599453  # ln 2: a loss in nats / NATS_PER_BIT = the loss in bits
-LN2 = NATS_PER_BIT  # the old name (it read like the "ln2" LayerNorm): kept until train_prior.py and lesson 07 move
 
 
 @dataclass
@@ -125,9 +124,8 @@ class GPTConfig:
 
     @classmethod
     def from_dict(cls, d):
-        names = {f.name for f in fields(cls)}
         d = {"order": "freq", "class_every": False, **d}  # what checkpoints from before these fields did
-        return cls(**{k: v for k, v in d.items() if k in names})
+        return checkpoint.config_from_dict(cls, d, strict=False)
 
 
 BLOCK_KEYS = ("ln1.g", "ln1.b", *("attn." + k for k in ATTN_KEYS),

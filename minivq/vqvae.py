@@ -62,8 +62,7 @@ class VQVAEConfig:
 
     @classmethod
     def from_dict(cls, d):
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        return checkpoint.config_from_dict(cls, d, strict=False)
 
 
 # ----------------------------------------------------------------------------- parameters
@@ -217,7 +216,6 @@ def to_grid(v, B, h, w):
     return xp.ascontiguousarray(v.reshape(B, h, w, -1).transpose(0, 3, 1, 2))  # (B, D, h, w)
 
 
-_to_vectors = to_vectors  # old private name, still used by train_vqvae.py and benchmarks/torch_reference.py
 
 
 # ----------------------------------------------------------------------------- full model
