@@ -24,7 +24,7 @@ import numpy as np
 from minivq import checkpoint, cli, data, optim
 from minivq import quantizer as Q
 from minivq import vqvae as V
-from minivq.backend import asarray, to_numpy
+from minivq.backend import asarray
 from minivq import trainer  # the shared skeleton: stop flag, loop, resume/save, progress
 from minivq.progress import NonFiniteLoss, check_finite  # noqa: F401 (NonFiniteLoss: re-exported)
 from minivq.vqvae_report import finish_run  # host-side end of a run: metrics, tokens, figure, WAVs

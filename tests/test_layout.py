@@ -250,3 +250,18 @@ def test_private_uses_are_found(tmp_path):
     assert private_uses(tree, package_modules(pkg)) == ["line 3: imports minivq.m._h", "line 5: M._h",
                                                           "line 5: minivq.m._h"]
     assert private_uses(ast.parse("import os\nos._exit\n"), package_modules(pkg)) == []
+
+
+TRAIN_LINES_MAX = 60  # a trainer's train() reads top to bottom on one screen; the plumbing is in trainer.py
+
+
+@pytest.mark.parametrize("path", sorted(PKG.glob("train_*.py")), ids=lambda p: p.name)
+def test_trainers_use_the_skeleton_and_keep_train_short(path):
+    tree = ast.parse(path.read_text())
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module == "minivq"
+                for a in n.names}
+    assert "trainer" in imported, f"{path.name} does not build on minivq/trainer.py"
+    trains = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "train"]
+    assert len(trains) == 1, f"{path.name} should define one train()"
+    n_lines = trains[0].end_lineno - trains[0].lineno + 1
+    assert n_lines <= TRAIN_LINES_MAX, f"{path.name}: train() is {n_lines} lines (at most {TRAIN_LINES_MAX})"
