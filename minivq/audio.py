@@ -91,8 +91,7 @@ def load_wav(path, sr: int = 8000) -> np.ndarray:
 def save_wav(path, wave, sr: int = 8000) -> None:
     """Write a (N,) float wave in [-1, 1] as 16-bit PCM WAV (values outside are clipped)."""
     wave = np.clip(np.asarray(wave, dtype=np.float32).reshape(-1), -1.0, 1.0)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    sf.write(str(path), wave, int(sr), subtype="PCM_16")
+    checkpoint.atomic_write(path, lambda f: sf.write(f, wave, int(sr), subtype="PCM_16", format="WAV"))
 
 
 # ------------------------------------------------------------------- trimming and length

@@ -56,7 +56,7 @@ import threading
 import time
 from pathlib import Path
 
-from minivq.checkpoint import write_json
+from minivq.checkpoint import atomic_write, write_json
 
 try:
     import fcntl
@@ -339,7 +339,7 @@ def claim(path, kind, args, what="--out"):
                 if old is None:
                     rec_path.unlink(missing_ok=True)
                 else:
-                    rec_path.write_bytes(old)
+                    atomic_write(rec_path, lambda f: f.write(old))
             return False
         _state().scopes[-1].push(undo)  # runs before the lock is released
     return folder

@@ -15,6 +15,13 @@ import math
 
 import numpy as np
 
+from minivq import checkpoint
+
+
+def _save(fig, path, dpi):
+    """Write the figure as a PNG through the one atomic writer."""
+    checkpoint.atomic_write(path, lambda f: fig.savefig(f, dpi=dpi, format="png"))
+
 
 def _pyplot():
     """matplotlib.pyplot on the Agg backend (file output only)."""
@@ -39,7 +46,7 @@ def plot_spectrogram_grid(path, logmels, titles, ncols=10, suptitle=None):
     if suptitle:
         fig.suptitle(suptitle, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    _save(fig, path, 110)
     plt.close(fig)
 
 
@@ -76,7 +83,7 @@ def plot_confusion(path, conf, title):
     ax.set_yticks(range(conf.shape[0]))
     ax.set_title(title, fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    _save(fig, path, 110)
     plt.close(fig)
 
 
@@ -114,5 +121,5 @@ def plot_vqvae_recon(path, x, rec, tokens, hist_test, hist_train, history, K, ti
         ax.set_xlabel("epoch"), ax.set_title(f"usage per epoch (K={K})"), ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    _save(fig, path, 80)
     plt.close(fig)

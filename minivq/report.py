@@ -3,8 +3,8 @@
 Nothing here measures anything: every value printed comes from results.json.
 """
 import json
-from pathlib import Path
 
+from minivq import checkpoint
 from minivq.progress import fmt_time
 
 
@@ -44,4 +44,5 @@ def write_report(path, r):
     for k, v in r["wall_seconds"].items():
         lines.append(f"| {k} | {fmt_time(v)} | {fmt_time(r['train_seconds'][k]) if r['train_seconds'].get(k) else ''} |")
     lines += ["", "Figures: confusion_real.png, confusion_generated.png, real_vs_generated.png; sounds: samples/."]
-    Path(path).write_text("\n".join(lines) + "\n")
+    text = "\n".join(lines) + "\n"
+    checkpoint.atomic_write(path, lambda f: f.write(text.encode("utf-8")))
