@@ -120,7 +120,7 @@ def backward(cache):
     return g
 
 
-def evaluate(p, x):
+def mean_loss(p, x):
     """Mean MSE over x (N, 1, 64, 64) in batches."""
     losses = [float(forward(p, x[i:i + BATCH])[0]) * len(x[i:i + BATCH]) for i in range(0, len(x), BATCH)]
     return sum(losses) / len(x)
@@ -163,7 +163,7 @@ def main(argv=None):
             lr = optim.lr_at(len(step_losses), LR, warmup=steps_per_epoch // 2, total=total, min_lr=LR / 20)
             optim.adam_step(params, grads, opt_state, lr)
             step_losses.append(float(loss))
-        test_curve.append(evaluate(params, te))
+        test_curve.append(mean_loss(params, te))
         print(f"epoch {epoch + 1:2d}/{epochs}: train MSE {np.mean(step_losses[-steps_per_epoch:]):.4f}, "
               f"test MSE {test_curve[-1]:.4f}  ({time.perf_counter() - t0:.0f} s)")
 

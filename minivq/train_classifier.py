@@ -31,6 +31,7 @@ import numpy as np
 from minivq import checkpoint, cli, data
 from minivq import classifier as C
 from minivq.backend import asarray, to_numpy
+from minivq.metrics import confusion_matrix
 from minivq.plots import plot_confusion
 from minivq.optim import adam_step, clip_grad_norm, lr_at
 from minivq import trainer  # the shared skeleton: stop flag, loop, resume/save, progress
@@ -83,12 +84,10 @@ def augment(x, g, norm):
     return asarray(x[:, None].astype(np.float32))  # (B, 1, M, T)
 
 
-def evaluate(params, norm, x, digit, batch=256):
+def accuracy_confusion(params, norm, x, digit, batch=256):
     """Raw log-mel (N, M, T) + digits (N,) -> (accuracy, predicted digits (N,), confusion (K, K))."""
     pred = to_numpy(C.classify(params, norm, x, batch)).argmax(axis=1)  # (N,)
-    K = params["fc2_w"].shape[1]
-    conf = np.zeros((K, K), dtype=np.int64)  # (K, K) rows: true digit, columns: predicted
-    np.add.at(conf, (np.asarray(digit), pred), 1)
+    conf = confusion_matrix(digit, pred, num_classes=params["fc2_w"].shape[1])  # (K, K) rows: true, columns: heard
     return float((pred == np.asarray(digit)).mean()), pred, conf
 
 
@@ -163,8 +162,8 @@ def _start(last, cfg, tcfg, x_tr, resume, verbose):
 def _finish(out_dir, S, cfg, x_tr, y_tr, x_te, y_te, tcfg, meta):
     """Final evaluation -> metrics; writes classifier.npz, metrics.json, confusion.png."""
     params, norm = S["params"], S["norm"]
-    acc, pred, conf = evaluate(params, norm, x_te, y_te)
-    train_acc, _, _ = evaluate(params, norm, x_tr, y_tr)
+    acc, pred, conf = accuracy_confusion(params, norm, x_te, y_te)
+    train_acc, _, _ = accuracy_confusion(params, norm, x_tr, y_tr)
     per_digit = (np.diag(conf) / np.maximum(conf.sum(axis=1), 1)).tolist()
     metrics = {"test_accuracy": acc, "train_accuracy": train_acc, "per_digit_accuracy": per_digit,
                "confusion": conf.tolist(), "n_train": len(x_tr), "n_test": len(x_te), "epochs": tcfg.epochs,
@@ -225,7 +224,7 @@ def train(features, out_dir, cfg=None, tcfg=None, resume=False, callback=None, v
             callback(n + 1, loss)
         if (n + 1) % spe == 0 or n + 1 == total:  # end of an epoch: evaluate, checkpoint
             S["train_seconds"] += time.perf_counter() - clock["t0"]
-            acc, _, _ = evaluate(params, norm, x_te, y_te)
+            acc, _, _ = accuracy_confusion(params, norm, x_te, y_te)
             S["history"].append({"epoch": epoch + 1, "train_loss": S["epoch_loss_sum"] / N, "test_acc": acc})
             trainer.say(verbose, f"epoch {epoch + 1}/{tcfg.epochs}: train loss {S['epoch_loss_sum'] / N:.4f}, "
                                  f"test accuracy {acc:.4f}")

@@ -30,8 +30,8 @@ from minivq.backend import asarray, to_numpy
 from minivq.optim import adam_step, clip_grad_norm, lr_at
 from minivq import trainer  # the shared skeleton: stop flag, loop, resume/save, progress
 from minivq.progress import NonFiniteLoss, check_finite  # noqa: F401 (NonFiniteLoss: re-exported)
-from minivq.transformer import (NATS_PER_BIT, PRIOR_CKPT, GPTConfig, backward, evaluate, forward, init_params,
-                                make_sequences, n_params, no_decay_names)
+from minivq.transformer import (NATS_PER_BIT, PRIOR_CKPT, GPTConfig, backward, forward, init_params,
+                                make_sequences, mean_nll, n_params, no_decay_names)
 from minivq import outdir  # output folders: checked, locked, recorded
 
 CKPT_NAME = PRIOR_CKPT  # the trained prior: read back with minivq.transformer.load_prior
@@ -145,7 +145,7 @@ def _start(ckpt_path, data, cfg, tcfg, resume, verbose):
 def _end_epoch(params, cfg, meta, test_seq, spe, epochs, verbose):
     """Evaluate on the test sequences and add the epoch to meta['history']."""
     step = meta["step"]
-    test_nats, _ = evaluate(params, cfg, test_seq)
+    test_nats, _ = mean_nll(params, cfg, test_seq)
     tr = meta["epoch_sum"] / max(meta["epoch_n"], 1)
     meta["history"].append({"epoch": step // spe, "step": step, "train_nats": tr, "train_bits": tr / NATS_PER_BIT,
                             "test_nats": test_nats, "test_bits": test_nats / NATS_PER_BIT, "elapsed_s": meta["elapsed_s"]})
@@ -156,7 +156,7 @@ def _end_epoch(params, cfg, meta, test_seq, spe, epochs, verbose):
 
 def _final(out, params, cfg, meta, test_seq, summary, verbose):
     """The test loss of the trained prior -> summary (also written to out/metrics.json)."""
-    test_nats, per_pos = evaluate(params, cfg, test_seq)
+    test_nats, per_pos = mean_nll(params, cfg, test_seq)
     summary.update(test_nats=test_nats, test_bits=test_nats / NATS_PER_BIT,
                    train_nats=meta["history"][-1]["train_nats"] if meta["history"] else math.nan,
                    test_bits_per_position=[round(float(b), 4) for b in to_numpy(per_pos) / NATS_PER_BIT])

@@ -314,7 +314,7 @@ def token_nll(logits, targets):
     return (xp.log(s) - z_t)[..., 0]  # (B, T)  log sum exp(z) - z_t, both less the row max
 
 
-def evaluate(params, cfg, seqs, batch_size=64):
+def mean_nll(params, cfg, seqs, batch_size=64):
     """Mean NLL per code token (nats) over seqs (N, T+1), and the per-position mean (T,)."""
     total, per_pos, n = 0.0, 0.0, 0
     for i in range(0, seqs.shape[0], batch_size):

@@ -352,7 +352,7 @@ def test_a_run_that_fails_before_writing_leaves_no_trace(tokens_file, tmp_path, 
 
 def test_prior_ctrl_c_during_the_final_evaluation_is_one_line(tokens_file, tmp_path, monkeypatch, capsys):
     out = tmp_path / "prior"
-    real, calls = TP.evaluate, []
+    real, calls = TP.mean_nll, []
 
     def evaluate(*a, **k):  # the first call ends epoch 1 (in the loop), the second is the final one
         calls.append(1)
@@ -360,7 +360,7 @@ def test_prior_ctrl_c_during_the_final_evaluation_is_one_line(tokens_file, tmp_p
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(TP, "evaluate", evaluate)
+    monkeypatch.setattr(TP, "mean_nll", evaluate)
     try:
         rc = _prior_cli(tokens_file, out)
     except KeyboardInterrupt:
@@ -369,6 +369,6 @@ def test_prior_ctrl_c_during_the_final_evaluation_is_one_line(tokens_file, tmp_p
     err = capsys.readouterr().err
     assert "Traceback" not in err and str(out / TP.CKPT_NAME) in err.strip().splitlines()[-1]
     assert not (out / "metrics.json").exists()
-    monkeypatch.setattr(TP, "evaluate", real)
+    monkeypatch.setattr(TP, "mean_nll", real)
     assert _prior_cli(tokens_file, out, "--resume") == 0  # writes metrics.json from the saved model
     assert json.loads((out / "metrics.json").read_text())["step"] == 2

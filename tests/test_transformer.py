@@ -106,7 +106,7 @@ def test_evaluate_matches_forward_loss(backend):
     p = _params64(cfg)
     seq = _seq(cfg, 5)
     loss, _ = G.forward(p, cfg, asarray(seq))
-    mean, per_pos = G.evaluate(p, cfg, seq, batch_size=2)
+    mean, per_pos = G.mean_nll(p, cfg, seq, batch_size=2)
     assert abs(mean - loss) < 1e-12 and per_pos.shape == (cfg.context,)
     assert abs(float(per_pos.mean()) - loss) < 1e-12
 
