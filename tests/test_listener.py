@@ -254,7 +254,8 @@ def test_augmentation_is_seeded_and_keeps_channels():
 
 def test_training_on_tones_learns(tmp_path):
     cfg = L.ListenerConfig(n_mels=20, n_ceps=8, channels=(8, 8, 8), hidden=16)
-    res = TL.train(_tone_set(6, 0), _tone_set(3, 1), tmp_path, cfg=cfg, epochs=20, batch=10, lr=1e-2, quiet=True)
+    res = TL.train(_tone_set(6, 0), _tone_set(3, 1), tmp_path, cfg=cfg,
+                   tcfg=TL.TrainConfig(epochs=20, batch_size=10, lr=1e-2), verbose=False)
     m = res["metrics"]
     assert m["test_accuracy"] >= 0.8, m["history"]  # chance is 0.1
     assert m["history"][-1]["train_loss"] < m["history"][0]["train_loss"]
@@ -268,7 +269,7 @@ def test_cli_reports_missing_data(tmp_path, capsys):
 
 
 def test_short_fsdd_training_beats_chance(fsdd_path, tmp_path):
-    tr, te = TL.load_split(fsdd_path, max_per_digit=40, quiet=True)
+    tr, te = TL.load_split(fsdd_path, max_per_digit=40, verbose=False)
     assert (len(tr["waves"]), len(te["waves"])) == (400, 300)  # the test split has 30 takes per digit
-    res = TL.train(tr, te, tmp_path, epochs=8, quiet=True)
+    res = TL.train(tr, te, tmp_path, tcfg=TL.TrainConfig(epochs=8), verbose=False)
     assert res["metrics"]["test_accuracy"] >= 0.75, res["metrics"]["history"]
