@@ -39,6 +39,7 @@ import numpy as np
 
 from minivq import checkpoint, cli
 from minivq import listener as L
+from minivq.metrics import confusion_matrix
 from minivq.optim import adam_step, clip_grad_norm, lr_at
 from minivq import trainer  # the shared skeleton: stop flag, progress, settings, exit codes
 from minivq.progress import NonFiniteLoss, check_finite  # noqa: F401 (NonFiniteLoss: re-exported)
@@ -118,18 +119,18 @@ def time_masks(x, lengths, g):
     return x
 
 
-def batches(lengths, batch, g):
+def batches(lengths, batch_size, g):
     """Shuffled batches of clip indices, each from a run of 16 batches sorted by length (less padding)."""
     order = g.permutation(len(lengths))  # (N,)
     out = []
-    for i in range(0, len(order), 16 * batch):
-        chunk = order[i:i + 16 * batch]
+    for i in range(0, len(order), 16 * batch_size):
+        chunk = order[i:i + 16 * batch_size]
         chunk = chunk[np.argsort(np.asarray(lengths)[chunk], kind="stable")]
-        out += [chunk[j:j + batch] for j in range(0, len(chunk), batch)]
+        out += [chunk[j:j + batch_size] for j in range(0, len(chunk), batch_size)]
     return [out[k] for k in g.permutation(len(out))]
 
 
-def evaluate(listener, feats, digit, n_classes=10):
+def accuracy_confusion(listener, feats, digit, n_classes=10):
     """Clean features [(C0, T_i)] + digits (N,) -> (accuracy, predictions (N,), confusion (K, K))."""
     params, cfg, norm = listener
     order = np.argsort([f.shape[1] for f in feats], kind="stable")
@@ -138,8 +139,7 @@ def evaluate(listener, feats, digit, n_classes=10):
         idx = order[i:i + 128]
         x, lengths = L.standardise([feats[j] for j in idx], norm)
         pred[idx] = L.predict(params, x, lengths, cfg).argmax(axis=1)
-    conf = np.zeros((n_classes, n_classes), dtype=np.int64)  # rows: true digit, columns: heard
-    np.add.at(conf, (np.asarray(digit), pred), 1)
+    conf = confusion_matrix(digit, pred, num_classes=n_classes)  # (K, K) rows: true digit, columns: heard
     return float((pred == digit).mean()), pred, conf
 
 
@@ -159,7 +159,7 @@ class TrainConfig(trainer.TrainSettings):
     OPTIONAL = ("warmup",)
 
 
-def batch_index(seed, step, steps_per_epoch, lengths, batch_size):
+def length_batch_index(seed, step, steps_per_epoch, lengths, batch_size):
     """-> (epoch, clip indices (B,)) of ``step``: batch i of its epoch's length-sorted batches
     (batches()), drawn from rng([seed, epoch]) alone, as trainer.batch_index draws its order.
     batches() gives ceil(N / B) batches, so steps_per_epoch = ceil(N / B)."""
@@ -220,8 +220,8 @@ def _loop(total, run_step, verbose):
 def _finish(out_dir, S, listener, clean_tr, y_tr, clean_te, y_te, tcfg, meta):
     """Final evaluation -> metrics; writes listener.npz and metrics.json."""
     params, cfg, norm = listener
-    acc, pred, conf = evaluate(listener, clean_te, y_te)
-    train_acc, _, _ = evaluate(listener, clean_tr, y_tr)
+    acc, pred, conf = accuracy_confusion(listener, clean_te, y_te)
+    train_acc, _, _ = accuracy_confusion(listener, clean_tr, y_tr)
     metrics = {"test_accuracy": acc, "train_accuracy": train_acc,
                "per_digit_accuracy": (np.diag(conf) / np.maximum(conf.sum(axis=1), 1)).tolist(),
                "confusion": conf.tolist(), "n_train": len(y_tr), "n_test": len(clean_te), "epochs": tcfg.epochs,
@@ -263,7 +263,7 @@ def train(train_set, test_set, out_dir, cfg=None, tcfg=None, callback=None, verb
     t0 = time.perf_counter()
 
     def run_step(n):
-        epoch, idx = batch_index(tcfg.seed, n, spe, raw_len, B)  # (B,)
+        epoch, idx = length_batch_index(tcfg.seed, n, spe, raw_len, B)  # (B,)
         x, lengths = _batch(waves, clean_tr, idx, norm, cfg, tcfg, epoch, n)  # (B, C0, 1, T), (B,)
         loss, gnorm = step(params, opt, x, lengths, y_tr[idx], cfg, tcfg, n, total, warmup, no_decay)
         S["epoch_loss_sum"] += loss * len(idx)
@@ -273,7 +273,7 @@ def train(train_set, test_set, out_dir, cfg=None, tcfg=None, callback=None, verb
         if callback is not None:
             callback(n + 1, loss)
         if (n + 1) % spe == 0:  # end of an epoch: evaluate on the clean test clips
-            acc, _, _ = evaluate((params, cfg, norm), clean_te, y_te)
+            acc, _, _ = accuracy_confusion((params, cfg, norm), clean_te, y_te)
             S["history"].append({"epoch": epoch + 1, "train_loss": S["epoch_loss_sum"] / N, "test_acc": acc})
             trainer.say(verbose, f"epoch {epoch + 1}/{tcfg.epochs}: train loss {S['epoch_loss_sum'] / N:.4f}, "
                                  f"test accuracy {acc:.4f}")
