@@ -73,6 +73,7 @@ OUTPUTS = {
     "vqvae": ("last.npz", "vqvae.npz", "tokens.npz", "metrics.json"),
     "prior": ("prior.npz", "metrics.json"),
     "classifier": ("last.npz", "classifier.npz", "metrics.json"),
+    "listener": ("listener.npz", "metrics.json"),
     "pipeline": ("results.json", "report.md"),
 }
 IGNORED_OPTIONS = ("out", "resume", "force", "log_every", "model", "export")  # not part of what a run makes

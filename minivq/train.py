@@ -1,4 +1,4 @@
-"""Training entry point: python -m minivq.train {vqvae,prior,classifier} [options]
+"""Training entry point: python -m minivq.train {vqvae,prior,classifier,listener} [options]
 
 Each model's trainer lives in its own module (train_vqvae, train_prior, train_classifier)
 exposing add_arguments(parser) and run(args) -> exit code; this file only dispatches.
@@ -13,6 +13,7 @@ TRAINERS = {
     "vqvae": ("minivq.train_vqvae", "train the VQ-VAE on log-mel spectrograms"),
     "prior": ("minivq.train_prior", "train the transformer prior on VQ-VAE tokens"),
     "classifier": ("minivq.train_classifier", "train the digit classifier on log-mels"),
+    "listener": ("minivq.train_listener", "train the second judge (MFCCs of the waveform) on recordings"),
 }
 
 

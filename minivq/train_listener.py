@@ -45,9 +45,6 @@ from minivq import trainer  # the shared skeleton: stop flag, progress, settings
 from minivq.progress import NonFiniteLoss, check_finite  # noqa: F401 (NonFiniteLoss: re-exported)
 from minivq import outdir  # output folders: checked, locked, recorded
 
-# what a listener run writes (outdir.claim refuses to overwrite another kind's files)
-outdir.OUTPUTS.setdefault("listener", ("listener.npz", "metrics.json"))
-
 SPEED, SPEED_P = 0.1, 0.5
 GAIN_DB = 12.0
 SHIFT = 800            # samples (100 ms at 8 kHz)
