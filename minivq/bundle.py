@@ -17,6 +17,7 @@ import numpy as np
 
 from minivq import __version__, audio, checkpoint, cli, evaluate
 from minivq.classifier import load_classifier
+from minivq.listener import load_listener
 from minivq.sampling import sample
 from minivq.transformer import PRIOR_CKPT, load_prior
 from minivq.vqvae import decode_logmel, load_vqvae
@@ -24,6 +25,7 @@ from minivq.vqvae import decode_logmel, load_vqvae
 BUNDLE_FORMAT = 1
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "pretrained"  # the shipped bundle
 PRIOR_FILES = {"class": "prior_class.npz", "none": "prior_none.npz"}
+LISTENER_FILE = "listener.npz"  # the second judge (optional in a bundle)
 SAMPLING_DEFAULTS = dict(temperature=1.0, top_k=None, top_p=None, guidance=1.0)
 
 
@@ -36,6 +38,7 @@ class Bundle:
     features: audio.FeatureConfig
     manifest: dict
     guide: tuple = None  # (params, GPTConfig, meta) of an unconditional prior, for guidance
+    listener: tuple = None  # (params, ListenerConfig, norm) of the second judge, when the bundle ships one
 
 
 def load_bundle(folder, cond="class"):
@@ -75,9 +78,13 @@ def load_bundle(folder, cond="class"):
         if (guide[1].n_code, guide[1].context, guide[1].order) != (pcfg.n_code, pcfg.context, pcfg.order):
             raise ValueError(f"checkpoint versions do not match: {PRIOR_FILES['none']} and {PRIOR_FILES['class']} "
                              "model different token grids or read them in different orders")
+    listener = None
+    if LISTENER_FILE in manifest.get("files", {}):  # older bundles have no second judge
+        listener = load_listener(folder / LISTENER_FILE)
     verify_files(folder, manifest, ["vqvae.npz", prior_file.name, "classifier.npz"]
-                 + ([PRIOR_FILES["none"]] if guide is not None else []))
-    return Bundle(vq, prior, clf, feats, manifest, guide)
+                 + ([PRIOR_FILES["none"]] if guide is not None else [])
+                 + ([LISTENER_FILE] if listener is not None else []))
+    return Bundle(vq, prior, clf, feats, manifest, guide, listener)
 
 
 def read_manifest(mpath):
@@ -140,7 +147,8 @@ def generate_clips(bundle, digits=None, n=None, temperature=1.0, top_k=None, top
     the sound with its classifier. digits: (B,) requested digits (conditional bundle) or None with
     n samples (unconditional). Returns dict: tokens (B, h, w), logmel (B, M, T) decoder output,
     waves (B, n_samples), heard (B, M, T) log-mel of the waves, and the classifier's verdict
-    (probs, pred, confidence, embed; accuracy/confusion when digits are given).
+    (probs, pred, confidence, embed; accuracy/confusion when digits are given); when the bundle
+    ships the second judge, "listener" holds its verdict on the waves (the same keys).
     guidance != 1 samples with classifier-free guidance from the bundle's unconditional prior."""
     pparams, pcfg, _ = bundle.prior
     vparams, vcfg, vnorm = bundle.vqvae
@@ -159,7 +167,10 @@ def generate_clips(bundle, digits=None, n=None, temperature=1.0, top_k=None, top
     logmel = decode_logmel(vparams, vcfg, vnorm, tokens)  # (B, M, T)
     waves, heard = evaluate.round_trip(logmel, bundle.features, n_iter=gl_iters, seed=seed)
     verdict = evaluate.judge(bundle.classifier, heard, want=digits)
-    return {"tokens": tokens, "logmel": logmel, "waves": waves, "heard": heard, **verdict}
+    out = {"tokens": tokens, "logmel": logmel, "waves": waves, "heard": heard, **verdict}
+    if bundle.listener is not None:  # the second judge hears the same waves
+        out["listener"] = evaluate.listen(bundle.listener, waves, bundle.features.sr, want=digits)
+    return out
 
 
 def _check_generate_args(digits, n, temperature, top_k, top_p, seed, gl_iters, guidance):
@@ -198,6 +209,31 @@ def export_bundle(out, dest, cr, conds, feat_cfg, res, data):
                                                    "features": feat_cfg.to_dict(), "features_key": feat_cfg.key(),
                                                    "sampling": res["settings"]["sampling"]})
     return files
+
+
+def add_listener(dest, src, data, command):
+    """Put the second judge (a listener.npz written by ``python -m minivq.train listener``) into the
+    bundle folder ``dest``: weights stored as float16 (load_listener reads them back as float32),
+    a card listener.json (its trainer's metrics, the data, the command that trained it), and its
+    bytes and sha256 in manifest.json. Returns the manifest's record of the file."""
+    dest, src = Path(dest), Path(src)
+    ck = checkpoint.load(src, kind="listener")
+    checkpoint.save(dest / LISTENER_FILE, ck["params"], config=ck["config"], extra=ck["extra"], dtype=np.float16,
+                    meta={"kind": "listener", **{k: v for k, v in ck["meta"].items() if k != "kind"}})
+    m = checkpoint.read_json(src.parent / "metrics.json", "metrics file")
+    card = {"file": LISTENER_FILE, "config": ck["config"], "minivq": __version__, "command": command,
+            "data": {"name": "Free Spoken Digit Dataset (FSDD)", "path_used": str(Path(data).resolve()),
+                     "license": "CC BY-SA 4.0", "credit": "Zohar Jackson and the FSDD contributors",
+                     "split": "official (takes 0-4 test, 5-49 train)", "input": "recordings only (waveforms)"},
+            "metrics": {k: m[k] for k in ("test_accuracy", "train_accuracy", "per_digit_accuracy", "n_params",
+                                          "train_seconds", "epochs") if k in m},
+            "stored_as": "float16 (read back as float32)"}
+    checkpoint.write_json(dest / "listener.json", card)
+    manifest = read_manifest(dest / "manifest.json")
+    record = {"bytes": (dest / LISTENER_FILE).stat().st_size, "sha256": checkpoint.file_sha256(dest / LISTENER_FILE)}
+    manifest.setdefault("files", {})[LISTENER_FILE] = record
+    checkpoint.write_json(dest / "manifest.json", manifest)
+    return record
 
 
 def _card_metrics(name, out, cr, res):

@@ -47,7 +47,7 @@ def save(path, params, config=None, opt_state=None, meta=None, extra=None, dtype
 def load(path, dtype=None, kind=None):
     """Read a checkpoint -> dict(params, opt_state, extra, config, meta), all NumPy.
     ``dtype`` casts float params (e.g. float16 storage back to float32). ``kind`` ('vqvae',
-    'prior' or 'classifier'): refuse a checkpoint of another kind with a clear ValueError.
+    'prior', 'classifier' or 'listener'): refuse a checkpoint of another kind with a clear ValueError.
 
     Every array is read here, inside the error handling: np.load opens the zip lazily and
     reads (and CRC-checks) a member only when it is accessed, so a damaged file must be read
@@ -88,11 +88,12 @@ def load(path, dtype=None, kind=None):
     return ck
 
 
-KIND_NAMES = {"vqvae": "a VQ-VAE", "prior": "a transformer prior", "classifier": "a classifier"}
+KIND_NAMES = {"vqvae": "a VQ-VAE", "prior": "a transformer prior", "classifier": "a classifier",
+              "listener": "a listener (second judge)"}
 
 
 def kind_of(ck):
-    """'vqvae', 'prior', 'classifier' or 'unknown' for a loaded checkpoint: meta['kind'] when
+    """'vqvae', 'prior', 'classifier', 'listener' or 'unknown' for a loaded checkpoint: meta['kind'] when
     the trainer recorded it, else inferred from the layout (older checkpoints): a VQ-VAE keeps
     its config under 'vqvae', a prior under 'model', a classifier's config is flat (n_mels...)."""
     k = ck["meta"].get("kind")
@@ -104,6 +105,8 @@ def kind_of(ck):
         return "prior"
     if "n_mels" in ck["config"] and "conv1_w" in ck["params"]:
         return "classifier"
+    if "listener" in ck["config"]:
+        return "listener"
     return "unknown"
 
 

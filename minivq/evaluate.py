@@ -13,6 +13,7 @@ import numpy as np
 
 from minivq import audio, metrics
 from minivq import classifier as C
+from minivq import listener as Li
 from minivq.backend import to_numpy
 
 
@@ -43,6 +44,19 @@ def judge(clf, logmel, want=None):
     params, _, norm = clf
     probs = to_numpy(C.classify(params, norm, logmel))  # (B, 10)
     emb = to_numpy(C.classify_embed(params, norm, logmel))  # (B, E)
+    return _verdict(probs, emb, want)
+
+
+def listen(listener, waves, sr, want=None):
+    """The second judge (minivq.listener: MFCCs of the waveform, a 1-D CNN trained on recordings
+    only) on waves (B, N) at ``sr`` Hz; the same dict as judge(). Independent of the first judge
+    by construction: it never sees the models' log-mels, their trimming or their padding."""
+    probs, emb = Li.listen(listener, waves, sr)  # (B, 10), (B, E)
+    return _verdict(probs, emb, want)
+
+
+def _verdict(probs, emb, want):
+    """probs (B, 10), emb (B, E) -> the verdict dict of judge()/listen()."""
     pred = probs.argmax(axis=1)  # (B,)
     out = {"probs": probs, "pred": pred, "confidence": probs.max(axis=1), "embed": emb}
     if want is not None:

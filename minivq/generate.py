@@ -5,10 +5,11 @@ from the transformer prior (conditioned on the digit, or unconditionally with --
 decodes them with the VQ-VAE into log-mel spectrograms, turns those into sound (mel inversion
 + Griffin-Lim), and asks the digit classifier what it hears. Writes one WAV per sample and a
 PNG grid of their spectrograms, and prints a table: file, requested digit, classifier's
-digit, confidence.
+digit, confidence, and the digit the second judge (the listener, which hears the waveform with
+its own front end) hears when the bundle ships one. The classifier is the headline judge.
 
 A bundle folder holds manifest.json, vqvae.npz, prior_class.npz (and/or prior_none.npz)
-and classifier.npz; ``python -m minivq.pipeline`` exports one. This file is the command line
+and classifier.npz (and optionally listener.npz); ``python -m minivq.pipeline`` exports one. This file is the command line
 only: loading a bundle and making clips with it are minivq/bundle.py's (``load_bundle``,
 ``generate_clips``), the figure is minivq/plots.py's.
 """
@@ -73,21 +74,24 @@ def main(argv=None):
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     rows, titles = [], []
+    second = res.get("listener")  # the second judge's verdict, when the bundle ships one
     for i, (w, pred, conf) in enumerate(zip(res["waves"], res["pred"], res["confidence"])):
         want = "-" if digits is None else str(digits[i])
         name = f"{'uncond' if digits is None else 'digit' + want}_{i:03d}.wav"
         audio.save_wav(out / name, w, bundle.features.sr)
-        rows.append((name, want, int(pred), float(conf)))
+        rows.append((name, want, int(pred), float(conf)) + ((int(second["pred"][i]),) if second else ()))
         titles.append(f"{want}->{pred} ({conf:.2f})")
     plot_spectrogram_grid(out / "spectrograms.png", res["heard"], titles,
                           suptitle="generated clips: requested -> classifier's digit (confidence)")
-    print(f"{'file':<20} {'requested':>9} {'classifier':>10} {'confidence':>10}")
-    for name, want, pred, conf in rows:
-        print(f"{name:<20} {want:>9} {pred:>10} {conf:>10.3f}")
-    if digits is not None:
-        print(f"classifier agrees on {int((res['pred'] == digits).sum())}/{len(digits)} clips")
-    else:
-        print(f"classifier's digits: {np.bincount(res['pred'], minlength=10).tolist()}")
+    print(f"{'file':<20} {'requested':>9} {'classifier':>10} {'confidence':>10}" + (f" {'listener':>8}" if second else ""))
+    for name, want, pred, conf, *heard2 in rows:
+        print(f"{name:<20} {want:>9} {pred:>10} {conf:>10.3f}" + "".join(f" {h:>8}" for h in heard2))
+    judges = [("classifier", res)] + ([("listener (second judge)", second)] if second else [])
+    for who, v in judges:
+        if digits is not None:
+            print(f"{who} agrees on {int((v['pred'] == digits).sum())}/{len(digits)} clips")
+        else:
+            print(f"{who}'s digits: {np.bincount(v['pred'], minlength=10).tolist()}")
     print(f"wrote {len(rows)} WAVs and spectrograms.png to {out}/ in {time.perf_counter() - t0:.1f} s")
     return 0
 

@@ -117,7 +117,7 @@ def test_manifest_contents_are_checked(tmp_path, bundle_copy, change, words):
 # ----------------------------------------------------------------------------- bundle integrity
 def test_shipped_manifest_records_size_and_sha256_of_every_file():
     m = json.loads((SHIPPED / "manifest.json").read_text())
-    assert set(m["files"]) == {"vqvae.npz", "classifier.npz", "prior_class.npz", "prior_none.npz"}
+    assert set(m["files"]) == {"vqvae.npz", "classifier.npz", "prior_class.npz", "prior_none.npz", "listener.npz"}
     for name, rec in m["files"].items():
         assert rec["bytes"] == (SHIPPED / name).stat().st_size
         assert rec["sha256"] == checkpoint.file_sha256(SHIPPED / name), name

@@ -112,3 +112,42 @@ def test_uncond_without_unconditional_prior_is_clear(tmp_path):
     (b / "prior_none.npz").unlink(missing_ok=True)
     with pytest.raises(FileNotFoundError, match="no unconditional prior"):
         load_bundle(b, cond="none")
+
+
+def test_the_second_judge_hears_the_same_clips(tmp_path, capsys):
+    """The shipped bundle carries the listener (MFCCs of the waveform, trained on recordings only):
+    generate prints its digit beside the classifier's. It hears 87.6 % of the shipped bundle's
+    1,000 default generations as requested (benchmarks/second_judge.py), so at least 7 of 10 here;
+    at seed 0 it agrees on 8."""
+    assert generate.main(["--out", str(tmp_path), "--seed", "0"]) == 0
+    out = capsys.readouterr().out
+    header = next(line for line in out.splitlines() if line.startswith("file"))
+    assert header.split()[-1] == "listener"
+    rows = [line.split() for line in out.splitlines() if line.startswith("digit")]
+    heard = [int(r[4]) for r in rows]
+    assert all(0 <= h <= 9 for h in heard)
+    assert sum(int(r[1]) == h for r, h in zip(rows, heard)) >= 7, out
+    assert f"listener (second judge) agrees on {sum(int(r[1]) == h for r, h in zip(rows, heard))}/10 clips" in out
+
+
+def test_a_bundle_without_the_second_judge_still_loads(tmp_path, capsys):
+    old = tmp_path / "old"
+    shutil.copytree(SHIPPED, old)
+    (old / "listener.npz").unlink()
+    manifest = json.loads((old / "manifest.json").read_text())
+    del manifest["files"]["listener.npz"]
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    b = load_bundle(old)
+    assert b.listener is None and "listener" not in generate_clips(b, digits=[3], gl_iters=4)
+    assert generate.main(["--checkpoint", str(old), "--out", str(tmp_path / "o"), "--digit", "3"]) == 0
+    assert "listener" not in capsys.readouterr().out
+
+
+def test_the_second_judge_must_belong_to_the_bundle(tmp_path):
+    b = tmp_path / "b"
+    shutil.copytree(SHIPPED, b)
+    ck = checkpoint.load(b / "listener.npz")
+    ck["params"]["fc2_b"] = ck["params"]["fc2_b"] + 1.0  # another listener of the same shape
+    checkpoint.save(b / "listener.npz", ck["params"], config=ck["config"], meta=ck["meta"], extra=ck["extra"])
+    with pytest.raises(ValueError, match="listener.npz does not match the sha256"):
+        load_bundle(b)
