@@ -30,13 +30,15 @@ import numpy as np
 
 from minivq import checkpoint, cli, evaluate, metrics, plots
 from minivq import classifier as C
+from minivq import listener as Li
 from minivq import data as D
 from minivq import train_classifier as TC  # trainers: only to train the stages
+from minivq import train_listener as TL
 from minivq import train_prior as TP
 from minivq import train_vqvae as TV
 from minivq import vqvae as V
 from minivq.audio import save_wav
-from minivq.bundle import SAMPLING_DEFAULTS, Bundle, export_bundle, generate_clips
+from minivq.bundle import LISTENER_FILE, SAMPLING_DEFAULTS, Bundle, add_listener, export_bundle, generate_clips
 from minivq.data import LoadInterrupted
 from minivq.progress import fmt_time
 from minivq.report import write_report
@@ -47,9 +49,9 @@ from minivq import outdir  # output folders: checked, locked, recorded
 # samples from l_u + s (l_c - l_u). A guide trained half as long as the conditional prior adds
 # the conditional model's extra sharpness to the class signal in l_c - l_u, and was the better
 # guide on FSDD (see README, "Measured results"); it also saves a third of the prior time.
-QUICK = dict(max_per_digit=30, clf_epochs=3, vq_epochs=2, prior_epochs=2, uncond_epochs=2, d_model=64, n_layer=2,
+QUICK = dict(max_per_digit=30, clf_epochs=3, listener_epochs=2, vq_epochs=2, prior_epochs=2, uncond_epochs=2, d_model=64, n_layer=2,
              order=GPTConfig().order, class_every=True, n_per_digit=20, warmup=5)
-FULL = dict(max_per_digit=None, clf_epochs=20, vq_epochs=TV.TrainConfig().epochs,
+FULL = dict(max_per_digit=None, clf_epochs=20, listener_epochs=TL.TrainConfig().epochs, vq_epochs=TV.TrainConfig().epochs,
             prior_epochs=TP.TrainConfig().epochs, uncond_epochs=TP.TrainConfig().epochs // 2,
             d_model=GPTConfig().d_model, n_layer=GPTConfig().n_layer, order=GPTConfig().order, class_every=True,
             n_per_digit=100, warmup=None)
@@ -116,6 +118,17 @@ def run_pipeline(data, out, cr=16, uncond=False, quick=False, seed=0, n_per_digi
     clf = C.load_classifier(d / "classifier.npz")
     times["classifier"] = time.perf_counter() - t
 
+    # 1b. the second judge: hears the waveform through its own front end, trained on recordings only
+    t = time.perf_counter()
+    d = out / "listener"
+    st = _stage(d, {"stage": "listener", "epochs": S["listener_epochs"], **data_id}, d / "listener.npz")
+    log(f"stage 1b/4 listener (second judge): {st}")
+    waves_tr, waves_te = TL.load_split(data, "official", max_per_digit=S["max_per_digit"], verbose=False)
+    if st != "done":
+        TL.train(waves_tr, waves_te, d, tcfg=TL.TrainConfig(epochs=S["listener_epochs"], seed=seed), verbose=False)
+    listener = Li.load_listener(d / "listener.npz")
+    times["listener"] = time.perf_counter() - t
+
     # 2. VQ-VAE + tokens
     t = time.perf_counter()
     d = out / f"vqvae_cr{cr}"
@@ -154,7 +167,8 @@ def run_pipeline(data, out, cr=16, uncond=False, quick=False, seed=0, n_per_digi
     # 4. evaluation
     t = time.perf_counter()
     log("stage 4/4 evaluation")
-    res = judge_all(feats, clf, vq, priors, out, S["n_per_digit"], seed, sampling, latents=latents, digits=digits)
+    res = judge_all(feats, clf, vq, priors, out, S["n_per_digit"], seed, sampling, latents=latents, digits=digits,
+                    listener=listener, recordings=waves_te)
     times["evaluation"] = time.perf_counter() - t
     times["total"] = time.perf_counter() - t_all
     res["wall_seconds"] = times
@@ -165,6 +179,8 @@ def run_pipeline(data, out, cr=16, uncond=False, quick=False, seed=0, n_per_digi
     log(f"done in {fmt_time(times['total'])}: {out / 'report.md'}")
     if export:
         files = export_bundle(out, export, cr, list(priors), feats.cfg, res, data)
+        files[LISTENER_FILE] = add_listener(export, out / "listener" / "listener.npz", data,
+                                            " ".join(["python -m minivq.pipeline"] + sys.argv[1:]))
         log(f"exported bundle to {Path(export)} ({sum(f['bytes'] for f in files.values()) / 1e6:.1f} MB)")
     return res
 
@@ -205,37 +221,50 @@ def check_coverage(feats):
     return np.flatnonzero(n_tr > 0).tolist()
 
 
-def judge_all(feats, clf, vq, priors, out, n_per_digit, seed, sampling, latents=False, digits=None):
+def judge_all(feats, clf, vq, priors, out, n_per_digit, seed, sampling, latents=False, digits=None,
+              listener=None, recordings=None):
     """Judge real, round-trip, reconstructed and generated clips; conditional generations are
     n_per_digit of each digit in ``digits`` (default 0-9; the pipeline passes those with training
-    clips), and the figure shows the digits that have both a test clip and generations."""
+    clips), and the figure shows the digits that have both a test clip and generations.
+    listener: the second judge, which hears the waves of every set (the real set: ``recordings``,
+    the test recordings as load_split reads them); its verdicts go under "listener" in each set."""
     fc = feats.cfg
     gen_digits = list(range(10)) if digits is None else [int(dg) for dg in digits]
     x_te, y_te = feats.test.x, np.asarray(feats.test.digit)
     r = {"clips_per_digit": {"train": np.bincount(np.asarray(feats.train.digit, np.int64), minlength=10).tolist(),
                              "test": np.bincount(y_te.astype(np.int64), minlength=10).tolist()},
          "generated_digits": gen_digits}
+    def second(key, waves, want):  # the listener's verdict on the same sounds, beside the classifier's
+        if listener is not None:
+            r[key]["listener"] = evaluate.summarise(evaluate.listen(listener, waves, fc.sr, want=want))
+            log(f"    listener (second judge): accuracy {r[key]['listener'].get('accuracy', float('nan')):.4f}")
+
     real = evaluate.judge(clf, x_te, want=y_te)
     r["real"] = evaluate.summarise(real)
     log(f"  real test clips: accuracy {real['accuracy']:.4f}")
-    _, gl = evaluate.round_trip(x_te, fc, seed=seed)
+    if recordings is not None:
+        second("real", recordings["waves"], recordings["digit"])
+    gl_waves, gl = evaluate.round_trip(x_te, fc, seed=seed)
     gl = evaluate.judge(clf, gl, want=y_te)
     r["griffin_lim"] = evaluate.summarise(gl)
     log(f"  Griffin-Lim round trips: accuracy {gl['accuracy']:.4f}")
+    second("griffin_lim", gl_waves, y_te)
     vparams, vcfg, vnorm = vq
     real_tokens = V.encode_logmel(vparams, vcfg, vnorm, x_te)  # (N, h, w)
     rec_mel = V.decode_logmel(vparams, vcfg, vnorm, real_tokens)
-    _, rec = evaluate.round_trip(rec_mel, fc, seed=seed)
+    rec_waves, rec = evaluate.round_trip(rec_mel, fc, seed=seed)
     rec = evaluate.judge(clf, rec, want=y_te)
     r["reconstruction"] = evaluate.summarise(rec)
     r["reconstruction"]["mse_standardised"] = float(np.mean(((rec_mel - x_te) / vnorm["std"]) ** 2))
     r["reconstruction"]["metrics"] = evaluate.distribution_metrics(real["embed"], rec["embed"], seed)
     log(f"  VQ-VAE reconstructions: accuracy {rec['accuracy']:.4f}")
+    second("reconstruction", rec_waves, y_te)
     plots.plot_confusion(out / "confusion_real.png", real["confusion"], f"real test clips: {real['accuracy']:.3f}")
     samples = out / "samples"
     samples.mkdir(exist_ok=True)
     for cond, prior in priors.items():
-        bundle = Bundle(vq, prior, clf, fc, {}, guide=priors.get("none") if cond == "class" else None)
+        bundle = Bundle(vq, prior, clf, fc, {}, guide=priors.get("none") if cond == "class" else None,
+                        listener=listener)
         want_digits = np.repeat(gen_digits, n_per_digit) if cond == "class" else None  # (n,)
         kw = dict(sampling) if cond == "class" else {**sampling, "guidance": 1.0}
         g = generate_clips(bundle, want_digits, n=10 * n_per_digit, seed=seed, **kw)
@@ -248,11 +277,16 @@ def judge_all(feats, clf, vq, priors, out, n_per_digit, seed, sampling, latents=
         if latents:
             s["latent_top_pr"] = evaluate.latent_top_pr(vparams["codebook"], real_tokens, g["tokens"], seed)
         r[f"generated_{cond}"] = s
+        if "listener" in g:
+            s["listener"] = evaluate.summarise(g["listener"])
+            if cond == "none":
+                s["listener"]["heard_histogram"] = np.bincount(g["listener"]["pred"], minlength=10).tolist()
         tag = "conditional" if cond == "class" else "unconditional"
         if cond == "class":
             plots.plot_confusion(out / "confusion_generated.png", g["confusion"],
                                  f"conditional generations: {g['accuracy']:.3f}")
-            log(f"  conditional generations: accuracy {g['accuracy']:.4f}")
+            log(f"  conditional generations: accuracy {g['accuracy']:.4f}"
+                + (f" (listener {g['listener']['accuracy']:.4f})" if "listener" in g else ""))
             plots.plot_real_vs_generated(out / "real_vs_generated.png", x_te, y_te, g["heard"], g["pred"],
                                          gen_digits, n_per_digit)
         else:
