@@ -41,6 +41,7 @@ GL_WAV_ITERS = (1, 4, 16)    # also write Griffin-Lim WAVs after this many itera
 MOMENTUM = 0.99              # audio.griffin_lim's default
 BLOCK = 8                    # print SC every BLOCK iterations
 CMP_N_FFT, CMP_HOP = 128, 32  # the second STFT shown next to the project's 512 / 128 (--n-fft, --hop)
+MAX_N_FFT = 4096             # the by-hand DFT matrix is (n_fft/2 + 1) x n_fft complex numbers
 DB_RANGE = 80                # spectrogram colour range: 0 dB (loudest) down to -DB_RANGE
 VOICE_F0 = 150.0             # Hz, a typical fundamental: the spacing of a voice's harmonics
 SEED = 0
@@ -150,14 +151,14 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="one clip, fewer Griffin-Lim iterations")
     ap.add_argument("--out", default="out/lesson01", help="folder for the figures and WAVs")
     ap.add_argument("--data", default=os.environ.get("MINIVQ_FSDD"), help="FSDD folder (default $MINIVQ_FSDD; none: a synthetic chirp)")
-    ap.add_argument("--n-fft", type=int, default=CMP_N_FFT, help="window of the second STFT (even, >= 16)")
+    ap.add_argument("--n-fft", type=int, default=CMP_N_FFT, help=f"window of the second STFT (even, 16 to {MAX_N_FFT})")
     ap.add_argument("--hop", type=int, default=CMP_HOP, help="hop of the second STFT (samples)")
     ap.add_argument("--n-mels", type=int, default=A.FeatureConfig.n_mels, help="mel bands for the log-mel -> audio round trip")
     ap.add_argument("--momentum", type=float, default=MOMENTUM, help="Griffin-Lim momentum alpha (0: plain)")
     ap.add_argument("--gl-iters", type=int, default=None, help=f"Griffin-Lim iterations (default {GL_ITERS}, --quick {QUICK_GL_ITERS})")
     args = ap.parse_args(argv)
-    if args.n_fft < 16 or args.n_fft % 2 or args.hop < 1:
-        ap.error(f"--n-fft must be even and >= 16 and --hop >= 1, got {args.n_fft}, {args.hop}")
+    if not 16 <= args.n_fft <= MAX_N_FFT or args.n_fft % 2 or args.hop < 1:
+        ap.error(f"--n-fft must be even, 16 to {MAX_N_FFT}, and --hop >= 1; got {args.n_fft}, {args.hop}")
     if args.gl_iters is not None and args.gl_iters < 1:
         ap.error("--gl-iters must be >= 1")
     out = Path(args.out)
@@ -189,8 +190,9 @@ def main(argv=None):
     print("  w[n] = 0.5 - 0.5 cos(2 pi n / n_fft) (periodic Hann); x is zero outside the clip")
     S_hand = stft_by_hand(x0, cfg.n_fft, cfg.hop)                            # (F, T+1)
     S = A.stft(waves.astype(np.float64), cfg.n_fft, cfg.hop)                 # (B, F, T+1)
-    print(f"  {x0.shape} -> {S_hand.shape} complex; by hand vs audio.stft: max |difference| "
-          f"{np.abs(S_hand - S[0]).max():.2e} (largest |X| {np.abs(S[0]).max():.1f})")
+    print(f"  {x0.shape} -> {S_hand.shape} complex (bins x frames; the log-mel keeps the first {cfg.n_frames} frames,"
+          " the last is centred just past the clip)")
+    print(f"  by hand vs audio.stft: max |difference| {np.abs(S_hand - S[0]).max():.2e} (largest |X| {np.abs(S[0]).max():.1f})")
     x_back = istft_by_hand(S_hand, cfg.hop, cfg.n_samples)
     print("  inverse: y = sum_t w * irfft(X[:, t]) placed at t*hop, divided by sum_t w^2")
     print(f"  istft by hand (true phase) vs the clip: max error {np.abs(x_back - x0).max():.2e}; "
@@ -312,7 +314,7 @@ def main(argv=None):
                      ylabel="mel band")
         fig.colorbar(im, ax=ax[b, 3], label="ln power")
         im = ax[b, 4].imshow(L_after[b], origin="lower", aspect="auto", cmap="magma", vmin=lm_lo, vmax=lm_hi)
-        ax[b, 4].set(title=f"log-mel of mel->audio ({args.n_mels} bands): off by {dist[b]:.2f}", xlabel="frame",
+        ax[b, 4].set(title=f"log-mel of mel->audio ({args.n_mels} bands), mean |diff| {dist[b]:.2f}", xlabel="frame",
                      ylabel="mel band")
         fig.colorbar(im, ax=ax[b, 4], label="ln power")
     fig.savefig(out / "spectrograms.png", dpi=80)

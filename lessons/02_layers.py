@@ -1,6 +1,7 @@
 """Lesson 02 - layers with explicit forward and backward passes, checked by finite differences.
 
     python lessons/02_layers.py [--quick] [--out out/lesson02] [--break linear|conv2d|layernorm|gelu|softmax_ce]
+                                [--h 1e-6]
 
 Every layer in minivq is a pair of free functions:
     out, cache = layer_forward(inputs...)      # compute, remember what backward needs
