@@ -121,7 +121,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--fsdd", default=os.environ.get("MINIVQ_FSDD"), help="FSDD folder (default: $MINIVQ_FSDD)")
-    ap.add_argument("--listener", nargs="+", default=None,
+    ap.add_argument("--listener", nargs="+", default=[f"shipped={G.DEFAULT_CHECKPOINT / G.LISTENER_FILE}"],
                     help="trained listener checkpoint(s) (listener.npz), each PATH or NAME=PATH (default name: its folder)")
     ap.add_argument("--bundle", default=str(G.DEFAULT_CHECKPOINT), help="model bundle folder")
     ap.add_argument("--per-digit", type=int, default=100, help="generations per digit")
