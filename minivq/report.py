@@ -36,8 +36,8 @@ def write_report(path, r):
                   "the real-clip rows cover the test clips there are."]
     lines += ["", "Two judges: the classifier (the headline: it hears the 64x64 log-mel the models make) and the "
               "listener, a second judge that hears the waveform through its own front end (MFCCs, 25 ms / 10 ms) "
-              "and was trained on recordings only; where they disagree, the sound is less clear than the "
-              "classifier's figure suggests.",
+              "and was trained on recordings only; where the two disagree, neither figure alone says how the "
+              "clips sound.",
               "Distribution metrics compare each set's classifier embeddings with the real test clips'.",
               f"VQ-VAE test reconstruction MSE (standardised log-mel): {r['reconstruction']['mse_standardised']:.4f}"]
     if "generated_none" in r:
