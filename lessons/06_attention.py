@@ -1,6 +1,6 @@
 """Lesson 06: causal multi-head self-attention, forward and backward, written out and checked.
 
-    python lessons/06_attention.py [--quick] [--out out/lesson06] [--heads N] [--no-mask]
+    python lessons/06_attention.py [--quick] [--out out/lesson06] [--heads N] [--no-mask] [--w-scale S]
 
 On a toy sequence (5 positions, width 8, 2 heads) the lesson computes, in plain NumPy:
 
@@ -22,12 +22,15 @@ Try this
               the KV-cache decoding (which only ever holds the past) disagree with the full
               forward: a model trained like this could not be sampled one token at a time.
   --heads N   1, 2, 4 or 8 heads over the same width 8 (E = 8 / N). With 8 heads each head has
-              E = 1: every score is a product of two numbers, and the maps look coarser.
+              E = 1: every score is the product of two numbers, so a head can only rank the
+              keys along a single direction (the checks still pass: the algebra is the same).
   In the figure, read ds column by column: key j collects gradient from queries t >= j only,
               so the last key hears from one query and the first from all of them. Rows where
               a is one-hot (a saturated softmax) have ds = 0: no gradient passes at all.
-  Change the 0.6 in params() to 0.1: the scores shrink, the softmax flattens towards uniform
-              averaging over the past, and ds shrinks with it.
+  --w-scale S  the spread of W_qkv (default 0.6). At 2 the scores are large and more rows of a
+              turn one-hot, passing (almost) no gradient: watch the "saturated" count printed at
+              the end. At 0.1 a is close to uniform averaging over the past; only query 0, which
+              sees key 0 alone, stays one-hot.
 """
 import argparse
 import math
@@ -48,6 +51,7 @@ from minivq.gradcheck import check_layer  # noqa: E402
 T = 5  # positions in the toy sequence
 C = 8  # model width
 N_HEAD = 2  # heads (head width E = C / N_HEAD = 4); --heads changes it
+W_SCALE = 0.6  # spread of W_qkv for the toy: sets how peaked the attention is (--w-scale)
 SEED = 0
 FD_H = 1e-6  # step of the centred finite differences (float64)
 FD_PROBES = 6  # entries of each array probed by the lesson's own finite-difference check
@@ -56,9 +60,9 @@ QUICK_CHECK_SHAPES = [(2, 7, 12, 3)]
 MAX_HEADS_SHOWN = 4  # rows of the figure
 
 
-def params(rng, C):
+def params(rng, C, w_scale=W_SCALE):
     """float64 weights, larger than the training init so the attention is visibly peaked."""
-    return {"w_qkv": rng.standard_normal((C, 3 * C)) * 0.6, "b_qkv": rng.standard_normal(3 * C) * 0.2,
+    return {"w_qkv": rng.standard_normal((C, 3 * C)) * w_scale, "b_qkv": rng.standard_normal(3 * C) * 0.2,
             "w_proj": rng.standard_normal((C, C)) * 0.3, "b_proj": np.zeros(C)}
 
 
@@ -159,6 +163,7 @@ def main():
     ap.add_argument("--out", default="out/lesson06", help="output folder")
     ap.add_argument("--heads", type=int, default=N_HEAD, help=f"attention heads (must divide the width {C})")
     ap.add_argument("--no-mask", action="store_true", help="drop the causal mask in the lesson's attention")
+    ap.add_argument("--w-scale", type=float, default=W_SCALE, help="spread of the toy's W_qkv (peakedness)")
     args = ap.parse_args()
     if args.heads < 1 or C % args.heads:
         ap.error(f"--heads must divide the width {C}: 1, 2, 4 or 8")
@@ -168,13 +173,15 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     np.set_printoptions(precision=3, suppress=True, linewidth=120)
     rng = np.random.default_rng(SEED)
+    print(__doc__[__doc__.index("On a toy"):__doc__.index("Try this")].rstrip() + "\n")
     print(f"backend: {backend.device()} (MINIVQ_DEVICE); the lesson's own arrays are NumPy float64, the "
           "library's go through minivq.backend")
-    print(f"toy: T={T} positions, width C={C}, H={H} heads of E={E}; causal mask {'ON' if causal else 'OFF (--no-mask)'}")
+    print(f"toy: T={T} positions, width C={C}, H={H} heads of E={E}; "
+          f"causal mask {'ON' if causal else 'OFF (--no-mask)'}")
 
     # ---- 1. forward
     x = rng.standard_normal((1, T, C))  # (B=1, T, C)
-    p = params(rng, C)
+    p = params(rng, C, args.w_scale)
     y, c = attention_forward(x, p, H, causal)
     print("\n1. forward. x (1, T, C) -> qkv (1, T, 3C) -> q, k, v each (B, H, T, E) =", c["q"].shape)
     print(f"   scores s = q kᵀ / sqrt({E}) of head 0, masked (-inf = a future key):")
@@ -236,7 +243,8 @@ def main():
     x2[:, -1] += 1.0  # change only the LAST position's input
     leak = np.abs(attention_forward(x2, p, H, causal)[0][:, :-1] - y[:, :-1]).max()
     print(f"   change the last input by 1: the earlier outputs move by at most {leak:.1e} "
-          f"({'none: position t never sees t+1..' if leak == 0 else 'FUTURE LEAKAGE: earlier positions read later ones'})")
+          + ("(none: position t never sees t+1..)" if leak == 0 else
+             "(FUTURE LEAKAGE: earlier positions read later ones)"))
     kv = A.new_kv_cache(1, H, T, C, dtype="float64")
     xd, pd = backend.asarray(x), on_device(p)
     steps = [backend.to_numpy(A.attention_step(xd[:, t:t + 1], pd, H, kv)) for t in range(T)]
@@ -280,13 +288,16 @@ def main():
     print("\nWhat to notice")
     print("  - the mask is applied to the scores (-inf) before the softmax, so the future gets weight exactly 0 and,")
     print("    in the backward, ds is exactly 0 there too: no gradient flows from a query to a later key.")
-    print("  - the softmax backward only needs a and da: ds = a ⊙ (da − Σ a⊙da); the 1/√E scale reappears in dq and dk.")
+    print("  - the softmax backward only needs a and da: ds = a ⊙ (da − Σ a⊙da); the 1/√E scale reappears in dq "
+          "and dk.")
     peaked = c["a"].max(-1) > 0.99  # (B, H, T) rows that put (almost) all weight on one key
-    print(f"  - {int(peaked.sum())} of {peaked.size} attention rows are saturated (max weight > 0.99); their ds is at most "
+    print(f"  - {int(peaked.sum())} of {peaked.size} attention rows are saturated (max weight > 0.99); their ds is at "
+          "most "
           f"{np.abs(g['ds']).max(-1)[peaked].max() if peaked.any() else 0:.1e}, against {np.abs(g['ds']).max():.2f} "
-          "overall: a saturated softmax passes almost no gradient (one reason the scores are scaled by 1/√E: it keeps "
-          "their spread independent of the head width at initialisation).")
+          "overall: a saturated softmax passes almost no gradient (one reason the scores are scaled by 1/√E: it "
+          "keeps their spread independent of the head width at initialisation).")
     print("  - all heads are one batched matmul on (B, H, T, E) arrays: no loop over heads or positions.")
+    print("\n" + __doc__[__doc__.index("Try this"):].rstrip())
     print(f"\nwrote {out / 'attention.png'}")
 
 
