@@ -60,13 +60,13 @@ from minivq.sampling import sample  # noqa: E402
 PRETRAINED = Path(minivq.__file__).resolve().parent / "pretrained"
 TOKENS = PRETRAINED / "tokens.npz"  # the shipped VQ-VAE's token grids of FSDD's official split
 PRIOR_CLASS, PRIOR_NONE, VQVAE = PRETRAINED / "prior_class.npz", PRETRAINED / "prior_none.npz", PRETRAINED / "vqvae.npz"
-QUICK_TEST_PER_DIGIT = 6   # test grids per digit evaluated with --quick (the full run uses all 300)
+QUICK_TEST_PER_DIGIT = 5   # test grids per digit evaluated with --quick (the full run uses all 300)
 CLASSIFY_PER_DIGIT = 3     # test grids per digit scored under all 10 class tokens (--quick: 1)
 N_ATTN = 8                 # test sequences averaged for the attention statistics
 TEMPERATURE = 1.0          # sampling temperature (1 = the prior as learned; the bundle's generate uses 0.7)
 SAMPLE_SEED = 0
 TRAIN = dict(d_model=64, n_layer=2, n_head=4, steps=300, batch=32, lr=3e-3)  # the brief training run
-QUICK_TRAIN = dict(d_model=32, n_layer=2, n_head=2, steps=60, batch=16, lr=3e-3)
+QUICK_TRAIN = dict(d_model=32, n_layer=2, n_head=2, steps=45, batch=8, lr=3e-3)
 EVAL_POINTS = 3            # test evaluations during the brief run (one per epoch of its subset)
 SEED = 0
 
@@ -126,8 +126,8 @@ def load_data(args):
         sys.exit(f"error: no token grids at {path}.\n"
                  + ("  Check the path passed with --tokens." if args.tokens else
                     "  The package should ship minivq/pretrained/tokens.npz. Without it, make token grids with\n"
-                    "    python -m minivq.train vqvae --data $MINIVQ_FSDD --out out/vqvae   (writes out/vqvae/tokens.npz)\n"
-                    "  and pass --tokens out/vqvae/tokens.npz."))
+                    "    python -m minivq.train vqvae --data $MINIVQ_FSDD --out out/vqvae\n"
+                    "  (it writes out/vqvae/tokens.npz) and pass --tokens out/vqvae/tokens.npz."))
     return TP.load_tokens(path), path
 
 
@@ -185,8 +185,9 @@ def main():
     ap.add_argument("--tokens", default=None, help=f"another tokens.npz (default: the shipped {TOKENS.name})")
     ap.add_argument("--vqvae", default=None, help="the vqvae.npz that made --tokens, to decode samples "
                                                   "(default: vqvae.npz beside the tokens file)")
-    ap.add_argument("--steps", type=int, default=None, help="steps of the brief training run (0: skip; "
-                                                            f"default {TRAIN['steps']}, --quick {QUICK_TRAIN['steps']})")
+    ap.add_argument("--steps", type=int, default=None,
+                    help=f"steps of the brief training run (0: skip; default {TRAIN['steps']}, "
+                         f"--quick {QUICK_TRAIN['steps']})")
     ap.add_argument("--no-class-every", action="store_true", help="condition on the class token at position 0 only")
     ap.add_argument("--temperature", type=float, default=TEMPERATURE, help="sampling temperature (> 0)")
     args = ap.parse_args()
@@ -199,6 +200,7 @@ def main():
 
     # ---- data: token grids of the official split
     data, tok_path = load_data(args)
+    print(__doc__[__doc__.index("Each 16 x 16"):__doc__.index("The lesson writes")].rstrip() + "\n")
     shipped = tok_path.resolve() == TOKENS.resolve()
     if args.quick:  # a balanced subset of the test grids keeps the evaluation short
         keep = balanced(data["test_digit"], QUICK_TEST_PER_DIGIT)
@@ -207,21 +209,22 @@ def main():
     rows, cols = test_tok.shape[1:]
     K, T = data["K"], rows * cols
     print(f"backend: {backend.device()}; tokens: {tok_path}" + (" (shipped)" if shipped else ""))
-    print(f"   {len(data['train_tokens'])} train / {len(test_tok)} test grids of {rows}x{cols} codes, K={K}; a sequence "
-          f"is 1 prefix + {T} codes; a uniform guess costs log2 K = {math.log2(K):.2f} bits per code")
+    print(f"   {len(data['train_tokens'])} train / {len(test_tok)} test grids of {rows}x{cols} codes, K={K}; a "
+          f"sequence is 1 prefix + {T} codes; a uniform guess costs log2 K = {math.log2(K):.2f} bits per code")
 
     # ---- the priors: shipped, or trained here on other tokens
     brief = None
     if shipped:
         pc, cc, meta_c = TR.load_prior(PRIOR_CLASS)
         pu, cu, meta_u = TR.load_prior(PRIOR_NONE)
-        print(f"priors: the shipped {PRIOR_CLASS.name} and {PRIOR_NONE.name} (d={cc.d_model}, {cc.n_layer} layers, "
-              f"{cc.n_head} heads, {TR.n_params(pc):,} params each; trained {meta_c['step']} and {meta_u['step']} steps)")
+        print(f"priors: the shipped {PRIOR_CLASS.name} and {PRIOR_NONE.name} (d={cc.d_model}, {cc.n_layer} "
+              f"layers, {cc.n_head} heads, {TR.n_params(pc):,} params each; trained {meta_c['step']} and "
+              f"{meta_u['step']} steps)")
     else:
         if s["steps"] < 1:
             sys.exit("error: with --tokens the lesson trains its own priors: pass --steps >= 1")
-        print(f"priors: these are not the shipped VQ-VAE's tokens, so the shipped priors do not apply; training a small "
-              f"conditional and unconditional prior on them ({s['steps']} steps each, d={s['d_model']})")
+        print(f"priors: these are not the shipped VQ-VAE's tokens, so the shipped priors do not apply; training a "
+              f"small conditional and unconditional prior on them ({s['steps']} steps each, d={s['d_model']})")
         pc, cc, brief = train_brief(data, "class", s, not args.no_class_every, out / "prior_class")
         pu, cu, _ = train_brief(data, "none", s, False, out / "prior_none")
         meta_c = meta_u = None
@@ -270,15 +273,15 @@ def main():
     print(f"   knowing the digit lowers the loss: {'yes' if b_c < b_u else 'NO'} ({b_u - b_c:+.3f} bits per code, "
           f"{(b_u - b_c) * T:+.1f} bits per grid); the wrong digit costs {b_w - b_c:+.3f} bits per code")
     if (b_u - b_c) * T > math.log2(10):
-        print(f"   a perfect pair of models would differ by at most log2 10 = {math.log2(10):.2f} bits per grid (all the "
-              "label can tell); real ones differ by more: the unconditional prior has to work the word out from the "
-              "codes so far")
+        print(f"   a perfect pair of models would differ by at most log2 10 = {math.log2(10):.2f} bits per grid "
+              "(all the label can tell); real ones differ by more: the unconditional prior has to work the word out "
+              "from the codes so far")
     if meta_c is not None and meta_u is not None:
         early = [h for h in meta_c["history"] if h["step"] <= meta_u["step"]]
         if early and meta_u["history"]:
             e, u = early[-1]["test_bits"], meta_u["history"][-1]["test_bits"]
-            print(f"   the unconditional prior trained {meta_u['step']} steps, the conditional {meta_c['step']}; at step "
-                  f"{early[-1]['step']} the conditional one's own log reads {e:.3f} bits on the full test set, "
+            print(f"   the unconditional prior trained {meta_u['step']} steps, the conditional {meta_c['step']}; at "
+                  f"step {early[-1]['step']} the conditional one's own log reads {e:.3f} bits on the full test set, "
                   f"{'below' if e < u else 'NOT below'} the unconditional one's final {u:.3f}")
     pick = balanced(test_dig, 1 if args.quick else CLASSIFY_PER_DIGIT)
     grid_bits = np.stack([nll_bits(pc, cc, test_tok[pick], np.full(len(pick), d)).sum(1) for d in range(10)], 1)
@@ -295,8 +298,8 @@ def main():
     code0, share0 = int(top0[0][top0[1].argmax()]), top0[1].max() / len(seq_train)
     rank0 = int((pp_c < pp_c[0]).sum()) + 1
     print(f"   the first code z_0, with only the prefix before it: {pp_c[0]:.2f} bits (conditional), {pp_u[0]:.2f} "
-          f"(unconditional); {rank0 - 1} of the other {T - 1} positions are cheaper; they average {pp_c[1:].mean():.2f} "
-          f"and {pp_u[1:].mean():.2f}")
+          f"(unconditional); {rank0 - 1} of the other {T - 1} positions are cheaper; they average "
+          f"{pp_c[1:].mean():.2f} and {pp_u[1:].mean():.2f}")
     print(f"   z_0 is the lowest token row (the lowest mel bands) at the first column (the first frames), where the "
           f"clips are nearly always silent: code {code0} fills it in {share0:.1%} of the training grids; the empirical "
           f"entropy there is {marg[0]:.2f} bits against {marg[1:].mean():.2f} on average over the other positions")
@@ -460,6 +463,7 @@ def main():
     print("  - the strongest attention is local in the grid: one band down in the same frames (section 4).")
     print("  - half the bits sit in a quarter of the positions, the voiced middle of the grid: a prior's loss is "
           "dominated by the speech, not the padding.")
+    print("\n" + __doc__[__doc__.index("Try this"):].rstrip())
     wrote = ["bits.png", "attention_maps.png"] + (["samples.png"] if vq is not None else []) \
         + ([f"{d}/ (prior.npz, metrics.json)" for d in (("brief",) if shipped else ("prior_class", "prior_none"))]
            if brief is not None else [])
