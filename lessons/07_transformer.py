@@ -31,9 +31,9 @@ Try this
   --temperature T   sample at T = 0.5 or 1.5: the samples' own bits per token (printed) fall or rise
                     against the real tokens', and the spectrograms turn smooth and repetitive or noisy.
   --steps 600       train the small prior longer and watch how slowly it closes the gap to the
-                    shipped prior's bits (a bigger model, trained for 1,008 steps of 32 grids).
-  In attention_maps.png, find the heads that attend one band below (the diagonal 16 to the left
-  of the main one): the code one band down in the same frame is the strongest clue to the next.
+                    shipped prior's bits (a bigger model, trained for the steps printed at the top).
+  In attention_maps.png, find the heads with a bright diagonal 15 positions left of the main one:
+  they read the code one band down in the same frames (section 4 prints how strongly).
 """
 import argparse
 import dataclasses
@@ -59,7 +59,8 @@ from minivq.sampling import sample  # noqa: E402
 
 PRETRAINED = Path(minivq.__file__).resolve().parent / "pretrained"
 TOKENS = PRETRAINED / "tokens.npz"  # the shipped VQ-VAE's token grids of FSDD's official split
-PRIOR_CLASS, PRIOR_NONE, VQVAE = PRETRAINED / "prior_class.npz", PRETRAINED / "prior_none.npz", PRETRAINED / "vqvae.npz"
+PRIOR_CLASS, PRIOR_NONE = PRETRAINED / "prior_class.npz", PRETRAINED / "prior_none.npz"  # the shipped priors
+VQVAE = PRETRAINED / "vqvae.npz"  # the shipped VQ-VAE (CR=16) that made the tokens
 QUICK_TEST_PER_DIGIT = 5   # test grids per digit evaluated with --quick (the full run uses all 300)
 CLASSIFY_PER_DIGIT = 3     # test grids per digit scored under all 10 class tokens (--quick: 1)
 N_ATTN = 8                 # test sequences averaged for the attention statistics
