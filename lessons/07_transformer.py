@@ -224,8 +224,9 @@ def main():
     else:
         if s["steps"] < 1:
             sys.exit("error: with --tokens the lesson trains its own priors: pass --steps >= 1")
-        print(f"priors: these are not the shipped VQ-VAE's tokens, so the shipped priors do not apply; training a "
-              f"small conditional and unconditional prior on them ({s['steps']} steps each, d={s['d_model']})")
+        print(f"priors: the shipped priors fit the codes of the shipped VQ-VAE only, and {tok_path} is not the "
+              f"shipped token file; training a small conditional and unconditional prior on these tokens "
+              f"({s['steps']} steps each, d={s['d_model']})")
         pc, cc, brief = train_brief(data, "class", s, not args.no_class_every, out / "prior_class")
         pu, cu, _ = train_brief(data, "none", s, False, out / "prior_none")
         meta_c = meta_u = None
