@@ -198,6 +198,8 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     s = dict(QUICK_TRAIN if args.quick else TRAIN)
     s["steps"] = s["steps"] if args.steps is None else max(0, args.steps)
+    if s["steps"]:  # a whole number of epochs, one test evaluation after each
+        s["steps"] = max(1, s["steps"] // EVAL_POINTS) * EVAL_POINTS
 
     # ---- data: token grids of the official split
     data, tok_path = load_data(args)
@@ -414,7 +416,7 @@ def main():
     # ---- 6. a brief training run of a small prior on the same tokens
     if shipped and s["steps"] > 0:
         print(f"\n6. training a small conditional prior (d={s['d_model']}, {s['n_layer']} layers) for "
-              f"{s['steps'] // EVAL_POINTS * EVAL_POINTS} steps with minivq.train_prior")
+              f"{s['steps']} steps with minivq.train_prior")
         _, _, brief = train_brief(data, "class", s, not args.no_class_every, out / "brief")
     elif brief is not None:
         print("\n6. the brief training of the conditional prior above")
