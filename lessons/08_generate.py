@@ -415,14 +415,24 @@ def main():
     want = np.repeat(np.arange(10), sweep_per_digit)  # (B,) requested digits
     settings = sweep_settings(ref, guidance_values, q)
     section(f"5. sampling sweep: {sweep_per_digit} clip(s) per digit, {len(settings)} settings, seed {args.seed}")
+    n_fake = 10 * embed_per_digit
+    fake_digits = np.repeat(np.arange(10), embed_per_digit)
+    t0 = time.perf_counter()
+    gen = generate_clips(bundle, fake_digits, seed=args.seed, gl_iters=gl_iters, **ref)  # also for section 7
+    print(f"   {'reference: ' + describe(ref):<40} {n_fake} clips in {time.perf_counter() - t0:.1f} s; the first "
+          f"{sweep_per_digit} of each digit make its row")
     rows, results = [], {}
     for i, st in enumerate(settings):
         label = ("reference: " if i == 0 else "") + describe(st)
         t0 = time.perf_counter()
-        res = generate_clips(bundle, want, seed=args.seed, gl_iters=gl_iters, **st)
+        if i == 0:
+            pick = np.array(first_per_digit(fake_digits, sweep_per_digit))   # ordered like want
+            res = {key: v[pick] if isinstance(v, np.ndarray) and len(v) == n_fake else v for key, v in gen.items()}
+        else:
+            res = generate_clips(bundle, want, seed=args.seed, gl_iters=gl_iters, **st)
+            print(f"   {label:<40} {len(want)} clips in {time.perf_counter() - t0:.1f} s")
         results[label] = res
         rows.append(summarise(label, res, res["tokens"], K, want))
-        print(f"   {label:<40} {len(want)} clips in {time.perf_counter() - t0:.1f} s")
     if real is not None:
         rx, rd, _ = real
         sub = np.array(first_per_digit(rd, sweep_per_digit))   # as many real clips per digit as generated
@@ -440,15 +450,18 @@ def main():
     print_table(rows)
     by_label = {r["label"]: r for r in rows}
     ref_row = rows[0]
+    print()
     for s in (0.0, 1.0):
         other = by_label.get(describe({**ref, "guidance": s}))
         if other is not None and s != ref["guidance"]:
-            print(f"\n   s={s:g} -> s={ref['guidance']:g}: agreement {other['agreement']:.2f} -> {ref_row['agreement']:.2f}, "
+            print(f"   s={s:g} -> s={ref['guidance']:g}: agreement {other['agreement']:.2f} -> "
+                  f"{ref_row['agreement']:.2f}, "
                   f"codes per grid {other['codes_per_grid']:.1f} -> {ref_row['codes_per_grid']:.1f}"
                   + ("  (s=0 ignores the digit: agreement near chance is expected)" if s == 0 else ""))
     if real is None:
         print(f"\n   ({FSDD_ENV} is not set: no real rows to compare with)")
-    print(f"\n   With {len(want)} clips per row one clip moves agreement by {1 / len(want):.2f}: small differences are noise.")
+    print(f"\n   With {len(want)} clips per row one clip moves agreement by {1 / len(want):.2f}: "
+          "small differences are noise.")
 
     section("6. figures and sound")
     ref_label = next(iter(results))
@@ -472,14 +485,10 @@ def main():
     print(f"   {out / 'sampling_step.png'}  the distributions of section 4 for digit 0")
     print(f"   {out / 'digit0.wav'} .. digit9.wav  one clip per digit ({describe(ref)})")
 
-    n_fake = 10 * embed_per_digit
     section(f"7. real vs generated in the classifier's 32-d embedding space ({n_fake} generated clips)")
-    t0 = time.perf_counter()
-    fake_digits = np.repeat(np.arange(10), embed_per_digit)
-    gen = generate_clips(bundle, fake_digits, seed=args.seed + 1, gl_iters=gl_iters, **ref)
     fake = gen["embed"]                                                # (n_fake, E)
-    print(f"   {n_fake} clips at {describe(ref)} in {time.perf_counter() - t0:.1f} s; classifier agreement "
-          f"{gen['accuracy']:.2f}")
+    print(f"   the {n_fake} clips of section 5 at {describe(ref)}; the classifier agrees with the request for "
+          f"{gen['accuracy']:.2f} of them")
     saved = {"fake": fake, "fake_digits": fake_digits, "setting": json.dumps(ref),
              "checkpoint": str(Path(args.checkpoint).resolve())}
     if real is None:
@@ -492,8 +501,8 @@ def main():
         saved.update(real=real_emb, real_digits=rd, real_ref=ref_emb)
         E = fake.shape[1]
         k = 5 * E
-        print(f"   real: {len(real_emb)} test clips. Reference: {len(ref_emb)} train clips, as many as generated, scored")
-        print("   the same way; the classifier was trained on them, so real-vs-real is an optimistic floor.")
+        print(f"   real: {len(real_emb)} test clips. Reference: {len(ref_emb)} train clips, as many as generated,")
+        print("   scored the same way; the classifier was trained on them, so real-vs-real is an optimistic floor.")
         print(f"   TopP&R in {E}-d uses k = 5*{E} = {k} neighbours: its bandwidth rests on the N - k = "
               f"{len(real_emb) - k} (real) and {n_fake - k} (generated)")
         print("   rows that have k later neighbours, a coarse estimate at these sizes (lesson 09 writes it out).")
@@ -508,13 +517,13 @@ def main():
         sizes = [n for n in FRECHET_SIZES if n < n_fake] + [n_fake]
         pick = np.random.RandomState(args.seed).permutation(len(ref_emb))
         fds = [metrics.frechet_distance(real_emb, ref_emb[pick[:n]]) for n in sizes]
-        print(f"\n   Frechet distance fits a Gaussian to each set: {E} means and {E * (E + 1) // 2} covariance entries in "
-              f"{E}-d. Real test")
-        print("   clips against random subsets of real train clips, the same two distributions at every size:")
+        print(f"\n   Frechet distance fits a Gaussian to each set: {E} means and {E * (E + 1) // 2} covariance "
+              f"entries in {E}-d.")
+        print("   Real test clips against random subsets of real train clips, the same two distributions at every size:")
         print("   " + "   ".join(f"n={n}: {fd:.1f}" for n, fd in zip(sizes, fds)))
         print("   Same two distributions, yet the number changes with n: the estimate is biased (roughly in")
         print(f"   proportion to 1/n), and with n <= {E} the covariance is singular. Compare Frechet distances only")
-        print(f"   at equal sizes and with many more clips than dimensions: both rows of the table above compare")
+        print("   at equal sizes and with many more clips than dimensions: both rows of the table above compare")
         print(f"   {len(real_emb)} test clips with {n_fake} clips.")
     np.savez(out / "embeddings.npz", **saved)
     print(f"\n   wrote {out / 'embeddings.npz'}: arrays {', '.join(sorted(saved))}")
@@ -529,7 +538,7 @@ def main():
     print("   3. python lessons/08_generate.py --quick --temperature 1.5 --top-p 0.8   a flat distribution, then its")
     print("      tail cut off: watch section 4's 'codes p>0' and how agreement holds up in section 5.")
     print("   4. In step_probs, remove the line that renormalises the nucleus: section 4's max |p - library| is no")
-    print("      longer 0 for the top-p row, yet every pick stays the same. Why? (look at u * cdf[:, -1:] in draw_token)")
+    print("      longer 0 for the top-p row, yet every pick stays the same. Why? (see u * cdf[:, -1:] in draw_token)")
     print(f"\ndone in {time.perf_counter() - t_start:.1f} s; outputs in {out}/")
     return 0
 

@@ -410,10 +410,12 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--quick", action="store_true",
-                    help=f"{QUICK_POINTS} toy points, a {QUICK_GRID}^2 grid, {10 * QUICK_FALLBACK_PER_DIGIT} generated clips")
+                    help=f"{QUICK_POINTS} toy points, a {QUICK_GRID}^2 grid, "
+                         f"{10 * QUICK_FALLBACK_PER_DIGIT} generated clips")
     ap.add_argument("--out", default="out/lesson09", help="folder for the figures")
     ap.add_argument("--embeddings", default=None,
-                    help=f"lesson 08's embeddings.npz (arrays fake, real), or its folder (default: {DEFAULT_EMBEDDINGS})")
+                    help=f"lesson 08's embeddings.npz (arrays fake, real) or its folder "
+                         f"(default: {DEFAULT_EMBEDDINGS})")
     ap.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT),
                     help="model bundle for generating clips when no embeddings file is found")
     ap.add_argument("--alpha", type=cli.prob, default=ALPHA, help="significance level of the confidence band")
