@@ -519,7 +519,8 @@ def main():
         fds = [metrics.frechet_distance(real_emb, ref_emb[pick[:n]]) for n in sizes]
         print(f"\n   Frechet distance fits a Gaussian to each set: {E} means and {E * (E + 1) // 2} covariance "
               f"entries in {E}-d.")
-        print("   Real test clips against random subsets of real train clips, the same two distributions at every size:")
+        print("   Real test clips against random subsets of real train clips (the same two distributions at every")
+        print("   size), for a growing number n of train clips:")
         print("   " + "   ".join(f"n={n}: {fd:.1f}" for n, fd in zip(sizes, fds)))
         print("   Same two distributions, yet the number changes with n: the estimate is biased (roughly in")
         print(f"   proportion to 1/n), and with n <= {E} the covariance is singular. Compare Frechet distances only")
