@@ -352,6 +352,9 @@ def main():
     print("       x_t = wte[token_t] + wpe[t] + wte[class_d]        (class_every: the last term at every t)")
     print("   so every position reads the digit straight from its input, not only through attention back")
     print("   to position 0 (at t = 0 the token is the class token, so its embedding is in there twice).")
+    if not pcfg.class_every:
+        print("   This prior has class_every=False: the last term is absent, and the digit reaches later")
+        print("   positions only through attention to position 0.")
     print(f"   Sizes of the three terms here (mean Euclidean norm): code rows wte[0..{K - 1}] {norm(wte[:K]):.2f}, "
           f"positions wpe {norm(wpe):.2f},")
     print(f"   class rows wte[{class_ids[0]}..{class_ids[-1]}] {norm(wte[class_ids]):.2f}, i.e. "
