@@ -370,8 +370,10 @@ def digit_embeddings(args, alpha):
         t0 = time.perf_counter()
         digits = np.repeat(np.arange(10), per_digit)
         gen = generate_clips(bundle, digits, seed=SEED, gl_iters=32, **setting)
-        print(f"so it generates {len(digits)} clips with {args.checkpoint} at its defaults {setting} "
-              f"({time.perf_counter() - t0:.1f} s; classifier agreement {gen['accuracy']:.2f})")
+        print(f"so it generates {len(digits)} clips with {args.checkpoint} at the bundle's defaults (guidance "
+              f"{setting['guidance']:g}, temperature {setting['temperature']:g}, top-k {setting['top_k']}, top-p "
+              f"{setting['top_p']}) in {time.perf_counter() - t0:.1f} s; the classifier agrees with the requested "
+              f"digit for {gen['accuracy']:.2f} of them")
         emb = {"fake": gen["embed"], "fake_digits": digits, **real_embeddings(bundle, len(digits))}
     real, fake = emb["real"], emb["fake"]
     need = 5 * real.shape[1] + 2
@@ -447,8 +449,8 @@ def main():
     print("   significant clusters of their own (kept reals/fakes in section 2)?")
     print('2. python "lessons/09_topp&r.py" --quick --alpha 0.5   the band is a lower quantile of theta: how many')
     print("   points are kept now (section 2), how do the supports in supports.png change, and does 'shifted' overlap?")
-    print("3. python lessons/08_generate.py --quick --guidance 8, then this lesson: which digits fall outside the")
-    print("   real support (section 4's per-digit line) when guidance is pushed too far?")
+    print("3. python lessons/08_generate.py --quick --guidance 8, then this lesson from the same folder: which")
+    print("   digits fall outside the real support (section 4's per-digit line) when guidance is pushed too far?")
     print("4. In bandwidth(), take the median of the k-th distances to ALL other points (the library's")
     print("   bandwidth='knn'): the check in section 1 now disagrees; by how much does h move?")
     print(f"\nfigures: {out / 'supports.png'}, {out / 'band.png'}, {out / 'topp_r_vs_prdc.png'}")
