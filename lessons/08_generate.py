@@ -49,10 +49,10 @@ QUICK_SWEEP_PER_DIGIT = 2
 REAL_PER_DIGIT = 30          # real test clips per digit (the FSDD test split has 30 of each)
 FRECHET_SIZES = [20, 40, 85, 170, 300]  # subset sizes for the Frechet distance's bias (up to n generated)
 GL_ITERS = 64                # Griffin-Lim iterations (--quick: QUICK_GL_ITERS)
-QUICK_GL_ITERS = 32
+QUICK_GL_ITERS = 16
 GUIDANCE_SWEEP = [0.0, 1.0, 2.0, 5.0]   # guidance values tried besides the reference (--sweep-guidance)
 QUICK_GUIDANCE_SWEEP = [0.0, 1.0]
-TEMPERATURE_SWEEP = [1.0, 1.3]          # --quick: the first only
+TEMPERATURE_SWEEP = [1.0, 1.3]          # full run only (section 4 shows T at one step in --quick too)
 TOP_K_SWEEP = [16]                      # full run only
 TOP_P_SWEEP = [0.9]                     # full run only
 STEP_SHOWN = 100             # the decoding step whose logits section 4 takes apart
@@ -171,16 +171,11 @@ def describe(setting):
 
 
 def sweep_settings(ref, guidance_values, quick):
-    """The reference setting first, then one knob changed at a time."""
-    out = [ref]
-    for s in guidance_values:
-        out.append({**ref, "guidance": float(s)})
-    for t in TEMPERATURE_SWEEP[:1] if quick else TEMPERATURE_SWEEP:
-        out.append({**ref, "temperature": t})
-    for k in [] if quick else TOP_K_SWEEP:
-        out.append({**ref, "top_k": k})
-    for p in [] if quick else TOP_P_SWEEP:
-        out.append({**ref, "top_p": p})
+    """The reference setting first, then one knob changed at a time (--quick: guidance only)."""
+    out = [ref] + [{**ref, "guidance": float(s)} for s in guidance_values]
+    if not quick:
+        out += [{**ref, "temperature": t} for t in TEMPERATURE_SWEEP]
+        out += [{**ref, "top_k": k} for k in TOP_K_SWEEP] + [{**ref, "top_p": p} for p in TOP_P_SWEEP]
     unique = []
     for s in out:
         if s not in unique:
@@ -212,7 +207,8 @@ def plot_mel_rows(path, rows, digits, suptitle):
     vmax = max(float(np.max(m)) for _, m in rows)
     vmin = min(float(np.min(m)) for _, m in rows)
     fig, axes = plt.subplots(len(rows), len(digits), figsize=(1.45 * len(digits) + 0.8, 1.55 * len(rows) + 0.6),
-                             squeeze=False, constrained_layout=True)
+                             squeeze=False)
+    fig.subplots_adjust(left=0.04, right=0.9, bottom=0.03, top=0.86, wspace=0.08, hspace=0.08)
     for r, (label, mels) in enumerate(rows):
         for c, d in enumerate(digits):
             ax = axes[r, c]
@@ -223,29 +219,31 @@ def plot_mel_rows(path, rows, digits, suptitle):
                 ax.set_title(f"digit {d}", fontsize=8)
             if c == 0:
                 ax.set_ylabel(label, fontsize=7)
-    fig.colorbar(im, ax=axes, shrink=0.8, label="log-mel (log magnitude)")
+    fig.colorbar(im, cax=fig.add_axes([0.92, 0.1, 0.012, 0.7]), label="log-mel (log magnitude)")
     fig.suptitle(suptitle, fontsize=9)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
 def plot_token_grids(path, results, want, K):
-    """Sampled 16 x 16 code grids (raster order: row 0 left to right is tokens 0..15)."""
+    """Sampled 16 x 16 code grids (raster order: grid row 0, the lowest mel bands, is tokens 0..15)."""
     gi = first_per_digit(want)[:GRID_COLUMNS]
-    fig, axes = plt.subplots(len(results), len(gi), figsize=(1.7 * len(gi) + 1.0, 1.8 * len(results)),
-                             squeeze=False, constrained_layout=True)
+    fig, axes = plt.subplots(len(results), len(gi), figsize=(1.7 * len(gi) + 1.0, 1.8 * len(results) + 0.4),
+                             squeeze=False)
+    fig.subplots_adjust(left=0.06, right=0.86, bottom=0.03, top=0.88, wspace=0.1, hspace=0.3)
     for r, (label, res) in enumerate(results.items()):
         for c, i in enumerate(gi):
             g = res["tokens"][i]  # (h, w)
             ax = axes[r, c]
-            im = ax.imshow(g, cmap="nipy_spectral", vmin=0, vmax=K - 1, interpolation="nearest", origin="upper")
+            im = ax.imshow(g, cmap="nipy_spectral", vmin=0, vmax=K - 1, interpolation="nearest", origin="lower")
             ax.set_xticks([])
             ax.set_yticks([])
             ax.set_title(f"digit {want[i]}: {len(np.unique(g))} codes", fontsize=7)
             if c == 0:
                 ax.set_ylabel(label, fontsize=7)
-    fig.colorbar(im, ax=axes, shrink=0.8, label="code index")
-    fig.suptitle("sampled code grids, one row per setting (token 0 top left, raster order)", fontsize=9)
+    fig.colorbar(im, cax=fig.add_axes([0.89, 0.1, 0.02, 0.7]), label="code index")
+    fig.suptitle("sampled code grids, one row per setting, drawn like the log-mels: time to the right, mel bands\n"
+                 "up; token 0 is bottom left and the prior fills the grid row by row (raster order)", fontsize=9)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -417,7 +415,8 @@ def main():
 
     want = np.repeat(np.arange(10), sweep_per_digit)  # (B,) requested digits
     settings = sweep_settings(ref, guidance_values, q)
-    section(f"5. sampling sweep: {sweep_per_digit} clip(s) per digit, {len(settings)} settings, seed {args.seed}")
+    section(f"5. sampling sweep: {sweep_per_digit} clip(s) per digit, {len(settings)} settings, seed {args.seed}, "
+            f"Griffin-Lim {gl_iters} iterations")
     n_fake = 10 * embed_per_digit
     fake_digits = np.repeat(np.arange(10), embed_per_digit)
     t0 = time.perf_counter()
@@ -540,7 +539,8 @@ def main():
     print("      0.1). Does agreement keep rising with s? Guidance extrapolates past both priors: look for the s")
     print("      where agreement peaks and what codes/grid and the sound (digitN.wav with --guidance 8) do beyond it.")
     print("   3. python lessons/08_generate.py --quick --temperature 1.5 --top-p 0.8   a flat distribution, then its")
-    print("      tail cut off: watch section 4's 'codes p>0' and how agreement holds up in section 5.")
+    print("      tail cut off: watch section 4's 'codes p>0' and how agreement holds up in section 5. (The full run")
+    print("      also sweeps T = 1 and 1.3, top-k 16 and top-p 0.9 one at a time.)")
     print("   4. In step_probs, remove the line that renormalises the nucleus: section 4's max |p - library| is no")
     print("      longer 0 for the top-p row, yet every pick stays the same. Why? (see u * cdf[:, -1:] in draw_token)")
     print(f"\ndone in {time.perf_counter() - t_start:.1f} s; outputs in {out}/")
