@@ -62,6 +62,8 @@ QUICK_GRID = 70
 DEFAULT_EMBEDDINGS = Path("out/lesson08/embeddings.npz")  # lesson 08's default --out
 FALLBACK_PER_DIGIT = 30   # clips per digit generated when no embeddings file is found
 QUICK_FALLBACK_PER_DIGIT = 17   # 170 >= 5*32 + 2 = 162, the fewest TopP&R takes in 32-d
+FALLBACK_GL_ITERS = 32    # Griffin-Lim iterations for those clips (--quick: QUICK_FALLBACK_GL_ITERS)
+QUICK_FALLBACK_GL_ITERS = 16
 REAL_PER_DIGIT = 30       # real FSDD test clips per digit (the test split has 30 of each)
 FSDD_ENV = "MINIVQ_FSDD"
 
@@ -369,7 +371,8 @@ def digit_embeddings(args, alpha):
         setting = bundle_sampling(bundle)
         t0 = time.perf_counter()
         digits = np.repeat(np.arange(10), per_digit)
-        gen = generate_clips(bundle, digits, seed=SEED, gl_iters=32, **setting)
+        gl_iters = QUICK_FALLBACK_GL_ITERS if args.quick else FALLBACK_GL_ITERS
+        gen = generate_clips(bundle, digits, seed=SEED, gl_iters=gl_iters, **setting)
         print(f"so it generates {len(digits)} clips with {args.checkpoint} at the bundle's defaults (guidance "
               f"{setting['guidance']:g}, temperature {setting['temperature']:g}, top-k {setting['top_k']}, top-p "
               f"{setting['top_p']}) in {time.perf_counter() - t0:.1f} s; the classifier agrees with the requested "
@@ -386,13 +389,13 @@ def digit_embeddings(args, alpha):
     if "real_ref" in emb:
         pairs.append(("real test vs real train", emb["real_ref"]))
     print(f"{'':<26}{'TopP':>8}{'TopR':>8}{'TopF1':>8}{'prec':>8}{'recall':>8}{'dens':>8}{'cover':>8}"
-          f"{'h_r':>8}{'h_f':>8}{'kept r':>8}{'kept f':>8}")
+          f"{'h_r':>8}{'h_f':>8}{'kept r':>9}{'kept f':>9}")
     for name, b in pairs:
         r = top_pr(real, b, alpha=alpha, rng=np.random.RandomState(SEED))
         p = prdc(real, b, k=PRDC_K)
         print(f"{name:<26}{r.fidelity:>8.3f}{r.diversity:>8.3f}{r.top_f1:>8.3f}{p['precision']:>8.3f}"
               f"{p['recall']:>8.3f}{p['density']:>8.3f}{p['coverage']:>8.3f}{r.h_real:>8.2f}{r.h_fake:>8.2f}"
-              f"{int(r.real_kept.sum()):>5d}/{len(real):<3d}{int(r.fake_kept.sum()):>4d}/{len(b)}")
+              f"{int(r.real_kept.sum()):>5d}/{len(real):<3d}{int(r.fake_kept.sum()):>5d}/{len(b)}")
         if name.endswith("generated"):
             res = r
     if "real_ref" in emb:
