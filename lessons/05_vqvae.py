@@ -2,15 +2,17 @@
 
 1. The model and its loss, printed from the configuration.
 2. One training step written out here: encoder (library layer calls), quantiser, decoder,
-   loss, backward, gradient clipping, Adam, EMA codebook update. It is step 0 of the run in
-   part 3, checked against the library's step (train_vqvae.step): loss, gradients, parameters.
-3. Codebook upkeep (k-means start, EMA, dead-code restart) while the library trains a model
-   from scratch for a few steps: what the trainer's "restarts R" means, watched step by step.
-4. The shipped CR=16 model (minivq/pretrained/vqvae.npz, trained for 8 epochs) on test clips:
-   reconstructions, their error, the token grids (one distinct colour per code), code usage,
-   and Griffin-Lim WAVs, next to the model trained for seconds in part 3.
-5. tokens.npz: the shipped model's token grids of the clips, in the VQ-VAE trainer's format,
-   read back by the prior trainer (lesson 07 trains a transformer on them).
+   loss, backward, gradient clipping, Adam, EMA codebook update. It is step 0 of the run of
+   parts 3-4, checked against the library's step (train_vqvae.step): loss, gradients, parameters.
+3. Codebook upkeep (k-means start, EMA, dead-code restart), watched step by step over the
+   run's first steps: what the trainer's "restarts R" and "active" mean.
+4. The library's trainer (train_vqvae.train) runs the whole training, its first steps repeating
+   part 3's exactly.
+5. The shipped CR=16 model (minivq/pretrained/vqvae.npz, trained far longer) on test clips:
+   reconstructions, their error, the token grids (one distinct colour per code), code usage and
+   Griffin-Lim WAVs, next to the model of part 4.
+6. tokens.npz: the shipped model's token grids of the clips, in the VQ-VAE trainer's format,
+   which lesson 07 (the transformer prior) reads.
 
 Without a dataset the clips are synthesised: the shipped model decodes the token grids in
 minivq/pretrained/tokens.npz into log-mels (the lesson says so where it matters).
@@ -33,23 +35,22 @@ import numpy as np  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-from minivq import audio, checkpoint, optim, trainer  # noqa: E402
+from minivq import audio, checkpoint, data, optim, trainer  # noqa: E402
 from minivq import layers as L  # noqa: E402
 from minivq import quantizer as Q  # noqa: E402
-from minivq import train_vqvae as T  # noqa: E402
+from minivq import train_vqvae as T  # noqa: E402  (this lesson trains)
 from minivq import vqvae as V  # noqa: E402
 from minivq.backend import asarray, to_numpy, xp  # noqa: E402  (arrays on the selected device, CPU or GPU)
 from minivq.bundle import DEFAULT_CHECKPOINT, read_manifest  # noqa: E402  (the shipped bundle's folder)
-from minivq.data import load_features  # noqa: E402
-from minivq.train_prior import load_tokens  # noqa: E402  (how lesson 07 / the prior trainer read tokens.npz)
 
-SHIPPED_VQVAE = DEFAULT_CHECKPOINT / "vqvae.npz"    # CR=16, K=512, trained 8 epochs on FSDD's 2,700 clips
+SHIPPED_VQVAE = DEFAULT_CHECKPOINT / "vqvae.npz"    # CR=16, K=512, trained on FSDD's 2,700 training clips
 SHIPPED_TOKENS = DEFAULT_CHECKPOINT / "tokens.npz"  # its token grids of FSDD (written by --write-tokens)
 QUICK_PER_DIGIT = 10   # --quick: clips per digit in each split (100 train, 100 test)
-CR, K, BETA = 16, 512, 0.25  # the model trained in part 3 (flags --cr, --K, --beta, --no-ema change it)
-HIDDEN, BATCH, STEPS = 128, 32, 150  # part 3, full run: trunk channels, clips per step, steps
-QUICK_HIDDEN, QUICK_BATCH, QUICK_STEPS = 32, 16, 24  # part 3, --quick: a small model, a few steps
-LR = 2e-3              # peak Adam learning rate (the trainer's default: warmup 30 steps, then cosine)
+CR, K, BETA = 16, 512, 0.25  # the model trained in parts 2-4 (flags --cr, --K, --beta, --no-ema change it)
+HIDDEN, BATCH, EPOCHS = 128, 32, 2  # full run: trunk channels, clips per step, passes over the training clips
+QUICK_HIDDEN, QUICK_BATCH, QUICK_EPOCHS = 32, 16, 4  # --quick: a small model, 4 passes over 100 clips (24 steps)
+WATCH_STEPS = 20       # part 3: the run's first steps, watched one by one
+LR = 2e-3              # peak Adam learning rate (the trainer's default), after a linear warmup
 RESTART_AFTER = 10     # steps a code may go unchosen before it is restarted (the trainer's default)
 N_SHOW = 4             # test clips in the figure
 N_WAV = 2              # test clips written as WAVs
@@ -58,29 +59,30 @@ SEED = 0
 
 # ----------------------------------------------------------------------------- the clips
 def get_clips(args, vq):
-    """-> dict of raw log-mels train_x/test_x (N, 64, 64), labels, feature settings and a note
-    saying where they came from: FSDD's official split, or the shipped model's decodings of
-    the shipped token grids when there is no dataset."""
+    """-> (data.Features with raw log-mels (N, 64, 64) and labels of both splits, info dict: 'real',
+    'note' saying where the clips came from, and without a dataset 'source_tokens', the shipped
+    test grids the clips were decoded from)."""
     per_digit = QUICK_PER_DIGIT if args.quick else None
     if args.data:
-        f = load_features(args.data, max_per_digit=per_digit, progress=False)
-        return dict(train_x=f.train.x, train_digit=f.train.digit, train_speaker=f.train.speaker,
-                    test_x=f.test.x, test_digit=f.test.digit, test_speaker=f.test.speaker, feat_cfg=f.cfg,
-                    real=True, note=f"FSDD {args.data}, official split")
+        f = data.load_features(args.data, max_per_digit=per_digit, progress=False)
+        return f, dict(real=True, note=f"FSDD {args.data}, official split")
     params, cfg, norm = vq
     z = np.load(SHIPPED_TOKENS, allow_pickle=False)  # FileNotFoundError names the file if it is missing
-    feat_cfg = audio.FeatureConfig.from_dict(read_manifest(DEFAULT_CHECKPOINT / "manifest.json")["features"])
-    clips = dict(real=False, feat_cfg=feat_cfg,
-                 note=f"NO DATASET: log-mels synthesised by decoding the shipped token grids ({SHIPPED_TOKENS})")
+    splits, info = {}, dict(real=False, note=f"NO DATASET: log-mels synthesised by decoding the shipped token "
+                                             f"grids ({SHIPPED_TOKENS})")
     for split in ("train", "test"):
         digit = z[f"{split}_digit"]
-        keep = np.concatenate([np.flatnonzero(digit == d)[:per_digit] for d in range(10)]) if per_digit \
+        keep = np.sort(np.concatenate([np.flatnonzero(digit == d)[:per_digit] for d in range(10)])) if per_digit \
             else np.arange(len(digit))  # (n,)
-        keep.sort()
-        clips[f"{split}_x"] = V.decode_logmel(params, cfg, norm, z[f"{split}_tokens"][keep])  # (n, 64, 64)
-        clips[f"{split}_digit"], clips[f"{split}_speaker"] = digit[keep], z[f"{split}_speaker"][keep]
-        clips[f"{split}_source_tokens"] = z[f"{split}_tokens"][keep]  # (n, 16, 16) the grids decoded
-    return clips
+        x = V.decode_logmel(params, cfg, norm, z[f"{split}_tokens"][keep])  # (n, 64, 64)
+        splits[split] = data.Split(x=x, digit=digit[keep].astype(np.int64), speaker=z[f"{split}_speaker"][keep],
+                                   gender=np.full(len(keep), "unknown"), take=np.zeros(len(keep), np.int64),
+                                   path=[f"{SHIPPED_TOKENS}:{split}[{i}]" for i in keep])
+        info[f"{split}_source_tokens"] = z[f"{split}_tokens"][keep]  # (n, 16, 16)
+    feat_cfg = audio.FeatureConfig.from_dict(read_manifest(DEFAULT_CHECKPOINT / "manifest.json")["features"])
+    f = data.Features(train=splits["train"], test=splits["test"], cfg=feat_cfg, skipped=[], layout="shipped tokens",
+                      root=DEFAULT_CHECKPOINT)
+    return f, info
 
 
 # ----------------------------------------------------------------------------- 1. model and loss
@@ -246,7 +248,8 @@ def max_err(a, b):
 
 def check_step(params, qstate, xb, cfg, tcfg, total):
     """Run one_step_by_hand and the library's step from the same state; print the differences.
-    Returns the library's state after the step (params, opt, qstate), from which part 3 goes on."""
+    Returns the library's state after the step (params, opt, qstate), from which part 3 goes on,
+    and the lesson's loss parts."""
     copy = lambda d: {k: v.copy() for k, v in d.items()}  # noqa: E731
     mine_p, mine_q, mine_opt = copy(params), copy(qstate), {}
     lr = optim.lr_at(0, tcfg.lr, tcfg.warmup, total, min_lr=tcfg.lr / 10)  # warmup: lr / warmup at step 0
@@ -266,74 +269,86 @@ def check_step(params, qstate, xb, cfg, tcfg, total):
     upkeep = "EMA codebook" if cfg.ema else "Adam on the codebook too"
     print(f"   after clip + Adam (lr {lr:.1e}) + {upkeep} + {restarted} codes restarted: max |lesson - train_vqvae.step| "
           f"over the parameters {max_err(mine_p, lib_p):.1e} (the step moved them by up to {max_err(params, lib_p):.1e})")
-    return lib_p, lib_opt, lib_q
+    return lib_p, lib_opt, lib_q, parts
 
 
-# ----------------------------------------------------------------------------- 3. upkeep + brief training
-def train_briefly(cfg, x_std, steps, batch):
-    """Train cfg from scratch on x_std (N, 1, 64, 64): k-means start, the written-out step 0
-    (checked), then the library's step. -> (params, history: one dict per step)."""
-    tcfg = T.TrainConfig(epochs=1, batch_size=batch, lr=LR, seed=SEED, restart_after=RESTART_AFTER,
-                         warmup=min(30, steps // 4),  # the trainer's 30 warmup steps, fewer in a short run
-                         restart_share=T.restart_share_for(cfg.cr))
-    N = x_std.shape[0]
-    spe = N // batch  # steps per pass over the clips
-    params = V.init_params(cfg, seed=SEED)
+# ----------------------------------------------------------------------------- 3. upkeep, watched
+def watch_upkeep(cfg, tcfg, x_std):
+    """The run's start on x_std (N, 1, 64, 64): k-means codebook, the written-out step 0 (part 2,
+    checked), then train_vqvae.step for steps 1 .. WATCH_STEPS - 1, one table row per step or so.
+    -> (history: one dict per step, summary)."""
+    N, B = x_std.shape[0], tcfg.batch_size
+    spe = N // B  # steps per pass over the clips (the last partial batch is dropped, as the trainer does)
+    total = tcfg.epochs * spe
+    params = V.init_params(cfg, seed=tcfg.seed)
     qstate = Q.init_state(params["codebook"])
-    _, first = trainer.batch_index(SEED, 0, spe, N, batch)
+    _, first = trainer.batch_index(tcfg.seed, 0, spe, N, B)
     xb = x_std[asarray(first)]  # (B, 1, 64, 64)
-    T.kmeans_init(params, qstate, xb, cfg, SEED)  # the codebook starts as k-means of the first batch's z_e
-    print(f"\n2) One training step written out (step 0 of part 3: {cfg.grid}x{cfg.grid} tokens, K={cfg.K}, "
-          f"hidden {cfg.hidden}, {batch} clips, codebook from k-means of this batch's z_e)")
-    params, opt, qstate = check_step(params, qstate, xb, cfg, tcfg, steps)
+    T.kmeans_init(params, qstate, xb, cfg, tcfg.seed)  # the codebook starts as k-means of the first batch's z_e
+    print(f"\n2) One training step written out (step 0 of the run: {cfg.grid}x{cfg.grid} tokens, K={cfg.K}, "
+          f"hidden {cfg.hidden}, {B} clips, codebook from k-means of this batch's z_e)")
+    params, opt, qstate, parts0 = check_step(params, qstate, xb, cfg, tcfg, total)
 
-    print(f"\n3) Codebook upkeep while the library trains on for {steps - 1} steps ({N} clips, {batch} per step)")
+    steps = min(WATCH_STEPS, total)
+    print(f"\n3) Codebook upkeep, watched over the run's first {steps} steps ({N} clips, {B} per step)")
     print("   - k-means start: the K codes begin as k-means centres of the first batch's z_e, not at random")
     if cfg.ema:
         print(f"   - EMA: after each step every chosen code moves to the running mean of its z_e (decay {cfg.ema_decay})")
     else:
         print("   - no EMA (--no-ema): the codebook term's gradient moves the chosen codes (Adam)")
-    print(f"   - dead-code restart: a code chosen by none of a step's {batch}x{cfg.grid ** 2} = {batch * cfg.grid ** 2:,} "
-          f"vectors for {RESTART_AFTER} steps in a row")
-    print("     is moved onto a random z_e of the current batch (its EMA count reset to 1). The trainer's progress")
-    print("     line 'restarts R' is the number of codes moved in that step.")
+    print(f"   - dead-code restart: a code chosen by none of a step's {B}x{cfg.grid ** 2} = {B * cfg.grid ** 2:,} "
+          f"vectors for {tcfg.restart_after} steps in a row")
+    print("     is moved onto a random z_e of the current batch (its EMA count reset to 1)")
     if tcfg.restart_share:
         print(f"   - rare-code restart (on at CR={cfg.cr}): also codes whose smoothed use per step is below "
               f"{tcfg.restart_share} of an even share (N/K)")
     else:
         print(f"   - rare-code restart (restart_share): off at CR={cfg.cr} (the trainer turns it on at CR=4)")
-    print("   step |   loss    recon   commit | q-error |z_e|^2 | perplexity  codes used | restarted  restarts so far")
-    history, total_restarts = [], 0
-    every = max(1, steps // 12)
+    print("   step |   loss    recon   commit | q-error |z_e|^2 | perplexity   codes used | restarted  restarts so far")
+    history, total_restarts = [dict(step=0, **parts0)], 0
     for n in range(1, steps):
-        _, idx_b = trainer.batch_index(SEED, n, spe, N, batch)
+        _, idx_b = trainer.batch_index(tcfg.seed, n, spe, N, B)
         xb = x_std[asarray(idx_b)]  # (B, 1, 64, 64)
-        parts, lr, idx, dead = T.step(params, opt, qstate, xb, cfg, tcfg, n, steps)
+        parts, lr, idx, dead = T.step(params, opt, qstate, xb, cfg, tcfg, n, total)
         total_restarts += dead
         st = Q.usage_stats(idx, cfg.K)
+        # the quantisation error itself, whatever beta: mean over elements of (z_e - e_k)^2, after the step
+        z_e, _ = V.encoder_forward(params, xb, cfg)  # (B, D, h, w)
+        zv = V.to_vectors(z_e)  # (B*h*w, D)
+        _, d2 = Q.nearest_code(zv, params["codebook"])
         h = dict(step=n, loss=parts["loss"], recon=parts["recon"], commit=parts["commit"], restarts=dead,
-                 perplexity=st["perplexity"], used=int((st["hist"] > 0).sum()))
-        if n % every == 0 or n == steps - 1 or (h["restarts"] and n <= RESTART_AFTER + 1):
-            # the quantisation error itself, whatever beta: mean over elements of (z_e - e_k)^2, after the step
-            z_e, _ = V.encoder_forward(params, xb, cfg)  # (B, D, h, w)
-            zv = V.to_vectors(z_e)  # (N, D)
-            _, d2 = Q.nearest_code(zv, params["codebook"])
-            h.update(qerr=float(d2.mean()) / cfg.D, ze2=float((zv * zv).mean()))
-            print(f"   {n:4d} | {h['loss']:.4f}  {h['recon']:.4f}  {h['commit']:.4f} | {h['qerr']:.4f}  {h['ze2']:6.3f} | "
-                  f"{h['perplexity']:6.1f} of {cfg.K}  {h['used']:4d} of {cfg.K} | {h['restarts']:5d}  {total_restarts:9d}")
+                 perplexity=st["perplexity"], used=int((st["hist"] > 0).sum()), qerr=float(d2.mean()) / cfg.D,
+                 ze2=float((zv * zv).mean()))
         history.append(h)
+        print(f"   {n:4d} | {h['loss']:.4f}  {h['recon']:.4f}  {h['commit']:.4f} | {h['qerr']:.4f}  {h['ze2']:6.3f} | "
+              f"{h['perplexity']:6.1f} of {cfg.K}  {h['used']:4d} of {cfg.K} | {h['restarts']:5d}  {total_restarts:9d}")
     print("   loss, recon, commit: the step's terms, per element (recon: of the standardised log-mel, commit: of z_e);")
     print("   q-error = mean (z_e - e_k)^2 after the step's update, whatever beta; |z_e|^2 = mean z_e^2, the scale of z_e;")
-    print("   perplexity = exp(entropy of the step's code counts): the number of equally used codes with the same entropy")
-    low = min(history, key=lambda h: h["used"])
-    first = next((h["step"] for h in history if h["restarts"]), None)
-    print(f"   codes used per step: {history[0]['used']} at step 1, fewest {low['used']} at step {low['step']}, "
-          f"{history[-1]['used']} at the last step; first restart at step {first}; {total_restarts} restarts in all "
-          "(a code may be restarted more than once)")
-    return params, history, dict(low=low, first=first, total=total_restarts)
+    print("   perplexity = exp(entropy of the step's code counts): the number of equally used codes with that entropy")
+    low = min(history[1:], key=lambda h: h["used"]) if len(history) > 1 else None
+    first = next((h["step"] for h in history[1:] if h["restarts"]), None)
+    if low:
+        print(f"   codes used per step: {history[1]['used']} at step 1, fewest {low['used']} at step {low['step']}; "
+              f"first restart at step {first}; {total_restarts} restarts in {steps} steps")
+    return history, dict(low=low, first=first, total=total_restarts)
 
 
-# ----------------------------------------------------------------------------- 4. reconstructions
+# ----------------------------------------------------------------------------- 4. the library trains
+def train_with_library(cfg, tcfg, features, out, watched):
+    """train_vqvae.train on features.train, from scratch with the same seed: its first steps repeat
+    part 3's. -> (params, norm, losses per step, the trainer's per-epoch history)."""
+    losses = []
+    sys.stdout.flush()  # the trainer's lines go to stderr: keep them after what was printed so far
+    res = T.train(cfg, features, out, tcfg, finish=False, callback=lambda n, parts: losses.append(parts))
+    same = [abs(losses[h["step"]]["loss"] - h["loss"]) for h in watched if h["step"] < len(losses)]
+    print(f"   its first {len(same)} steps repeat part 2-3's: max |loss difference| {max(same):.1e}")
+    h = res["history"][-1]
+    print(f"   trained {res['step']} steps in {res['train_seconds']:.0f} s; last epoch: loss {h['loss']:.4f}, "
+          f"perplexity {h['perplexity']:.1f}, codes used {h['active'] * cfg.K:.0f} of {cfg.K}")
+    return res["params"], res["norm"], losses, res["history"]
+
+
+# ----------------------------------------------------------------------------- 5. reconstructions
 def reconstruct(vq, x_raw):
     """Raw log-mels (N, 64, 64) -> (tokens (N, h, w), reconstructions (N, 64, 64) raw, MSE
     standardised, MSE in log-mel units^2): the library's inference functions."""
@@ -351,15 +366,16 @@ def code_colours(K, seed=SEED):
     return ListedColormap(cols[np.random.default_rng(seed).permutation(K)])
 
 
-def figure(path, x, digits, shipped, trained, vq_cfg, tr_cfg, steps, note):
-    """Rows: test clips. Columns: input, shipped recon, its error, shipped tokens, the briefly
-    trained model's recon and tokens."""
+def figure(path, x, digits, shipped, trained, vq_cfg, tr_cfg, trained_label, note):
+    """Rows: test clips. Columns: input, shipped recon, its error, shipped tokens, the part-4
+    model's recon and tokens."""
     lo, hi = np.percentile(x, [1, 99.9])
     err = shipped["rec"] - x
     emax = float(np.abs(err).max())
     cols = [("input", x, "spec"), (f"shipped CR={vq_cfg.cr} reconstruction", shipped["rec"], "spec"),
-            ("reconstruction - input", err, "err"), (f"shipped tokens ({vq_cfg.grid}x{vq_cfg.grid})", shipped["tok"], "tok"),
-            (f"{steps} steps from scratch (part 3)", trained["rec"], "spec"),
+            ("reconstruction - input", err, "err"),
+            (f"shipped tokens ({vq_cfg.grid}x{vq_cfg.grid})", shipped["tok"], "tok"),
+            (trained_label, trained["rec"], "spec"),
             (f"its tokens ({tr_cfg.grid}x{tr_cfg.grid}, K={tr_cfg.K})", trained["tok"], "tok2")]
     fig, axes = plt.subplots(len(x), len(cols), figsize=(3.1 * len(cols), 2.5 * len(x) + 0.8),
                              squeeze=False, layout="constrained")
@@ -384,28 +400,35 @@ def figure(path, x, digits, shipped, trained, vq_cfg, tr_cfg, steps, note):
                  "tok": f"code index (K={vq_cfg.K} distinct colours)",
                  "tok2": f"code index (K={tr_cfg.K} distinct colours)"}[kind]
         fig.colorbar(im, ax=axes[:, c], shrink=0.6, label=label)
-    fig.suptitle(f"VQ-VAE: test inputs, the shipped model's reconstructions and tokens, and a model trained for "
-                 f"{steps} steps ({note})", fontsize=10)
+    fig.suptitle(f"VQ-VAE on {note}: the shipped model's reconstructions and tokens, and the model of part 4",
+                 fontsize=10)
     fig.savefig(path, dpi=80)
     plt.close(fig)
 
 
-def figure_upkeep(path, history, hist_test, K_shipped, tr_cfg):
-    """Part 3's training curves and the shipped model's code usage on the test clips."""
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.2), layout="constrained")
-    s = [h["step"] for h in history]
+def figure_training(path, watched, losses, hist_test, K_shipped, tr_cfg):
+    """Part 3's first steps, part 4's loss per step, and the shipped model's code usage."""
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4.2), layout="constrained")
+    w = watched[1:]  # steps 1.. (step 0 is part 2's)
+    s = [h["step"] for h in w]
     ax = axes[0]
-    ax.plot(s, [h["recon"] for h in history], label="recon")
-    ax.plot(s, [h["commit"] for h in history], label="commit (beta x q-error)")
-    ax.set_yscale("log"), ax.set_xlabel("step"), ax.set_ylabel("loss term (per element)")
-    ax.set_title("part 3: loss terms"), ax.legend()
+    ax.plot(s, [h["recon"] for h in w], "o-", label="recon")
+    ax.plot(s, [h["qerr"] for h in w], "s-", label="q-error mean (z_e - e)^2")
+    ax.plot(s, [h["ze2"] for h in w], "^-", label="mean z_e^2")
+    ax.set_yscale("log"), ax.set_xlabel("step"), ax.set_ylabel("per element")
+    ax.set_title("part 3: the first steps"), ax.legend(fontsize=8)
     ax = axes[1]
-    ax.plot(s, [h["perplexity"] for h in history], label="perplexity")
-    ax.plot(s, [h["used"] for h in history], label="codes used in the step")
-    ax.bar(s, [h["restarts"] for h in history], color="C3", alpha=0.6, label="codes restarted in the step")
+    ax.plot(s, [h["perplexity"] for h in w], "o-", label="perplexity")
+    ax.plot(s, [h["used"] for h in w], "s-", label="codes used in the step")
+    ax.bar(s, [h["restarts"] for h in w], color="C3", alpha=0.6, label="codes restarted in the step")
     ax.set_xlabel("step"), ax.set_ylabel(f"codes (of K={tr_cfg.K})"), ax.set_title("part 3: codebook use and restarts")
     ax.legend(fontsize=8)
     ax = axes[2]
+    ax.plot(np.arange(len(losses)), [p["recon"] for p in losses], label="recon")
+    ax.plot(np.arange(len(losses)), [p["commit"] for p in losses], label="commit")
+    ax.set_yscale("log"), ax.set_xlabel("step"), ax.set_ylabel("loss term (per element)")
+    ax.set_title(f"part 4: train_vqvae.train, {len(losses)} steps"), ax.legend(fontsize=8)
+    ax = axes[3]
     counts = np.sort(hist_test)[::-1]
     ax.step(np.arange(1, K_shipped + 1), np.maximum(counts, 0.5), where="mid")
     ax.set_yscale("log"), ax.set_xlabel("code, sorted by use (rank)"), ax.set_ylabel("times chosen (0.5 = never)")
@@ -414,29 +437,28 @@ def figure_upkeep(path, history, hist_test, K_shipped, tr_cfg):
     plt.close(fig)
 
 
-# ----------------------------------------------------------------------------- 5. tokens.npz
-def write_tokens(path, vq, clips):
-    """The model's token grids of the clips -> path, in the VQ-VAE trainer's tokens.npz format
+# ----------------------------------------------------------------------------- 6. tokens.npz
+def write_tokens(path, vq, features):
+    """The model's token grids of both splits -> path, in the VQ-VAE trainer's tokens.npz format
     (train_tokens, train_digit, train_speaker, test_tokens, test_digit, test_speaker, K, cr),
-    stored compactly: uint16 codes, uint8 digits, compressed. Read back as the prior trainer does."""
+    stored compactly: uint16 codes, uint8 digits, compressed. Read back and compared."""
     params, cfg, norm = vq
     if cfg.K > 2 ** 16:
         raise ValueError(f"K={cfg.K} codes do not fit uint16")
     arrays = {}
-    for split in ("train", "test"):
-        arrays[f"{split}_tokens"] = V.encode_logmel(params, cfg, norm, clips[f"{split}_x"]).astype(np.uint16)  # (N, h, w)
-        arrays[f"{split}_digit"] = np.asarray(clips[f"{split}_digit"]).astype(np.uint8)  # (N,)
-        arrays[f"{split}_speaker"] = np.asarray(clips[f"{split}_speaker"], dtype=str)  # (N,)
+    for name, split in (("train", features.train), ("test", features.test)):
+        arrays[f"{name}_tokens"] = V.encode_logmel(params, cfg, norm, split.x).astype(np.uint16)  # (N, h, w)
+        arrays[f"{name}_digit"] = np.asarray(split.digit).astype(np.uint8)  # (N,)
+        arrays[f"{name}_speaker"] = np.asarray(split.speaker, dtype=str)  # (N,)
     arrays["K"], arrays["cr"] = np.int64(cfg.K), np.int64(cfg.cr)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     checkpoint.atomic_write(path, lambda f: np.savez_compressed(f, **arrays))  # never half-written
-    back = load_tokens(path)
-    same = all(np.array_equal(back[k], arrays[k]) for k in ("train_tokens", "train_digit", "test_tokens", "test_digit"))
-    print(f"   wrote {path} ({path.stat().st_size / 1e6:.2f} MB): train_tokens {arrays['train_tokens'].shape} uint16, "
-          f"test_tokens {arrays['test_tokens'].shape}, digits uint8, speakers, K={cfg.K}, cr={cfg.cr}")
-    print(f"   read back by the prior trainer's load_tokens: {len(back['train_tokens'])} train + "
-          f"{len(back['test_tokens'])} test grids, K={back['K']}, identical to what was written: {same}")
+    with np.load(path, allow_pickle=False) as z:  # as the prior trainer reads it
+        same = sorted(z.files) == sorted(arrays) and all(np.array_equal(z[k], v) for k, v in arrays.items())
+    print(f"   wrote {path} ({path.stat().st_size / 1e6:.2f} MB): train_tokens {arrays['train_tokens'].shape} and "
+          f"test_tokens {arrays['test_tokens'].shape} uint16, digits uint8, speakers, K={cfg.K}, cr={cfg.cr}")
+    print(f"   read back: every array identical to what was written: {same}")
     return arrays
 
 
@@ -447,108 +469,124 @@ def main():
     ap.add_argument("--data", default=os.environ.get("MINIVQ_FSDD"),
                     help="FSDD folder (or set MINIVQ_FSDD); without one, clips are synthesised from the shipped tokens")
     ap.add_argument("--quick", action="store_true",
-                    help=f"{QUICK_PER_DIGIT} clips per digit, part 3 with a small model for {QUICK_STEPS} steps")
+                    help=f"{QUICK_PER_DIGIT} clips per digit; parts 2-4 with a small model for {QUICK_EPOCHS} passes")
     ap.add_argument("--out", default="out/lesson05", help="output folder")
     ap.add_argument("--cr", type=int, choices=(4, 16), default=CR,
-                    help="part 3: compression ratio (16: 16x16 tokens, 4: 32x32)")
-    ap.add_argument("--K", type=int, default=K, help="part 3: codebook size")
-    ap.add_argument("--beta", type=float, default=BETA, help="part 3: commitment weight")
+                    help="parts 2-4: compression ratio (16: 16x16 tokens, 4: 32x32)")
+    ap.add_argument("--K", type=int, default=K, help="parts 2-4: codebook size")
+    ap.add_argument("--beta", type=float, default=BETA, help="parts 2-4: commitment weight")
     ap.add_argument("--ema", action=argparse.BooleanOptionalAction, default=True,
-                    help="part 3: EMA codebook (--no-ema: codebook loss + Adam)")
-    ap.add_argument("--steps", type=int, default=None,
-                    help=f"part 3: training steps (default {STEPS}, --quick {QUICK_STEPS})")
+                    help="parts 2-4: EMA codebook (--no-ema: codebook loss + Adam)")
+    ap.add_argument("--epochs", type=int, default=None,
+                    help=f"part 4: passes over the training clips (default {EPOCHS}, --quick {QUICK_EPOCHS})")
     ap.add_argument("--write-tokens", default=None, metavar="PATH",
                     help="only write the shipped model's tokens of FSDD's whole official split to PATH, then stop")
     args = ap.parse_args()
-    if args.K < 1 or args.K > 2 ** 16 or args.beta < 0 or (args.steps is not None and args.steps < 2):
-        ap.error("--K must lie in 1..65536, --beta must be >= 0 and --steps >= 2")
+    if not 1 <= args.K <= 2 ** 16 or args.beta < 0 or (args.epochs is not None and args.epochs < 1):
+        ap.error("--K must lie in 1..65536, --beta must be >= 0 and --epochs >= 1")
     t0 = time.perf_counter()
     vq = V.load_vqvae(SHIPPED_VQVAE)  # (params, VQVAEConfig, norm)
     card = checkpoint.read_json(DEFAULT_CHECKPOINT / "vqvae.json", what="model card")  # how it was trained
-    sh_epochs = card["config"]["train"]["epochs"]
+    sh_epochs, sh_n, sh_cfg = card["config"]["train"]["epochs"], card["metrics"]["n_train"], vq[1]
 
     if args.write_tokens:
         if not args.data:
             ap.error("--write-tokens needs the dataset: pass --data PATH or set MINIVQ_FSDD")
         args.quick = False
-        clips = get_clips(args, vq)
-        print(f"tokens of {clips['note']} from {SHIPPED_VQVAE}:")
-        write_tokens(args.write_tokens, vq, clips)
+        features, info = get_clips(args, vq)
+        print(f"tokens of {info['note']} from {SHIPPED_VQVAE}:")
+        write_tokens(args.write_tokens, vq, features)
         print(f"({time.perf_counter() - t0:.0f} s)")
         return
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    clips = get_clips(args, vq)
-    print(f"clips: {len(clips['train_x'])} train / {len(clips['test_x'])} test log-mels of 64x64 ({clips['note']})")
-    hidden, batch, steps = (QUICK_HIDDEN, QUICK_BATCH, QUICK_STEPS) if args.quick else (HIDDEN, BATCH, STEPS)
-    steps = args.steps or steps
-    batch = min(batch, len(clips["train_x"]))
+    features, info = get_clips(args, vq)
+    print(f"clips: {len(features.train.x)} train / {len(features.test.x)} test log-mels of 64x64 ({info['note']})")
+    hidden, batch, epochs = (QUICK_HIDDEN, QUICK_BATCH, QUICK_EPOCHS) if args.quick else (HIDDEN, BATCH, EPOCHS)
+    epochs = args.epochs or epochs
+    batch = min(batch, len(features.train.x))
+    total = epochs * (len(features.train.x) // batch)
     tr_cfg = V.VQVAEConfig(cr=args.cr, K=args.K, beta=args.beta, ema=args.ema, hidden=hidden, ch1=min(64, hidden))
-    sh_cfg = vq[1]
+    tcfg = T.TrainConfig(epochs=epochs, batch_size=batch, lr=LR, seed=SEED, restart_after=RESTART_AFTER,
+                         warmup=min(30, total // 4),  # the trainer's 30 warmup steps, fewer in a short run
+                         restart_share=T.restart_share_for(tr_cfg.cr), log_every=2.0 if args.quick else 20.0)
 
-    print(f"\n1) The model of part 3 (from its VQVAEConfig; the shipped model is the same at CR={sh_cfg.cr}, "
+    print(f"\n1) The model of parts 2-4 (from its VQVAEConfig; the shipped model is the same at CR={sh_cfg.cr}, "
           f"K={sh_cfg.K}, hidden {sh_cfg.hidden})")
     print(describe(tr_cfg))
     print_loss(tr_cfg)
 
-    tr_norm = V.standardise_stats(clips["train_x"])  # mean and std of the training log-mels (two scalars)
-    tr_params, history, summary = train_briefly(tr_cfg, V.standardise(clips["train_x"], tr_norm), steps, batch)
+    # parts 2 and 3: the run's first steps, by hand and with train_vqvae.step
+    x_std = V.standardise(features.train.x, V.standardise_stats(features.train.x))  # (N, 1, 64, 64) on the backend
+    watched, summary = watch_upkeep(tr_cfg, tcfg, x_std)
 
-    print(f"\n4) Reconstructions of {len(clips['test_x'])} test clips")
-    show = [int(np.flatnonzero(clips["test_digit"] == d)[0]) for d in range(10)
-            if (clips["test_digit"] == d).any()][:N_SHOW]  # one clip per digit
+    print(f"\n4) The library's trainer runs all of it: train_vqvae.train, {epochs} passes over {len(features.train.x)} "
+          f"clips = {total} steps. Its progress lines (stderr) read")
+    print("   'vqvae n/total | epoch e | loss | recon | commit | ppl P | active A | restarts R | lr | samples/s | ETA':")
+    print("   P = perplexity of step n's codes, A = the fraction of the K codes step n used (A x K = part 3's 'codes")
+    print("   used'), R = codes moved by the restarts in step n. Its epoch lines give 'active' as a percentage: the")
+    print("   fraction of codes used at least once in the whole epoch.")
+    tr_params, tr_norm, losses, _ = train_with_library(tr_cfg, tcfg, features, out / "train", watched)
+
+    print(f"\n5) Reconstructions of {len(features.test.x)} test clips")
+    test = features.test
+    show = [int(np.flatnonzero(test.digit == d)[0]) for d in range(10) if (test.digit == d).any()][:N_SHOW]
     results = {}
+    trained_label = f"part 4 ({total} steps from scratch)"
     for name, model in (("shipped", vq), ("trained", (tr_params, tr_cfg, tr_norm))):
-        tok, rec, mse, mse_raw = reconstruct(model, clips["test_x"])
+        tok, rec, mse, mse_raw = reconstruct(model, test.x)
         st = Q.usage_stats(tok, model[1].K)
         results[name] = dict(tok=tok[show], rec=rec[show], hist=st["hist"])
-        same = float((tok == clips["test_source_tokens"]).mean()) if name == "shipped" and not clips["real"] else None
-        label = (f"shipped CR={sh_cfg.cr} ({sh_epochs} epochs)" if name == "shipped"
-                 else f"part 3 ({steps} steps from scratch)")
-        print(f"   {label:34s} MSE {mse:.4f} (standardised: log-mel variance = 1) = {mse_raw:.3f} log-mel units^2; "
-              f"perplexity {st['perplexity']:.1f} of {model[1].K}; codes used {int((st['hist'] > 0).sum())} of {model[1].K}")
-        if same is not None:
+        label = f"shipped CR={sh_cfg.cr} ({sh_epochs} epochs, {sh_n} clips)" if name == "shipped" else trained_label
+        print(f"   {label:36s} MSE {mse:.4f} (standardised: log-mel variance = 1) = {mse_raw:.3f} log-mel units^2;")
+        print(f"   {'':36s} perplexity {st['perplexity']:.1f} of {model[1].K}; "
+              f"codes used {int((st['hist'] > 0).sum())} of {model[1].K}")
+        if name == "shipped" and not info["real"]:
+            same = float((tok == info["test_source_tokens"]).mean())
             print("   (no dataset: the test 'inputs' are the shipped model's own decodings, so this MSE measures how "
-                  "stable decode -> encode -> decode is, not how well it keeps real speech;")
-            print(f"    re-encoding them gives back {same:.1%} of the tokens they were decoded from)")
+                  "stable decode -> encode -> decode is,")
+            print(f"    not how well it keeps real speech; re-encoding them gives back {same:.1%} of the tokens they "
+                  "were decoded from)")
     bits = sh_cfg.grid ** 2 * math.log2(sh_cfg.K)
-    print(f"   a shipped token grid is {sh_cfg.grid}x{sh_cfg.grid} codes x log2({sh_cfg.K}) = {bits:.0f} bits per clip, "
-          f"the log-mel 64x64 = 4,096 floats")
-    x_show = clips["test_x"][show]
-    figure(out / "reconstructions.png", x_show, clips["test_digit"][show], results["shipped"], results["trained"],
-           sh_cfg, tr_cfg, steps,
-           "FSDD test clips" if clips["real"] else "NO DATASET: inputs decoded from the shipped tokens")
-    figure_upkeep(out / "codebook.png", history, results["shipped"]["hist"], sh_cfg.K, tr_cfg)
+    print(f"   a shipped token grid is {sh_cfg.grid}x{sh_cfg.grid} codes x log2({sh_cfg.K}) = {bits:.0f} bits per clip; "
+          f"the log-mel is 64x64 = 4,096 floats")
+    x_show = test.x[show]
+    figure(out / "reconstructions.png", x_show, test.digit[show], results["shipped"], results["trained"], sh_cfg,
+           tr_cfg, trained_label, "FSDD test clips" if info["real"] else "NO DATASET: inputs decoded from shipped tokens")
+    figure_training(out / "training.png", watched, losses, results["shipped"]["hist"], sh_cfg.K, tr_cfg)
     for name, arr in (("input", x_show), ("shipped", results["shipped"]["rec"]), ("trained", results["trained"]["rec"])):
-        waves = audio.mel_to_audio(arr[:N_WAV], clips["feat_cfg"])  # (N_WAV, n_samples)
+        waves = audio.mel_to_audio(arr[:N_WAV], features.cfg)  # (N_WAV, n_samples)
         for i, w in enumerate(waves):
-            audio.save_wav(out / f"clip{i}_{name}.wav", w, clips["feat_cfg"].sr)
-    print(f"   saved {out / 'reconstructions.png'}, {out / 'codebook.png'} and {3 * N_WAV} WAVs "
+            audio.save_wav(out / f"clip{i}_{name}.wav", w, features.cfg.sr)
+    print(f"   saved {out / 'reconstructions.png'}, {out / 'training.png'} and {3 * N_WAV} WAVs "
           "(clip*_input/shipped/trained.wav, all through the same Griffin-Lim: differences are the VQ-VAE's)")
 
-    print("\n5) tokens.npz for the transformer prior (lesson 07): the shipped model's grids of these clips")
-    write_tokens(out / "tokens.npz", vq, clips)
-    if args.quick or not clips["real"]:
-        print(f"   ({'--quick: a subset' if args.quick else 'synthesised clips'}; the shipped model's tokens of all "
-              f"2,700 + 300 FSDD clips are in {SHIPPED_TOKENS})")
+    print("\n6) tokens.npz for the transformer prior (lesson 07): the shipped model's grids of these clips")
+    write_tokens(out / "tokens.npz", vq, features)
+    if args.quick or not info["real"]:
+        print(f"   ({'--quick: a subset' if args.quick else 'synthesised clips'}; the shipped model's tokens of FSDD's "
+              f"whole official split are in {SHIPPED_TOKENS})")
+    print(f"   also written: {out / 'train'} (the part-4 run's last.npz, resumable with python -m minivq.train vqvae)")
 
     print("\nWhat to notice")
     print("- The step written out in part 2 and the library's agree: the gradients exactly (the same layer functions in")
     print("  the same order give the same floats), the loss and the updated parameters to float32 round-off. A VQ-VAE")
     print("  is an encoder, an argmin and a decoder; the one gradient trick is copying dL/dz_q to z_e.")
-    print(f"- Part 3: as the encoder's outputs move away from the k-means codes, the codes in use fell from "
-          f"{history[0]['used']} (step 1) to {summary['low']['used']} (step {summary['low']['step']}).")
-    print("  A code no vector chooses gets no update at all (no EMA mass, no gradient); the restarts, from step "
-          f"{summary['first']} on,")
-    print(f"  put codes back where the encoder outputs are ({summary['total']} in all).")
-    print(f"- Part 4: {steps} steps give smeared reconstructions; the shipped model's {sh_epochs} epochs keep formants")
-    print("  and onsets. The error image shows where it still loses detail.")
-    print("\nTry this (each changes the model of parts 2-4; compare with the default run)")
-    print("- --cr 4: 32x32 tokens, 4x as many: the part-3 test MSE drops; the rare-code restart is on at CR=4 and moves")
-    print("  hundreds of codes at step 0 already (part 2 says how many).")
+    if summary["low"]:
+        print("- Part 3: as the encoder's outputs move away from the k-means codes, the codes used per step fell")
+        print(f"  from {watched[1]['used']} (step 1) to {summary['low']['used']} (step {summary['low']['step']}).")
+        print("  A code no vector chooses gets no update at all (no EMA mass, no gradient); the restarts, from step "
+              f"{summary['first']} on,")
+        print(f"  put codes back where the encoder outputs are ({summary['total']} in {len(watched)} steps).")
+    print(f"- Part 5: {total} steps give smeared reconstructions; the shipped model's {sh_epochs} epochs over {sh_n} "
+          "clips keep")
+    print("  formants and onsets. The error image shows where it still loses detail.")
+    print("\nTry this (each changes the model of parts 2-5; compare with the default run)")
+    print("- --cr 4: 32x32 tokens, 4x as many: the part-5 test MSE drops; the rare-code restart is on at CR=4 and")
+    print("  moves hundreds of codes at step 0 already (part 2 says how many).")
     print("- --beta 0: no commitment term: the encoder outputs drift further from their codes before the restarts")
-    print("  (q-error and |z_e|^2 columns), and the test MSE is worse.")
+    print("  (q-error and |z_e|^2 columns of part 3), and the test MSE is worse.")
     print("- --K 32: a small codebook: perplexity can be 32 at most, and the test MSE rises.")
     print("- --no-ema: the codebook is learned by the codebook loss (its gradient is in the part-2 check); codes")
     print("  moved by Adam lag the encoder, |z_e|^2 grows, and the loss jumps when the restarts begin.")
