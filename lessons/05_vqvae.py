@@ -553,7 +553,7 @@ def main():
           f"the log-mel is 64x64 = 4,096 floats")
     x_show = test.x[show]
     figure(out / "reconstructions.png", x_show, test.digit[show], results["shipped"], results["trained"], sh_cfg,
-           tr_cfg, trained_label, "FSDD test clips" if info["real"] else "NO DATASET: inputs decoded from shipped tokens")
+           tr_cfg, trained_label, "FSDD test clips" if info["real"] else "clips decoded from the shipped tokens (NO DATASET)")
     figure_training(out / "training.png", watched, losses, results["shipped"]["hist"], sh_cfg.K, tr_cfg)
     for name, arr in (("input", x_show), ("shipped", results["shipped"]["rec"]), ("trained", results["trained"]["rec"])):
         waves = audio.mel_to_audio(arr[:N_WAV], features.cfg)  # (N_WAV, n_samples)
@@ -579,6 +579,11 @@ def main():
         print("  A code no vector chooses gets no update at all (no EMA mass, no gradient); the restarts, from step "
               f"{summary['first']} on,")
         print(f"  put codes back where the encoder outputs are ({summary['total']} in {len(watched)} steps).")
+        after = [h for h in watched if summary["first"] is not None and h["step"] > summary["first"]]
+        jump = max(after, key=lambda h: h["loss"]) if after else None
+        if jump and jump["loss"] > watched[summary["first"]]["loss"]:
+            print(f"  Right after them the loss jumped to {jump['loss']:.3f} (step {jump['step']}): the decoder met "
+                  "codes it had not been trained on.")
     print(f"- Part 5: {total} steps give smeared reconstructions; the shipped model's {sh_epochs} epochs over {sh_n} "
           "clips keep")
     print("  formants and onsets. The error image shows where it still loses detail.")
