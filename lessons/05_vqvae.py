@@ -49,7 +49,7 @@ QUICK_PER_DIGIT = 10   # --quick: clips per digit in each split (100 train, 100 
 CR, K, BETA = 16, 512, 0.25  # the model trained in parts 2-4 (flags --cr, --K, --beta, --no-ema change it)
 HIDDEN, BATCH, EPOCHS = 128, 32, 2  # full run: trunk channels, clips per step, passes over the training clips
 QUICK_HIDDEN, QUICK_BATCH, QUICK_EPOCHS = 32, 16, 4  # --quick: a small model, 4 passes over 100 clips (24 steps)
-WATCH_STEPS = 20       # part 3: the run's first steps, watched one by one
+WATCH_STEPS, QUICK_WATCH_STEPS = 20, 14  # part 3: the run's first steps, watched one by one
 LR = 2e-3              # peak Adam learning rate (the trainer's default), after a linear warmup
 RESTART_AFTER = 10     # steps a code may go unchosen before it is restarted (the trainer's default)
 N_SHOW = 4             # test clips in the figure
@@ -273,9 +273,9 @@ def check_step(params, qstate, xb, cfg, tcfg, total):
 
 
 # ----------------------------------------------------------------------------- 3. upkeep, watched
-def watch_upkeep(cfg, tcfg, x_std):
+def watch_upkeep(cfg, tcfg, x_std, watch_steps):
     """The run's start on x_std (N, 1, 64, 64): k-means codebook, the written-out step 0 (part 2,
-    checked), then train_vqvae.step for steps 1 .. WATCH_STEPS - 1, one table row per step or so.
+    checked), then train_vqvae.step for steps 1 .. watch_steps - 1, one table row per step.
     -> (history: one dict per step, summary)."""
     N, B = x_std.shape[0], tcfg.batch_size
     spe = N // B  # steps per pass over the clips (the last partial batch is dropped, as the trainer does)
@@ -289,7 +289,7 @@ def watch_upkeep(cfg, tcfg, x_std):
           f"hidden {cfg.hidden}, {B} clips, codebook from k-means of this batch's z_e)")
     params, opt, qstate, parts0 = check_step(params, qstate, xb, cfg, tcfg, total)
 
-    steps = min(WATCH_STEPS, total)
+    steps = min(watch_steps, total)
     print(f"\n3) Codebook upkeep, watched over the run's first {steps} steps ({N} clips, {B} per step)")
     print("   - k-means start: the K codes begin as k-means centres of the first batch's z_e, not at random")
     if cfg.ema:
@@ -438,16 +438,18 @@ def figure_training(path, watched, losses, hist_test, K_shipped, tr_cfg):
 
 
 # ----------------------------------------------------------------------------- 6. tokens.npz
-def write_tokens(path, vq, features):
+def write_tokens(path, vq, features, test_tokens=None):
     """The model's token grids of both splits -> path, in the VQ-VAE trainer's tokens.npz format
     (train_tokens, train_digit, train_speaker, test_tokens, test_digit, test_speaker, K, cr),
-    stored compactly: uint16 codes, uint8 digits, compressed. Read back and compared."""
+    stored compactly: uint16 codes, uint8 digits, compressed. Read back and compared.
+    test_tokens: the test grids when already encoded (encode_logmel gives the same either way)."""
     params, cfg, norm = vq
     if cfg.K > 2 ** 16:
         raise ValueError(f"K={cfg.K} codes do not fit uint16")
     arrays = {}
     for name, split in (("train", features.train), ("test", features.test)):
-        arrays[f"{name}_tokens"] = V.encode_logmel(params, cfg, norm, split.x).astype(np.uint16)  # (N, h, w)
+        tok = test_tokens if name == "test" and test_tokens is not None else V.encode_logmel(params, cfg, norm, split.x)
+        arrays[f"{name}_tokens"] = tok.astype(np.uint16)  # (N, h, w)
         arrays[f"{name}_digit"] = np.asarray(split.digit).astype(np.uint8)  # (N,)
         arrays[f"{name}_speaker"] = np.asarray(split.speaker, dtype=str)  # (N,)
     arrays["K"], arrays["cr"] = np.int64(cfg.K), np.int64(cfg.cr)
@@ -519,7 +521,7 @@ def main():
 
     # parts 2 and 3: the run's first steps, by hand and with train_vqvae.step
     x_std = V.standardise(features.train.x, V.standardise_stats(features.train.x))  # (N, 1, 64, 64) on the backend
-    watched, summary = watch_upkeep(tr_cfg, tcfg, x_std)
+    watched, summary = watch_upkeep(tr_cfg, tcfg, x_std, QUICK_WATCH_STEPS if args.quick else WATCH_STEPS)
 
     print(f"\n4) The library's trainer runs all of it: train_vqvae.train, {epochs} passes over {len(features.train.x)} "
           f"clips = {total} steps. Its progress lines (stderr) read")
@@ -537,7 +539,7 @@ def main():
     for name, model in (("shipped", vq), ("trained", (tr_params, tr_cfg, tr_norm))):
         tok, rec, mse, mse_raw = reconstruct(model, test.x)
         st = Q.usage_stats(tok, model[1].K)
-        results[name] = dict(tok=tok[show], rec=rec[show], hist=st["hist"])
+        results[name] = dict(tok=tok[show], rec=rec[show], hist=st["hist"], all_tok=tok)
         label = f"shipped CR={sh_cfg.cr} ({sh_epochs} epochs, {sh_n} clips)" if name == "shipped" else trained_label
         print(f"   {label:36s} MSE {mse:.4f} (standardised: log-mel variance = 1) = {mse_raw:.3f} log-mel units^2;")
         print(f"   {'':36s} perplexity {st['perplexity']:.1f} of {model[1].K}; "
@@ -563,7 +565,7 @@ def main():
           "(clip*_input/shipped/trained.wav, all through the same Griffin-Lim: differences are the VQ-VAE's)")
 
     print("\n6) tokens.npz for the transformer prior (lesson 07): the shipped model's grids of these clips")
-    write_tokens(out / "tokens.npz", vq, features)
+    write_tokens(out / "tokens.npz", vq, features, test_tokens=results["shipped"]["all_tok"])
     if args.quick or not info["real"]:
         print(f"   ({'--quick: a subset' if args.quick else 'synthesised clips'}; the shipped model's tokens of FSDD's "
               f"whole official split are in {SHIPPED_TOKENS})")
