@@ -32,7 +32,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from matplotlib.colors import ListedColormap  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 from minivq import audio, checkpoint, data, optim, trainer  # noqa: E402
@@ -42,6 +41,7 @@ from minivq import train_vqvae as T  # noqa: E402  (this lesson trains)
 from minivq import vqvae as V  # noqa: E402
 from minivq.backend import asarray, to_numpy, xp  # noqa: E402  (arrays on the selected device, CPU or GPU)
 from minivq.bundle import DEFAULT_CHECKPOINT, read_manifest  # noqa: E402  (the shipped bundle's folder)
+from minivq.plots import code_colours  # noqa: E402  (K distinct colours for images of codes)
 
 SHIPPED_VQVAE = DEFAULT_CHECKPOINT / "vqvae.npz"    # CR=16, K=512, trained on FSDD's 2,700 training clips
 SHIPPED_TOKENS = DEFAULT_CHECKPOINT / "tokens.npz"  # its token grids of FSDD (written by --write-tokens)
@@ -357,13 +357,6 @@ def reconstruct(vq, x_raw):
     rec = V.decode_logmel(params, cfg, norm, tokens)  # (N, 64, 64)
     mse_raw = float(((rec.astype(np.float64) - x_raw) ** 2).mean())
     return tokens, rec, mse_raw / norm["std"] ** 2, mse_raw
-
-
-def code_colours(K, seed=SEED):
-    """K distinct colours: a continuous map sampled at K points, shuffled so neighbouring code
-    indices (which mean nothing alike) do not get near-identical colours."""
-    cols = plt.get_cmap("turbo")(np.linspace(0, 1, K))  # (K, 4)
-    return ListedColormap(cols[np.random.default_rng(seed).permutation(K)])
 
 
 def figure(path, x, digits, shipped, trained, vq_cfg, tr_cfg, trained_label, note):

@@ -87,6 +87,15 @@ def plot_confusion(path, conf, title):
     plt.close(fig)
 
 
+def code_colours(K, seed=0):
+    """A colour map with K distinct colours for images of code indices 0..K-1 (draw them with
+    vmin=0, vmax=K-1): a continuous map sampled at K points, shuffled so neighbouring indices,
+    which mean nothing alike, do not get near-identical colours (tab20 would alias K > 20)."""
+    from matplotlib.colors import ListedColormap
+    cols = _pyplot().get_cmap("turbo")(np.linspace(0, 1, K))  # (K, 4)
+    return ListedColormap(cols[np.random.default_rng(seed).permutation(K)])
+
+
 def plot_vqvae_recon(path, x, rec, tokens, hist_test, hist_train, history, K, title):
     """Save the VQ-VAE report figure: one column per clip with its input log-mel x (n, M, T),
     reconstruction rec (n, M, T) and token grid tokens (n, h, w); below, codebook usage (code
@@ -103,7 +112,8 @@ def plot_vqvae_recon(path, x, rec, tokens, hist_test, hist_train, history, K, ti
             if r < 2:
                 ax.imshow(img, origin="lower", aspect="auto", vmin=lo, vmax=hi, cmap="magma")
             else:
-                ax.imshow(img, origin="lower", aspect="auto", cmap="tab20", interpolation="nearest")
+                ax.imshow(img, origin="lower", aspect="auto", cmap=code_colours(K), vmin=0, vmax=K - 1,
+                          interpolation="nearest")
             ax.set_xticks([]), ax.set_yticks([])
             if i == 0:
                 ax.set_ylabel(name)
