@@ -51,8 +51,9 @@ BETAS, EPS = (0.9, 0.999), 1e-8   # Adam
 EPOCHS, QUICK_EPOCHS = 15, 4
 PER_DIGIT, QUICK_PER_DIGIT = None, 40   # clips per digit and split (None: all)
 N_SYNTH, QUICK_N_SYNTH = 2000, 400      # synthetic training images without a dataset
-N_SHOW = 4                    # test examples drawn
-N_MEASURE = 64                # test examples the artefacts are measured on
+QUICK_N_TEST = 100            # --quick: test clips (every k-th, all digits) for the learning curve
+N_SHOW = 3                    # test examples drawn
+N_MEASURE = 64                # test examples the artefacts are measured on (spread over the test set)
 GRIFFIN_LIM_ITERS = 64
 TINY = dict(c1=2, c2=3, z=1, size=8)  # the gradient-check model: channels and image side
 
@@ -249,11 +250,12 @@ def compare_with_vqvae(params, te, test_x, mean, std, epochs, source):
     """Measure MSE, detail and checkerboard for this model and the shipped VQ-VAE on the same test
     clips and print them. -> (x (n, 64, 64), [(name, reconstruction (n, 64, 64))], VQ-VAE params, cfg);
     all standardised with this lesson's train statistics, on the host."""
-    n = min(N_MEASURE, len(te))
-    x = to_numpy(te[:n, 0])                                       # (n, 64, 64)
-    ae = to_numpy(forward(params, te[:n])[1][:, 0])               # (n, 64, 64)
+    pick = np.unique(np.linspace(0, len(te) - 1, min(N_MEASURE, len(te))).round().astype(int))  # the test set is sorted by digit
+    n = len(pick)
+    x = to_numpy(te[asarray(pick), 0])                            # (n, 64, 64)
+    ae = to_numpy(forward(params, te[asarray(pick)])[1][:, 0])    # (n, 64, 64)
     vq_params, vq_cfg, vq_norm = V.load_vqvae(bundle.DEFAULT_CHECKPOINT / "vqvae.npz")
-    vq_logmel = to_numpy(V.reconstruct(vq_params, V.standardise(test_x[:n], vq_norm), vq_cfg))[:, 0] \
+    vq_logmel = to_numpy(V.reconstruct(vq_params, V.standardise(test_x[pick], vq_norm), vq_cfg))[:, 0] \
         * vq_norm["std"] + vq_norm["mean"]                        # (n, 64, 64) log-mel
     rows = [(f"autoencoder, {epochs} epochs", ae), ("shipped VQ-VAE", (vq_logmel - mean) / std)]
     about = [f"this autoencoder, {epochs} epochs", f"shipped VQ-VAE (CR={vq_cfg.cr}, {vq_cfg.K} codes, trained long)"]
@@ -307,10 +309,13 @@ def main(argv=None):
         ap.error("--z and --epochs must be >= 1")
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
+    print(__doc__[:__doc__.index("    python lessons")].rstrip() + "\n")  # the idea, its equations, the artefacts
     rng = np.random.default_rng(args.seed)
     check_against_library(np.random.default_rng(SEED + 1), args.upsample)  # its own draws: training is unaffected
 
     train_x, test_x, source, cfg = load_data(args.data, args.quick, rng)
+    if args.quick and len(test_x) > QUICK_N_TEST:
+        test_x = test_x[::len(test_x) // QUICK_N_TEST][:QUICK_N_TEST]  # every k-th clip: all digits, less time
     mean, std = float(train_x.mean()), float(train_x.std())  # train statistics only
     print(f"data: {source}; train {train_x.shape}, test {test_x.shape}; "
           f"log-mel mean {mean:.2f}, std {std:.2f} (train)")
@@ -340,8 +345,9 @@ def main(argv=None):
     x_show, rows, vq_params, vq_cfg = compare_with_vqvae(params, te, test_x, mean, std, epochs, source)
     stamps = constant_input_stamps(params, vq_params, vq_cfg, args.upsample)
 
-    show_in = x_show[:N_SHOW] * std + mean                        # (N_SHOW, 64, 64) log-mel
-    recon = [(name, r[:N_SHOW] * std + mean) for name, r in rows]
+    show = np.linspace(0, len(x_show) - 1, N_SHOW).round().astype(int)  # different digits
+    show_in = x_show[show] * std + mean                           # (N_SHOW, 64, 64) log-mel
+    recon = [(name, r[show] * std + mean) for name, r in rows]
     refs = {"predict the mean": float(xp.mean(te * te)),
             f"shipped VQ-VAE ({len(x_show)} test clips)": artefact_numbers(x_show, rows[1][1])[0]}
     save_figures(out_dir, step_losses, test_curve, steps_per_epoch, show_in, recon, stamps, refs)
@@ -392,7 +398,7 @@ def save_figures(out_dir, step_losses, test_curve, steps_per_epoch, show_in, rec
 
     n = len(show_in)
     fig, axes = plt.subplots(1 + 2 * len(recon), n, figsize=(3.2 * n, 2.6 * (1 + 2 * len(recon))),
-                             squeeze=False, constrained_layout=True)
+                             squeeze=False, sharex=True, sharey=True, constrained_layout=True)
     lo, hi = show_in.min(), show_in.max()
     err_max = float(np.percentile(np.abs(np.stack([r - show_in for _, r in recon])), 99.5))  # clip the worst 0.5%
     panels = [("input", show_in, "magma", lo, hi, "log-mel")]
@@ -403,9 +409,10 @@ def save_figures(out_dir, step_losses, test_curve, steps_per_epoch, show_in, rec
         for i in range(n):
             ax = axes[row, i]
             im = ax.imshow(imgs[i], origin="lower", aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax)
-            ax.set_title(f"test {i}: {name}", fontsize=8)
-            ax.set_xlabel("frame", fontsize=8)
-            ax.set_ylabel("mel band", fontsize=8)
+            ax.set_title(f"test clip {i}: {name}", fontsize=8)
+        for i in range(n):
+            axes[-1, i].set_xlabel("frame")
+        axes[row, 0].set_ylabel("mel band")
         fig.colorbar(im, ax=axes[row, :], shrink=0.9, label=unit)
     fig.savefig(out_dir / "reconstructions.png", dpi=90)
     plt.close(fig)

@@ -16,7 +16,8 @@ Data: a mixture of 8 Gaussians on a ring in 2-D, so codes and encoder outputs ar
      adds a pull towards the code, and the codebook gradient moves the code towards z_e.
   3. Collapse and its cures, all from the same bad start (every code in a blob far from the data):
      which cure fixes what, each with its measured perplexity.
-  4. A tiny encoder -> quantiser -> decoder trained end to end, to see what beta and restarts do.
+  4. A tiny linear encoder -> quantiser (codebook loss) -> linear decoder trained end to end, the
+     encoder learning 10x faster than the codes, to see what beta and restarts do.
 Figures: codebooks.png (gradients, final codebooks) and usage.png (perplexity and drift over time).
 
     python lessons/04_vector_quantizer.py [--quick] [--out out/lesson04] [--beta 0.25] [--no-restart] [--ema-decay 0.95]
@@ -116,7 +117,7 @@ def quantiser_by_hand(g, beta):
     n = count.sum()
     smoothed = (count + EMA_EPS) / (n + K * EMA_EPS) * n   # Laplace: no division by ~0, same total
     ema_codebook = total / smoothed[:, None]
-    cb_lib = asarray(codebook)
+    cb_lib = asarray(codebook.copy())  # ema_update works in place (and asarray may not copy)
     Q.ema_update(cb_lib, Q.init_state(cb_lib), asarray(z_e), asarray(idx), decay=EMA_DECAY, eps=EMA_EPS)
     print(f"   one EMA step: codebook error {maxerr(ema_codebook, cb_lib):.1e}")
     return {"z_e": z_e, "e": e, "dz_q": dz_q, "commit": commit, "dz_e": dz_e,
@@ -179,7 +180,7 @@ def ema_dead_codes(run, decay):
 
 
 # ----------------------------------------------------------------------------- 4. end to end
-def train_end_to_end(beta, restart, steps, decay):
+def train_end_to_end(beta, restart, steps):
     """x -> z_e = x W_enc + b_enc -> quantise (codebook loss) -> x_hat = z_q W_dec + b_dec, trained with Adam."""
     g = np.random.default_rng(SEED + 3)
     p = {"W_enc": asarray(np.eye(2) * 0.5 + 0.1 * g.standard_normal((2, 2))), "b_enc": asarray(np.zeros(2)),
@@ -305,6 +306,7 @@ def main(argv=None):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     steps = QUICK_STEPS if args.quick else STEPS
+    print(__doc__[:__doc__.index("Data:")].rstrip() + "\n")  # the idea and its equations
     hand = quantiser_by_hand(np.random.default_rng(SEED), args.beta)
 
     print("2) the gradients at a few points (see codebooks.png, first panel):")
@@ -329,7 +331,7 @@ def main(argv=None):
     restart = not args.no_restart
     print(f"4) end to end (linear encoder, {E2E_K} codes, linear decoder; encoder lr {E2E_LR_ENC} vs codebook lr "
           f"{E2E_LR_CB}), beta={args.beta}, restart={restart}:")
-    e2e = train_end_to_end(args.beta, restart, E2E_STEPS, args.ema_decay)
+    e2e = train_end_to_end(args.beta, restart, E2E_STEPS)
     hist = e2e[0]
     for s in (0, E2E_STEPS // 3, 2 * E2E_STEPS // 3, E2E_STEPS - 1):
         print(f"   step {s:3d}: reconstruction MSE {hist['recon'][s]:7.3f}, mean |z_e - e|^2 {hist['dist'][s]:8.3f}, "
