@@ -369,11 +369,11 @@ def main(argv=None):
           + f"\nThe shipped VQ-VAE must pass everything through {vq_cfg.grid ** 2} tokens of log2({vq_cfg.K}) = "
           f"{np.log2(vq_cfg.K):.0f} bits each;\nthis autoencoder passes {args.z * 256} real numbers. "
           "The next lessons add that discrete bottleneck.")
-    print("Try this (a --quick run's numbers move by ~20% with --seed; compare full runs for small effects):\n"
+    print("Try this (a --quick run's numbers move with --seed; compare full runs for small effects):\n"
           "  --upsample nearest   nearest-neighbour 2x + 3x3 conv instead of conv-transposes: every output pixel\n"
           "                       is made by the same weights, so the checkerboard ratio falls below 1 (slower).\n"
           "  --epochs 1           the checkerboard ratio is largest right after the start and falls with training.\n"
-          "  --z 1                a quarter of the bottleneck: the test MSE is clearly higher.\n"
+          f"  --z 1                1 bottleneck channel instead of {Z}: the test MSE is clearly higher.\n"
           "  --quick --seed 1, 2  how much of a 4-epoch result is the draw of the initial weights.")
     return 0
 

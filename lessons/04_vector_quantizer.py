@@ -343,10 +343,11 @@ def main(argv=None):
           "under the codebook loss and under EMA alike: collapse is cured by where codes start (k-means) or\n"
           "by moving losers (restarts), not by EMA.")
     print("Try this:\n"
-          "  --beta 0      part 4: nothing pulls z_e back to its code, the encoder (10x faster than the codes)\n"
+          f"  --beta 0      part 4: nothing pulls z_e back to its code, the encoder (lr {E2E_LR_ENC} vs {E2E_LR_CB})\n"
           "                runs ahead: mean |z_e| and |z_e - e|^2 grow; try --beta 1 for the opposite.\n"
           "  --beta 0 --no-restart   the codes cannot keep up at all: |z_e - e|^2 explodes and perplexity drops.\n"
-          "  --ema-decay 0.99 (full run)   dead EMA codes now wait ln(1e-5)/ln(0.99) = 1146 steps before sliding:\n"
+          f"  --ema-decay 0.99 (full run)   dead EMA codes now wait ln({EMA_EPS:g})/ln(0.99) = "
+          f"{math.log(EMA_EPS) / math.log(0.99):.0f} steps before sliding:\n"
           "                EMA alone stays collapsed for the whole run.\n"
           "  BAD_INIT_CENTRE = (-7.0, -2.9) (between two clusters), full run: most dead EMA codes slide to the\n"
           "                origin, where no point is nearest them; fewer are rescued by a passing cluster.")
