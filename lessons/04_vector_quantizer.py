@@ -339,9 +339,9 @@ def main(argv=None):
     save_figures(out, hand, runs, e2e, args)
 
     print("\nWhat to notice: the decoder's gradient passes the argmin unchanged (straight-through); the\n"
-          "commitment term is the only force that keeps z_e near its code. A code nobody picks never moves,\n"
-          "under the codebook loss and under EMA alike: collapse is cured by where codes start (k-means) or\n"
-          "by moving losers (restarts), not by EMA.")
+          "commitment term is the only force that keeps z_e near its code. A code nobody picks never moves\n"
+          "towards the data, under the codebook loss and under EMA alike: collapse is cured by where codes\n"
+          "start (k-means) or by moving losers (restarts), not by EMA.")
     print("Try this:\n"
           f"  --beta 0      part 4: nothing pulls z_e back to its code, the encoder (lr {E2E_LR_ENC} vs {E2E_LR_CB})\n"
           "                runs ahead: mean |z_e| and |z_e - e|^2 grow; try --beta 1 for the opposite.\n"
