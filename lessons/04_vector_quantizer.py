@@ -67,7 +67,7 @@ def maxerr(mine, lib):
 # ----------------------------------------------------------------------------- 1. written out
 def quantiser_by_hand(g, beta):
     """The quantiser in straight-line NumPy on a toy encoder -> quantiser -> decoder, checked
-    against the library. Returns what part 2 draws."""
+    against the library. Returns the largest dL/dz_e difference."""
     print("1) the quantiser written out, checked against minivq.quantizer (max |difference|)")
     x = sample(g, 64)                          # (N, 2) inputs
     W_enc, W_dec = np.eye(2) * 0.9, np.eye(2) * 1.1   # a fixed linear encoder and decoder
@@ -120,8 +120,22 @@ def quantiser_by_hand(g, beta):
     cb_lib = asarray(codebook.copy())  # ema_update works in place (and asarray may not copy)
     Q.ema_update(cb_lib, Q.init_state(cb_lib), asarray(z_e), asarray(idx), decay=EMA_DECAY, eps=EMA_EPS)
     print(f"   one EMA step: codebook error {maxerr(ema_codebook, cb_lib):.1e}")
-    return {"z_e": z_e, "e": e, "dz_q": dz_q, "commit": commit, "dz_e": dz_e,
-            "dcodebook": dcodebook, "idx": idx, "codebook": codebook, "N": N}
+    return maxerr(dz_e, dze_lib)
+
+
+# ----------------------------------------------------------------------------- 2. where gradients point
+def straight_through_example(beta):
+    """Three hand-placed encoder outputs, two codes, the toy decoder x_hat = 1.1 z_q and targets
+    x = z_e / 0.9 (as in part 1); gradients from the library -> what the first panel draws."""
+    z_e = np.array([[0.7, 0.5], [-0.4, -0.6], [1.3, 0.9]])  # (3, 2)
+    codebook = np.array([[0.0, 0.0], [1.8, 0.2]])             # (2, 2)
+    x = z_e / 0.9                                             # what the decoder should output
+    z_q, idx, _, cache = Q.quantize_forward(asarray(z_e), asarray(codebook), beta=beta)
+    z_q, idx = to_numpy(z_q), to_numpy(idx)
+    dz_q = 2 * (1.1 * z_q - x) / x.size * 1.1                 # d mean((1.1 z_q - x)^2) / d z_q
+    dz_e, dcodebook = (to_numpy(a) for a in Q.quantize_backward(asarray(dz_q), cache))
+    return {"z_e": z_e, "e": z_q, "idx": idx, "codebook": codebook, "dz_q": dz_q,
+            "commit": dz_e - dz_q, "dz_e": dz_e, "dcodebook": dcodebook}
 
 
 # ----------------------------------------------------------------------------- 3. collapse and cures
@@ -214,40 +228,38 @@ def train_end_to_end(beta, restart, steps):
 
 
 # ----------------------------------------------------------------------------- figures
-def arrow(ax, at, vec, colour, label=None):
-    ax.annotate("", xy=at + vec, xytext=at, arrowprops=dict(color=colour, width=1.2, headwidth=6))
+def arrow(ax, at, vec, colour, label=None, width=1.2):
+    ax.annotate("", xy=at + vec, xytext=at, arrowprops=dict(color=colour, width=width, headwidth=3 + 3 * width, alpha=0.8))
     if label:
         ax.plot([], [], color=colour, label=label)
 
 
-def save_figures(out, hand, runs, e2e, args):
+def save_figures(out, st, runs, e2e, args):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     data = sample(np.random.default_rng(SEED + 2), 2000)
     fig, axes = plt.subplots(2, 4, figsize=(18, 9), constrained_layout=True)
-    # straight-through: zoom on the cluster of the first point; arrows are -gradients, one common scale
+    # straight-through: arrows are -gradients (the way a step moves things), one common scale
     ax = axes[0, 0]
-    ze, e, centre = hand["z_e"], hand["e"], hand["z_e"][0]
-    near = np.flatnonzero(np.linalg.norm(ze - centre, axis=1) < 1.2)
-    near = near[np.unique(hand["idx"][near], return_index=True)[1]][:3]  # one point per code, up to 3
-    scale = 0.5 / np.abs(np.concatenate([hand["dz_e"][near], hand["dcodebook"][hand["idx"][near]]])).max()
-    ax.scatter(data[:, 0], data[:, 1], s=2, c="0.85")
-    ax.scatter(hand["codebook"][:, 0], hand["codebook"][:, 1], c="C3", marker="x", s=60, label="codes e")
-    ax.scatter(ze[near, 0], ze[near, 1], c="C0", s=30, label="z_e (dotted: to its code)")
-    for n in near:
+    ze, e, cb = st["z_e"], st["e"], st["codebook"]
+    scale = 0.6 / np.abs(np.concatenate([st["dz_e"], st["dz_q"], st["dcodebook"]])).max()
+    ax.scatter(cb[:, 0], cb[:, 1], c="C3", marker="x", s=80, label="codes e")
+    ax.scatter(ze[:, 0], ze[:, 1], c="C0", s=30, label="z_e (dotted: to its code)")
+    for n in range(len(ze)):
+        first = n == 0
         ax.plot(*np.stack([ze[n], e[n]]).T, ":", c="0.5", lw=0.8)
-        arrow(ax, ze[n], -scale * hand["dz_q"][n], "C0", "-dL/dz_q (decoder, copied)" if n == near[0] else None)
-        arrow(ax, ze[n], -scale * hand["commit"][n], "C1", "-commitment (towards e)" if n == near[0] else None)
-        arrow(ax, ze[n], -scale * hand["dz_e"][n], "k", "-dL/dz_e (their sum)" if n == near[0] else None)
-    for k in np.unique(hand["idx"][near]):
-        arrow(ax, hand["codebook"][k], -scale * hand["dcodebook"][k], "C3", "-dL/de (codebook loss)" if k == hand["idx"][near[0]] else None)
-    ax.set_xlim(centre[0] - 1.2, centre[0] + 1.2), ax.set_ylim(centre[1] - 1.2, centre[1] + 1.2)
+        arrow(ax, ze[n], -scale * st["dz_q"][n], "C0", "-dL/dz_q (decoder, copied)" if first else None, 3)
+        arrow(ax, ze[n], -scale * st["commit"][n], "C1", "-commitment (towards e)" if first else None, 1.5)
+        arrow(ax, ze[n], -scale * st["dz_e"][n], "k", "-dL/dz_e = sum (reaches z_e)" if first else None, 0.6)
+    for k in np.unique(st["idx"]):
+        arrow(ax, cb[k], -scale * st["dcodebook"][k], "C3", "-dL/de (codebook loss)" if k == st["idx"][0] else None)
+    ax.set_xlim(-1.2, 2.6), ax.set_ylim(-1.2, 2.0)
     ax.set_aspect("equal")
-    ax.set_title(f"straight-through, beta={args.beta}\n(-gradients, all x{scale:.0f})")
+    ax.set_title(f"straight-through, beta={args.beta}\n(-gradients, all x{scale:.1f})")
     ax.set_xlabel("dim 0"), ax.set_ylabel("dim 1")
-    ax.legend(loc="lower left", fontsize=7)
+    ax.legend(loc="lower right", fontsize=7, framealpha=0.9)
     for ax, r in zip(axes.flat[1:7], runs):
         ax.scatter(data[:, 0], data[:, 1], s=2, c="0.85")
         ax.scatter(r["start"][:, 0], r["start"][:, 1], s=12, c="C7", marker=".", label="step 0")
@@ -307,15 +319,15 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     steps = QUICK_STEPS if args.quick else STEPS
     print(__doc__[:__doc__.index("Data:")].rstrip() + "\n")  # the idea and its equations
-    hand = quantiser_by_hand(np.random.default_rng(SEED), args.beta)
+    quantiser_by_hand(np.random.default_rng(SEED), args.beta)
 
-    print("2) the gradients at a few points (see codebooks.png, first panel):")
-    for n in range(3):
-        print(f"   z_e {hand['z_e'][n].round(2)} -> code {hand['idx'][n]:2d} at {hand['e'][n].round(2)}: "
-              f"-dL/dz_q {(-1e3 * hand['dz_q'][n]).round(2)}, -commitment {(-1e3 * hand['commit'][n]).round(2)}, "
-              f"-dL/de {(-1e3 * hand['dcodebook'][hand['idx'][n]]).round(2)} (x1e-3)")
+    print("2) where the gradients point (three hand-placed z_e, two codes; codebooks.png, first panel):")
+    st = straight_through_example(args.beta)
+    for n in range(len(st["z_e"])):
+        print(f"   z_e {st['z_e'][n]} -> code {st['idx'][n]} at {st['e'][n]}: -dL/dz_q {(-st['dz_q'][n]).round(3)}, "
+              f"-commitment {(-st['commit'][n]).round(3)}, sum reaching z_e {(-st['dz_e'][n]).round(3)}")
+    print(f"   codebook: -dL/de = {(-st['dcodebook']).round(3).tolist()} (each code towards the mean of its z_e)")
     print("   the commitment arrow points from z_e to its code; the codebook arrow from the code to its z_e's")
-
     print(f"3) codebooks of K={K} trained on the data for {steps} steps from a collapsed start near {BAD_INIT_CENTRE}:")
     variants = [("codebook loss (collapses)", False, False, False),
                 ("EMA alone", False, True, False),
@@ -336,7 +348,7 @@ def main(argv=None):
     for s in (0, E2E_STEPS // 3, 2 * E2E_STEPS // 3, E2E_STEPS - 1):
         print(f"   step {s:3d}: reconstruction MSE {hist['recon'][s]:7.3f}, mean |z_e - e|^2 {hist['dist'][s]:8.3f}, "
               f"mean |z_e| {hist['norm'][s]:6.2f}, perplexity {hist['ppl'][s]:4.1f} of {E2E_K}")
-    save_figures(out, hand, runs, e2e, args)
+    save_figures(out, st, runs, e2e, args)
 
     print("\nWhat to notice: the decoder's gradient passes the argmin unchanged (straight-through); the\n"
           "commitment term is the only force that keeps z_e near its code. A code nobody picks never moves\n"
