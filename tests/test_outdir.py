@@ -10,7 +10,6 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -20,30 +19,19 @@ from minivq import train_prior as TP
 from minivq import train_vqvae as TV
 from minivq import vqvae as V
 from minivq.transformer import load_prior
-from minivq.audio import FeatureConfig
 from minivq.train import main as train_main
+
+from fakes import tiny_features
 
 VQ_ARGS = ["--epochs", "1", "--batch", "8", "--K", "16", "--D", "4", "--hidden", "8", "--log-every", "1e9"]
 PRIOR_ARGS = ["--d-model", "16", "--n-layer", "1", "--n-head", "2", "--epochs", "1", "--batch-size", "32"]
-
-
-def _features(n_train=16, n_test=4, size=64, seed=0):
-    """Tiny stand-in for data.load_features: smooth random 'log-mels' (as tests/test_train_vqvae.py)."""
-    g = np.random.default_rng(seed)
-
-    def split(n):
-        base = g.standard_normal((n, size, 1)) + np.linspace(-3, 0, size)[None, None, :]
-        x = (base + 0.3 * g.standard_normal((n, size, size))).astype(np.float32) - 6.0
-        return SimpleNamespace(x=x, digit=np.arange(n) % 10, speaker=np.array(["s%d" % (i % 3) for i in range(n)]))
-
-    return SimpleNamespace(train=split(n_train), test=split(n_test), cfg=FeatureConfig())
 
 
 @pytest.fixture
 def fake_data(monkeypatch):
     """The trainers' command lines read these features instead of FSDD."""
     import minivq.data
-    monkeypatch.setattr(minivq.data, "load_features", lambda *a, **k: _features())
+    monkeypatch.setattr(minivq.data, "load_features", lambda *a, **k: tiny_features(16, 4, size=64))
 
 
 def _vq_cli(out, *extra):
@@ -67,7 +55,7 @@ def vq_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("vq") / "run"
     mp = pytest.MonkeyPatch()
     import minivq.data
-    mp.setattr(minivq.data, "load_features", lambda *a, **k: _features())
+    mp.setattr(minivq.data, "load_features", lambda *a, **k: tiny_features(16, 4, size=64))
     try:
         assert _vq_cli(out, "--cr", "16") == 0
     finally:
@@ -225,7 +213,7 @@ def test_nested_folders_lock_separately_and_release(tmp_path):
     def run():
         outdir.hold(top)
         cfg = V.VQVAEConfig(cr=4, in_size=16, ch1=4, hidden=8, res_hidden=4, n_res=1, D=4, K=16)
-        TV.train(cfg, _features(8, 2, size=16), stage, TV.TrainConfig(epochs=1, batch_size=8, log_every=1e9),
+        TV.train(cfg, tiny_features(8, 2, size=16), stage, TV.TrainConfig(epochs=1, batch_size=8, log_every=1e9),
                  finish=False, callback=look, verbose=False)
         assert (top / ".lock").is_file() and not (stage / ".lock").exists()
 

@@ -2,31 +2,19 @@
 import json
 import subprocess
 import sys
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from minivq import checkpoint
-from minivq.audio import FeatureConfig
 from minivq.backend import to_numpy
 from minivq import train_vqvae as T
 from minivq import vqvae as V
 from minivq.progress import NonFiniteLoss
 
+from fakes import tiny_features as _features
+
 TINY = dict(in_size=16, ch1=4, hidden=8, res_hidden=4, n_res=1, D=4, K=16)
-
-
-def _features(n_train=24, n_test=6, size=16, seed=0):
-    g = np.random.default_rng(seed)
-
-    def split(n):
-        # smooth-ish "spectrograms" so the model has something learnable
-        base = g.standard_normal((n, size, 1)) + np.linspace(-3, 0, size)[None, None, :]
-        x = (base + 0.3 * g.standard_normal((n, size, size))).astype(np.float32) - 6.0
-        return SimpleNamespace(x=x, digit=np.arange(n) % 10, speaker=np.array(["s%d" % (i % 3) for i in range(n)]))
-
-    return SimpleNamespace(train=split(n_train), test=split(n_test), cfg=FeatureConfig())
 
 
 def _tcfg(**kw):
