@@ -60,6 +60,17 @@ class FeatureConfig:
 
 # ----------------------------------------------------------------------------------- WAV I/O
 
+def resample(wave, sr_in: int, sr_out: int) -> np.ndarray:
+    """(N,) at sr_in Hz -> (N * sr_out / sr_in,) at sr_out Hz: scipy's polyphase resampler (Kaiser-
+    windowed anti-alias filter) at the reduced ratio; the wave itself when the rates match."""
+    if sr_in <= 0:
+        raise ValueError(f"sample rate must be a positive number of Hz, got {sr_in}")
+    if int(sr_in) == int(sr_out):
+        return wave
+    g = math.gcd(int(sr_in), int(sr_out))
+    return resample_poly(wave, int(sr_out) // g, int(sr_in) // g)
+
+
 def load_wav(path, sr: int = 8000) -> np.ndarray:
     """Read any WAV/FLAC/... that libsndfile understands -> (N,) float32 mono at ``sr`` Hz.
 
@@ -83,8 +94,7 @@ def load_wav(path, sr: int = 8000) -> np.ndarray:
         raise ValueError(f"{path} contains {bad} non-finite (NaN/inf) samples of {data.size}")
     wave = data.mean(axis=1)  # (N,)
     if file_sr != sr:
-        g = math.gcd(int(file_sr), int(sr))
-        wave = resample_poly(wave, sr // g, file_sr // g).astype(np.float32)  # (N * sr / file_sr,)
+        wave = resample(wave, file_sr, sr).astype(np.float32)  # (N * sr / file_sr,)
     return np.ascontiguousarray(wave, dtype=np.float32)
 
 

@@ -39,6 +39,7 @@ import numpy as np
 
 from minivq import checkpoint, cli
 from minivq import listener as L
+from minivq import mfcc as M
 from minivq.metrics import confusion_matrix
 from minivq.optim import adam_step, clip_grad_norm, lr_at
 from minivq import trainer  # the shared skeleton: stop flag, progress, settings, exit codes
@@ -97,12 +98,12 @@ def augment_wave(w, g):
 
 def augmented_features(w, g, cfg):
     """One training clip: augmented wave -> log-mel with one band stripe masked -> (C0, T') raw features."""
-    lm = L.log_mel_frames(augment_wave(w, g), cfg)  # (M, T)
-    span = L.speech_span(lm, cfg)  # found before masking, as on the clean clip
+    lm = M.log_mel_frames(augment_wave(w, g), cfg)  # (M, T)
+    span = M.speech_span(lm, cfg)  # found before masking, as on the clean clip
     width = int(g.integers(0, BAND_MASK + 1))
     start = int(g.integers(0, cfg.n_mels - width + 1))
     lm[start:start + width] = lm.mean(axis=0)  # (width, T) stripe: the frame's mean log energy
-    return L.features_from_log_mel(lm, cfg, span)
+    return M.features_from_log_mel(lm, cfg, span)
 
 
 def time_masks(x, lengths, g):

@@ -9,6 +9,7 @@ import scipy.fft
 import scipy.signal
 
 from minivq import listener as L
+from minivq import mfcc as M
 from minivq import train_listener as TL
 from minivq.backend import asarray, to_numpy
 from minivq.gradcheck import numerical_gradient, rel_error
@@ -101,7 +102,7 @@ def _speech_wave(sr=8000, seconds=0.7, seed=0):
 def test_log_mel_matches_frame_by_frame_reference():
     cfg = L.ListenerConfig()
     wave = _speech_wave()
-    ours = L.log_mel_frames(wave, cfg)
+    ours = M.log_mel_frames(wave, cfg)
     ref = _reference_log_mel(wave, cfg)
     assert ours.shape == ref.shape == (cfg.n_mels, 1 + math.ceil((len(wave) - cfg.win) / cfg.hop))
     np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-8)
@@ -110,9 +111,9 @@ def test_log_mel_matches_frame_by_frame_reference():
 def test_cepstra_and_deltas_match_scipy_dct_and_a_loop():
     cfg = L.ListenerConfig()
     wave = _speech_wave(seed=3)
-    lm = L.log_mel_frames(wave, cfg)
+    lm = M.log_mel_frames(wave, cfg)
     T = lm.shape[1]
-    feats = L.features_from_log_mel(lm, cfg, span=(0, T))
+    feats = M.features_from_log_mel(lm, cfg, span=(0, T))
     assert feats.shape == (2 * cfg.n_ceps, T) and feats.dtype == np.float32
     c = scipy.fft.dct(lm, type=2, norm="ortho", axis=0)[:cfg.n_ceps]  # (C, T)
     c[0] -= c[0].max()
@@ -129,18 +130,18 @@ def test_speech_span_is_loud_frames_plus_margin():
     lm = np.full((cfg.n_mels, 40), -20.0)  # (M, T) quiet: 20 nats = 87 dB below 0
     lm[:, 12:20] = 0.0  # loud frames 12..19
     lm[:, 25] = -7.0  # 7 nats = 30.4 dB below: still speech (within 35 dB)
-    assert L.speech_span(lm, cfg) == (12 - 5, 26 + 5)
+    assert M.speech_span(lm, cfg) == (12 - 5, 26 + 5)
     lm[:, 25] = -8.5  # 36.9 dB below: silence
-    assert L.speech_span(lm, cfg) == (12 - 5, 20 + 5)
+    assert M.speech_span(lm, cfg) == (12 - 5, 20 + 5)
     lm[:, 1] = 0.0  # a loud frame near the start: the margin stops at the clip's edge
-    assert L.speech_span(lm, cfg) == (0, 25)
+    assert M.speech_span(lm, cfg) == (0, 25)
 
 
 def test_speech_span_trims_silence_only():
     cfg = L.ListenerConfig()
     wave = _speech_wave()  # 1200 samples of silence (15 frames), then 0.7 s of speech, then 900
-    lm = L.log_mel_frames(wave, cfg)
-    start, stop = L.speech_span(lm, cfg)
+    lm = M.log_mel_frames(wave, cfg)
+    start, stop = M.speech_span(lm, cfg)
     assert 5 <= start <= 15 + 20, start  # silence cut, plus the margin and the vowel's slow onset
     assert lm.shape[1] - 12 - 20 <= stop <= lm.shape[1] - 5, (stop, lm.shape[1])
     assert stop - start >= 40  # the vowel (0.7 s, its loud part about 0.4 s) is kept
