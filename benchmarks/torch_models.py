@@ -43,6 +43,25 @@ def grad_errors(grads, tp):
     return {k: rel_error(grads[k], theirs[k].detach().numpy()) for k in tp}
 
 
+# ----------------------------------------------------------------------------- listener
+def listener_loss(tp, x, lengths, y, strides):
+    """The architecture of minivq.listener with params tp: x (B, C0, T) standardised features
+    (zero past each clip), lengths (B,) frames per clip, y (B,) digits -> (loss, logits (B, K)).
+    Three 1-D convolutions (kernel k, padding k // 2, stride s), each ReLU and zeroed past the
+    clip's ceil(L / s) frames; mean over the clip's frames and max over time; two linear layers."""
+    L = torch.as_tensor(np.asarray(lengths))
+    h = x * (torch.arange(x.shape[2])[None, :] < L[:, None])[:, None, :]  # (B, C0, T)
+    for i, s in enumerate(strides, start=1):
+        w = tp[f"conv{i}_w"][:, :, 0, :]  # (F, C, k)
+        h = F.relu(F.conv1d(h, w, tp[f"conv{i}_b"], stride=s, padding=w.shape[2] // 2))  # (B, F, ceil(T / s))
+        L = (L + s - 1) // s
+        h = h * (torch.arange(h.shape[2])[None, :] < L[:, None])[:, None, :]
+    pooled = torch.cat([h.sum(dim=2) / L[:, None], h.max(dim=2).values], dim=1)  # (B, 2F)
+    e = F.relu(pooled @ tp["fc1_w"] + tp["fc1_b"])  # (B, E)
+    logits = e @ tp["fc2_w"] + tp["fc2_b"]  # (B, K)
+    return F.cross_entropy(logits, torch.as_tensor(np.asarray(y))), logits
+
+
 # ----------------------------------------------------------------------------- VQ-VAE
 def vqvae_forward(tp, cfg, x):
     """x: (B, 1, H, W) tensor -> (loss, parts {'recon', 'codebook', 'commit'} (tensors), idx (B, h, w)).
