@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minivq import checkpoint, cli
+from minivq import audio, checkpoint, cli, data
 from minivq import listener as L
 from minivq import mfcc as M
 from minivq.metrics import confusion_matrix
@@ -57,7 +57,6 @@ TIME_MASK, TIME_MASKS = 8, 2  # frames (10 ms each), stripes
 def load_split(root, split_name="official", max_per_digit=None, verbose=True):
     """-> (train, test), each dict(waves [(N_i,) float32 at 8 kHz], digit (N,) int64, path [str]).
     Unreadable or silent files are skipped with one stderr line each."""
-    from minivq import audio, data
     listing = data.scan(root)
     train, test = data.split_clips(listing, split_name)
     out = []

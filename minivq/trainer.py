@@ -1,4 +1,4 @@
-"""The training skeleton the three trainers share (train_vqvae, train_prior, train_classifier).
+"""The training skeleton every trainer shares (train_vqvae, train_prior, train_classifier, train_listener).
 
 A trainer defines a config dataclass (shared field names below), a ``step()`` that does one
 optimisation step (forward, backward, update), and a short ``train()`` that wires them to this
