@@ -10,6 +10,7 @@ Who draws what:
     confusion.png, confusion_real.png, confusion_generated.png   plot_confusion
     spectrograms.png (generate), real_vs_generated.png (pipeline) plot_spectrogram_grid
     recon.png (VQ-VAE end-of-training report)                     plot_vqvae_recon
+    one small image per clip (listening pages, minivq/listening.py) save_spectrogram_png
 """
 import math
 
@@ -48,6 +49,17 @@ def plot_spectrogram_grid(path, logmels, titles, ncols=10, suptitle=None):
     fig.tight_layout()
     _save(fig, path, 110)
     plt.close(fig)
+
+
+def save_spectrogram_png(path, logmel, vmin, vmax, scale=2):
+    """Save one log-mel (M, T) as a bare PNG image, low frequencies at the bottom, each bin
+    ``scale`` x ``scale`` pixels (nearest neighbour, so a browser shows the bins as they are),
+    magma colours over [vmin, vmax] (log-mel units; one range for a whole page keeps clips
+    comparable). No axes or figure: plt.imsave writes the pixels only, fast for many clips."""
+    plt = _pyplot()
+    img = np.repeat(np.repeat(np.asarray(logmel, np.float32), scale, axis=0), scale, axis=1)  # (M*s, T*s)
+    checkpoint.atomic_write(path, lambda f: plt.imsave(f, img, vmin=vmin, vmax=vmax, cmap="magma",
+                                                       origin="lower", format="png"))
 
 
 def plot_real_vs_generated(path, real_x, real_digit, gen_heard, gen_pred, gen_digits, n_per_digit):
