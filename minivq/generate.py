@@ -7,6 +7,8 @@ decodes them with the VQ-VAE into log-mel spectrograms, turns those into sound (
 PNG grid of their spectrograms, and prints a table: file, requested digit, classifier's
 digit, confidence, and the digit the second judge (the listener, which hears the waveform with
 its own front end) hears when the bundle ships one. The classifier is the headline judge.
+--html also writes index.html in the output folder: every clip in a grid (digits x samples)
+with its player, spectrogram and both judges' verdicts; it opens from disk in a browser.
 
 A bundle folder holds manifest.json, vqvae.npz, prior_class.npz (and/or prior_none.npz)
 and classifier.npz (and optionally listener.npz); ``python -m minivq.pipeline`` exports one. This file is the command line
@@ -20,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minivq import audio, cli
+from minivq import audio, cli, listening
 from minivq.bundle import DEFAULT_CHECKPOINT, bundle_sampling, generate_clips, load_bundle
 from minivq.plots import plot_spectrogram_grid
 from minivq import outdir  # output folders: checked, locked, recorded
@@ -33,6 +35,21 @@ def parse_digits(text, n):
     if text.isdigit() and len(text) == 1:
         return np.full(n, int(text))
     raise ValueError(f"--digit must be a single digit 0-9 or 'all', got {text!r}")
+
+
+def write_html(out, a, command, sampling, res, digits, files, summary, sr):
+    """OUT/index.html: the settings, the judges' agreement, the spectrogram grid and every clip
+    (rows: requested digits; unconditional clips in rows of ten), linking the WAVs just written."""
+    kind = "unconditional" if digits is None else "conditional"
+    settings = listening.Table(["setting", "value"], [["checkpoint", a.checkpoint], ["prior", kind], ["seed", a.seed],
+                                                      *[[k, v] for k, v in sampling.items()],
+                                                      ["Griffin-Lim iterations", a.gl_iters]])
+    gallery = listening.gallery_from_generation(f"{len(files)} {kind} clips", res, want=digits, sr=sr, files=files)
+    section = listening.Section(gallery.title, paragraphs=summary, tables=[settings],
+                                figures=[listening.Figure(out / "spectrograms.png", "requested -> classifier's digit "
+                                                          "(confidence)")], galleries=[gallery])
+    listening.write_page(out / "index.html", "minivq generate: listen to the samples", [section],
+                         intro=[command])
 
 
 @outdir.scoped
@@ -54,6 +71,8 @@ def main(argv=None):
     p.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT), help="model bundle folder")
     p.add_argument("--uncond", action="store_true", help="sample from the unconditional prior")
     p.add_argument("--gl-iters", type=cli.positive_int, default=64, help="Griffin-Lim iterations")
+    p.add_argument("--html", action="store_true",
+                   help="also write OUT/index.html: every clip with a player, its spectrogram and the judges' digits")
     t0 = time.perf_counter()
     try:
         a = p.parse_args(argv)  # numbers are checked by their cli types; a bad one is a ValueError
@@ -73,12 +92,13 @@ def main(argv=None):
         return 2
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    rows, titles = [], []
+    rows, titles, files = [], [], []
     second = res.get("listener")  # the second judge's verdict, when the bundle ships one
     for i, (w, pred, conf) in enumerate(zip(res["waves"], res["pred"], res["confidence"])):
         want = "-" if digits is None else str(digits[i])
         name = f"{'uncond' if digits is None else 'digit' + want}_{i:03d}.wav"
         audio.save_wav(out / name, w, bundle.features.sr)
+        files.append(out / name)
         rows.append((name, want, int(pred), float(conf)) + ((int(second["pred"][i]),) if second else ()))
         titles.append(f"{want}->{pred} ({conf:.2f})")
     plot_spectrogram_grid(out / "spectrograms.png", res["heard"], titles,
@@ -87,12 +107,18 @@ def main(argv=None):
     for name, want, pred, conf, *heard2 in rows:
         print(f"{name:<20} {want:>9} {pred:>10} {conf:>10.3f}" + "".join(f" {h:>8}" for h in heard2))
     judges = [("classifier", res)] + ([("listener (second judge)", second)] if second else [])
+    summary = []
     for who, v in judges:
         if digits is not None:
-            print(f"{who} agrees on {int((v['pred'] == digits).sum())}/{len(digits)} clips")
+            summary.append(f"{who} agrees on {int((v['pred'] == digits).sum())}/{len(digits)} clips")
         else:
-            print(f"{who}'s digits: {np.bincount(v['pred'], minlength=10).tolist()}")
-    print(f"wrote {len(rows)} WAVs and spectrograms.png to {out}/ in {time.perf_counter() - t0:.1f} s")
+            summary.append(f"{who}'s digits: {np.bincount(v['pred'], minlength=10).tolist()}")
+    print("\n".join(summary))
+    if a.html:
+        command = " ".join(["python -m minivq.generate"] + list(sys.argv[1:] if argv is None else argv))
+        write_html(out, a, command, kw, res, digits, files, summary, bundle.features.sr)
+    print(f"wrote {len(rows)} WAVs{', index.html' if a.html else ''} and spectrograms.png to {out}/ "
+          f"in {time.perf_counter() - t0:.1f} s")
     return 0
 
 
