@@ -12,6 +12,7 @@ Evaluation (report.md, results.json, figures in OUT): classifier accuracy and co
 real test clips, on their Griffin-Lim round trips, on VQ-VAE reconstructions, and on
 generated clips (N per digit); TopP&R, PRDC and Frechet distance on classifier embeddings;
 for the unconditional prior the histogram of heard digits and its entropy.
+report.html (open it from disk in a browser) shows the same with a few generated clips to hear.
 --export DIR writes the model bundle python -m minivq.generate loads (with model cards).
 
 This file holds the stage records and the order of the work; the work itself is elsewhere:
@@ -28,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minivq import checkpoint, cli, evaluate, metrics, plots
+from minivq import checkpoint, cli, evaluate, listening, metrics, plots
 from minivq import classifier as C
 from minivq import listener as Li
 from minivq import data as D
@@ -167,8 +168,9 @@ def run_pipeline(data, out, cr=16, uncond=False, quick=False, seed=0, n_per_digi
     # 4. evaluation
     t = time.perf_counter()
     log("stage 4/4 evaluation")
+    gallery = {}  # a few clips of each prior for report.html
     res = judge_all(feats, clf, vq, priors, out, S["n_per_digit"], seed, sampling, latents=latents, digits=digits,
-                    listener=listener, recordings=waves_te)
+                    listener=listener, recordings=waves_te, gallery=gallery)
     times["evaluation"] = time.perf_counter() - t
     times["total"] = time.perf_counter() - t_all
     res["wall_seconds"] = times
@@ -176,6 +178,7 @@ def run_pipeline(data, out, cr=16, uncond=False, quick=False, seed=0, n_per_digi
     res["train_seconds"] = _train_seconds(out, cr, priors)
     checkpoint.write_json(out / "results.json", res)
     write_report(out / "report.md", res)
+    listening.write_pipeline_page(out, gallery)  # report.html: report.md's tables, the figures, clips to hear
     log(f"done in {fmt_time(times['total'])}: {out / 'report.md'}")
     if export:
         files = export_bundle(out, export, cr, list(priors), feats.cfg, res, data)
@@ -222,12 +225,14 @@ def check_coverage(feats):
 
 
 def judge_all(feats, clf, vq, priors, out, n_per_digit, seed, sampling, latents=False, digits=None,
-              listener=None, recordings=None):
+              listener=None, recordings=None, gallery=None):
     """Judge real, round-trip, reconstructed and generated clips; conditional generations are
     n_per_digit of each digit in ``digits`` (default 0-9; the pipeline passes those with training
     clips), and the figure shows the digits that have both a test clip and generations.
     listener: the second judge, which hears the waves of every set (the real set: ``recordings``,
-    the test recordings as load_split reads them); its verdicts go under "listener" in each set."""
+    the test recordings as load_split reads them); its verdicts go under "listener" in each set.
+    gallery: a dict that receives, per prior, a listening.Gallery of a few of its clips (3 per
+    digit of the conditional prior, 10 of the unconditional one) for report.html."""
     fc = feats.cfg
     gen_digits = list(range(10)) if digits is None else [int(dg) for dg in digits]
     x_te, y_te = feats.test.x, np.asarray(feats.test.digit)
@@ -268,6 +273,10 @@ def judge_all(feats, clf, vq, priors, out, n_per_digit, seed, sampling, latents=
         want_digits = np.repeat(gen_digits, n_per_digit) if cond == "class" else None  # (n,)
         kw = dict(sampling) if cond == "class" else {**sampling, "guidance": 1.0}
         g = generate_clips(bundle, want_digits, n=10 * n_per_digit, seed=seed, **kw)
+        if gallery is not None:
+            gallery[cond] = listening.gallery_from_generation(
+                f"{'conditional' if cond == 'class' else 'unconditional'} prior (prior_{cond}): generated clips",
+                g, want_digits, keep=3 if cond == "class" else 10, sr=fc.sr)
         s = evaluate.summarise(g)
         s["metrics"] = evaluate.distribution_metrics(real["embed"], g["embed"], seed)
         hist = np.bincount(g["pred"], minlength=10)
