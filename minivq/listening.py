@@ -125,7 +125,7 @@ figure img { max-width: 100%; border: 1px solid #ddd; }
 figcaption { font-size: 0.9em; color: #555; }
 .note { color: #555; font-size: 0.9em; max-width: 60em; }
 .row { display: flex; align-items: flex-start; border-top: 1px solid #eee; padding: 0.4em 0; }
-.label { flex: 0 0 6.5em; font-weight: bold; padding-top: 0.3em; }
+.label { flex: 0 0 7.5em; font-weight: bold; padding-top: 0.3em; white-space: nowrap; }
 .clips { display: flex; flex-wrap: wrap; gap: 0.6em; }
 .clip { width: 170px; font-size: 12px; white-space: nowrap; }
 .clip img { width: 128px; height: 128px; display: block; image-rendering: pixelated; border: 1px solid #ddd; }
@@ -228,14 +228,17 @@ ASSET_NAME = re.compile(r"clip\d{4}\.(wav|png)|fig\d{3}_.*\.png")  # what write_
 def write_page(path, title, sections, intro=()):
     """Write the HTML page ``path`` (and its ``<stem>_files/`` folder of clips; old clips and
     figure copies of an earlier page there are removed first) for a list of Sections.
-    intro: paragraphs under the title. Returns the path. A figure file that does not exist is a
-    FileNotFoundError, raised before anything is written."""
+    intro: paragraphs under the title. Returns the path. A figure or clip WAV file that does not
+    exist is a FileNotFoundError, raised before anything is written."""
     path = Path(path)
     page_dir = path.parent.resolve()
     for s in sections:
         for f in s.figures:
             if not Path(f.path).is_file():
                 raise FileNotFoundError(f"figure {f.path} for section {s.title!r} does not exist")
+        for c in (c for g in s.galleries for _, clips in g.rows for c in clips):
+            if c.wav is not None and not Path(c.wav).is_file():
+                raise FileNotFoundError(f"clip WAV {c.wav} for section {s.title!r} does not exist")
     assets = path.with_name(path.stem + "_files")
     assets.mkdir(parents=True, exist_ok=True)
     for old in assets.iterdir():
@@ -262,8 +265,9 @@ def write_page(path, title, sections, intro=()):
                 shutil.copyfile(src, dst)
                 src = dst
             href = esc(_href(src, page_dir))
-            cap = f"<figcaption>{esc(f.caption or src.name)}</figcaption>"
-            body.append(f'<figure><a href="{href}"><img src="{href}" alt="{esc(f.caption or src.name)}"></a>{cap}</figure>')
+            cap = esc(f.caption or src.name)
+            body.append(f'<figure><a href="{href}"><img src="{href}" alt="{cap}"></a>'
+                        f"<figcaption>{cap}</figcaption></figure>")
         for g in s.galleries:
             if g.title != s.title:  # a section of one gallery is headed by the section's title
                 body.append(f"<h3>{esc(g.title)}</h3>")
@@ -280,8 +284,6 @@ def write_page(path, title, sections, intro=()):
                     wav = Path(c.wav) if c.wav is not None else assets / f"clip{n_clip:04d}.wav"
                     if c.wav is None:
                         save_wav(wav, c.wave, g.sr)
-                    elif not wav.is_file():
-                        raise FileNotFoundError(f"clip WAV {wav} does not exist")
                     cells.append(_clip_html(c, _href(wav.resolve(), page_dir), _href(png.resolve(), page_dir)))
                 body.append(f'<div class="row"><div class="label">{esc(label)}</div>'
                             f'<div class="clips">{"".join(cells)}</div></div>')
@@ -298,13 +300,12 @@ def write_page(path, title, sections, intro=()):
 # ----------------------------------------------------------------------------- the pipeline's page
 PIPELINE_FIGURES = [("confusion_real.png", "classifier on real test clips"),
                     ("confusion_generated.png", "classifier on conditional generations (rows: requested digit)"),
-                    ("real_vs_generated.png", "real test clips above generated clips"),
-                    ("classifier/confusion.png", "the classifier's own test confusion (its training run)")]
+                    ("real_vs_generated.png", "real test clips above generated clips")]
 
 
 def write_pipeline_page(out, galleries):
     """OUT/report.html for a pipeline folder: report.md's text and tables, the figures the run
-    drew (those that exist: top-level figures, the classifier's, each VQ-VAE's recon.png) and one
+    drew (those that exist: the evaluation's and each VQ-VAE's recon.png) and one
     section per gallery (galleries: {name: Gallery}). Returns the page's path."""
     out = Path(out)
     md = (out / "report.md").read_text(encoding="utf-8")

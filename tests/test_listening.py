@@ -70,7 +70,8 @@ def fake_page(folder, n_per_digit=2):
     listening.plots.save_spectrogram_png(fig, np.random.default_rng(1).standard_normal((64, 64)), -2, 2)
     want = np.repeat(np.arange(10), n_per_digit)
     cond = listening.gallery_from_generation("conditional <prior>", fake_generation(want), want, sr=SR)
-    unc = listening.gallery_from_generation("unconditional", fake_generation(None, listener=False), None, keep=10, sr=SR)
+    unc = listening.gallery_from_generation("unconditional", fake_generation(None, listener=False), None,
+                                            keep=10, sr=SR)
     sections = [Section("model A & co", paragraphs=["accuracy <b>0.9</b>"], figures=[Figure(fig, "a figure")],
                         tables=[Table(["set", "accuracy"], [["real", 0.91234], ["missing", None]])], galleries=[cond]),
                 Section("model B", galleries=[unc])]
@@ -113,6 +114,27 @@ def test_gallery_from_generation_keeps_the_first_clips_of_each_digit():
         listening.gallery_from_generation("t", fake_generation(want), want[:4])
 
 
+def test_clips_made_by_hand_link_their_own_wavs(tmp_path):
+    """Clip and Gallery directly, as a page of several models side by side would build them: a
+    clip with a WAV on disk is linked as it is (nothing copied), one whose WAV is gone is refused."""
+    wav = tmp_path / "takes" / "seven.wav"
+    wav.parent.mkdir()
+    sf.write(wav, np.zeros(800, np.float32), SR)
+    logmel = np.linspace(-8, 0, 64 * 64, dtype=np.float32).reshape(64, 64)  # (M, T)
+    clip = Clip(None, logmel, [("classifier", 7, 0.81), ("listener", 1, 0.4)], want=7, wav=wav, name="seven & co")
+    gal = Gallery("by hand", [("digit 7", [clip])], sr=SR)
+    page = listening.write_page(tmp_path / "p.html", "t", [Section("A", galleries=[gal]), Section("B")])
+    text = page.read_text()
+    assert parse(page).of("audio") == ["takes/seven.wav"] and not list((tmp_path / "p_files").glob("*.wav"))
+    assert "classifier: 7 (0.81)</div>" in text and "listener: 1 (0.40) &#x2717;" in text
+    assert "seven &amp; co" in text and '<a href="#s1">B</a>' in text
+    wav.unlink()
+    before = sorted(p.name for p in (tmp_path / "p_files").iterdir())
+    with pytest.raises(FileNotFoundError, match="clip WAV .*seven.wav for section 'A' does not exist"):
+        listening.write_page(tmp_path / "p.html", "other", [Section("A", galleries=[gal])])
+    assert sorted(p.name for p in (tmp_path / "p_files").iterdir()) == before and "<title>t</title>" in page.read_text()
+
+
 def test_markdown_tables_and_code_render():
     md = ("## Results\n\nsettings: `{\"cr\": 16}` and <i>\n\n| clips | n | accuracy |\n|---|---|---|\n"
           "| real | 60 | 91.0 % |\n| generated | 20 | n/a |\n\nlast line\nwraps")
@@ -146,7 +168,8 @@ def test_writing_a_page_again_removes_its_old_clips(tmp_path):
 
 
 def test_pipeline_page_has_report_tables_figures_and_galleries(tmp_path):
-    (tmp_path / "report.md").write_text("# minivq pipeline report\n\n| clips | n |\n|---|---|\n| real test clips | 60 |\n")
+    (tmp_path / "report.md").write_text("# minivq pipeline report\n\n| clips | n |\n|---|---|\n"
+                                        "| real test clips | 60 |\n")
     for name in ("confusion_real.png", "real_vs_generated.png", "vqvae_cr16/recon.png"):
         (tmp_path / name).parent.mkdir(exist_ok=True)
         listening.plots.save_spectrogram_png(tmp_path / name, np.zeros((4, 4)), 0, 1)
