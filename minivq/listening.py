@@ -14,8 +14,8 @@ Every asset is referenced by a relative path, so the page opens as a plain file 
 any browser, with no server, no network and no scripts; moving the page means moving its
 _files folder with it. Relative files rather than data: URIs because the figures already lie
 beside the page (the pipeline draws them for report.md), the WAVs stay playable on their own,
-and the page stays small enough to read as text. Figures outside the page's folder are copied
-into the _files folder. All text is escaped with html.escape.
+and the page stays small enough to read as text. Figures and WAVs given from outside the
+page's folder are copied into the _files folder. All text is escaped with html.escape.
 
 Size letters: N samples of one wave, M mel bands, T frames.
 """
@@ -281,9 +281,13 @@ def write_page(path, title, sections, intro=()):
                     n_clip += 1
                     png = assets / f"clip{n_clip:04d}.png"
                     plots.save_spectrogram_png(png, c.logmel, lo, hi)
-                    wav = Path(c.wav) if c.wav is not None else assets / f"clip{n_clip:04d}.wav"
+                    wav = assets / f"clip{n_clip:04d}.wav"
                     if c.wav is None:
                         save_wav(wav, c.wave, g.sr)
+                    elif page_dir in Path(c.wav).resolve().parents:  # linked where it is
+                        wav = Path(c.wav)
+                    else:  # outside the page's folder: a copy travels in the _files folder
+                        shutil.copyfile(c.wav, wav)
                     cells.append(_clip_html(c, _href(wav.resolve(), page_dir), _href(png.resolve(), page_dir)))
                 body.append(f'<div class="row"><div class="label">{esc(label)}</div>'
                             f'<div class="clips">{"".join(cells)}</div></div>')

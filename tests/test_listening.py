@@ -128,6 +128,9 @@ def test_clips_made_by_hand_link_their_own_wavs(tmp_path):
     assert parse(page).of("audio") == ["takes/seven.wav"] and not list((tmp_path / "p_files").glob("*.wav"))
     assert "classifier: 7 (0.81)</div>" in text and "listener: 1 (0.40) &#x2717;" in text
     assert "seven &amp; co" in text and '<a href="#s1">B</a>' in text
+    elsewhere = listening.write_page(tmp_path / "site" / "p.html", "t", [Section("A", galleries=[gal])])
+    (src,) = parse(elsewhere).of("audio")  # outside the page's folder: copied beside the page
+    assert src == "p_files/clip0001.wav" and (elsewhere.parent / src).read_bytes() == wav.read_bytes()
     wav.unlink()
     before = sorted(p.name for p in (tmp_path / "p_files").iterdir())
     with pytest.raises(FileNotFoundError, match="clip WAV .*seven.wav for section 'A' does not exist"):
