@@ -44,10 +44,10 @@ def write_html(out, a, command, sampling, res, digits, files, summary, sr):
     settings = listening.Table(["setting", "value"], [["checkpoint", a.checkpoint], ["prior", kind], ["seed", a.seed],
                                                       *[[k, v] for k, v in sampling.items()],
                                                       ["Griffin-Lim iterations", a.gl_iters]])
+    caption = "classifier's digit (confidence)" if digits is None else "requested -> classifier's digit (confidence)"
     gallery = listening.gallery_from_generation(f"{len(files)} {kind} clips", res, want=digits, sr=sr, files=files)
     section = listening.Section(gallery.title, paragraphs=summary, tables=[settings],
-                                figures=[listening.Figure(out / "spectrograms.png", "requested -> classifier's digit "
-                                                          "(confidence)")], galleries=[gallery])
+                                figures=[listening.Figure(out / "spectrograms.png", caption)], galleries=[gallery])
     listening.write_page(out / "index.html", "minivq generate: listen to the samples", [section],
                          intro=[command])
 

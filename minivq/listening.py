@@ -125,7 +125,7 @@ figure img { max-width: 100%; border: 1px solid #ddd; }
 figcaption { font-size: 0.9em; color: #555; }
 .note { color: #555; font-size: 0.9em; max-width: 60em; }
 .row { display: flex; align-items: flex-start; border-top: 1px solid #eee; padding: 0.4em 0; }
-.label { flex: 0 0 7.5em; font-weight: bold; padding-top: 0.3em; white-space: nowrap; }
+.label { flex: 0 0 9em; font-weight: bold; padding-top: 0.3em; white-space: nowrap; }
 .clips { display: flex; flex-wrap: wrap; gap: 0.6em; }
 .clip { width: 170px; font-size: 12px; white-space: nowrap; }
 .clip img { width: 128px; height: 128px; display: block; image-rendering: pixelated; border: 1px solid #ddd; }
