@@ -74,7 +74,7 @@ OUTPUTS = {
     "prior": ("prior.npz", "metrics.json"),
     "classifier": ("last.npz", "classifier.npz", "metrics.json"),
     "listener": ("listener.npz", "metrics.json"),
-    "pipeline": ("results.json", "report.md"),
+    "pipeline": ("results.json", "report.md", "report.html"),
 }
 IGNORED_OPTIONS = ("out", "resume", "force", "log_every", "model", "export")  # not part of what a run makes
 PATH_OPTIONS = ("data", "tokens")  # compared as absolute paths
