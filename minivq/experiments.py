@@ -1,4 +1,4 @@
-"""Experiments that reproduce a paper's study in one command:
+"""Reproduce a paper's study in one command, every stage trained, reused and judged in one folder.
 
     python -m minivq.experiments paper --data PATH --out DIR [--quick] [--seed 0] [--n-per-digit N]
 

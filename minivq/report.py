@@ -64,7 +64,7 @@ def write_paper_report(path, r):
     S, M = r["settings"], r["models"]
     lines = ["# VQalAttent's 2x2 study (python -m minivq.experiments paper)", "",
              f"command: `{S['command']}`, seed {S['seed']}, data {S['data']} ({S['layout']} layout, official split), "
-             f"{S['threads']['cores']} cores", "",
+             f"{S['threads']['cores']} cores (OMP_NUM_THREADS={S['threads']['OMP_NUM_THREADS'] or 'unset'})", "",
              f"Real test clips: {r['real']['n']}, classifier accuracy {pct(r['real'].get('accuracy'))}, listener "
              f"{pct(r['real'].get('listener', {}).get('accuracy'))}; Griffin-Lim round trips: classifier "
              f"{pct(r['griffin_lim'].get('accuracy'))}, listener {pct(r['griffin_lim'].get('listener', {}).get('accuracy'))}.",
