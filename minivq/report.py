@@ -128,9 +128,10 @@ def write_paper_report(path, r):
     row("T: TopF1", [by[x["cr"]]["none"]["metrics"].get("top_f1") for x in R], num, ratio=False)
     lines += ["", "## Time per stage", "", "| stage | wall time this run | training time recorded by the trainer |",
               "|---|---|---|"]
+    named = {m["folder"]: f"{m['folder']} ({name})" for name, m in M.items()}
     for k, v in r["wall_seconds"].items():
         tr = r["train_seconds"].get(k)
-        lines.append(f"| {k} | {fmt_time(v)} | {fmt_time(tr) if tr else ''} |")
+        lines.append(f"| {named.get(k, k)} | {fmt_time(v)} | {fmt_time(tr) if tr else ''} |")
     lines += ["", "Names: T1/T2 unconditional, TC1/TC2 class-conditional (the paper's); subscript 1 = CR=4 and "
               "2 = CR=16 is our reading of the paper, not stated in it.",
               "Listen: eval_cr4/samples/ and eval_cr16/samples/ (conditional_D_*_heardH.wav: digit D requested, "
