@@ -29,6 +29,12 @@ LISTENER_FILE = "listener.npz"  # the second judge (optional in a bundle)
 SAMPLING_DEFAULTS = dict(temperature=1.0, top_k=None, top_p=None, guidance=1.0)
 
 
+def prior_folder(cond, cr):
+    """The sub-folder of a pipeline run that holds its prior over CR ``cr`` tokens: prior_{cond}
+    at CR=16 (the name since the first pipeline, so existing runs are reused), else prior_{cond}_cr{cr}."""
+    return f"prior_{cond}" if cr == 16 else f"prior_{cond}_cr{cr}"
+
+
 # ----------------------------------------------------------------------------- load and use
 @dataclass
 class Bundle:
@@ -190,7 +196,7 @@ def export_bundle(out, dest, cr, conds, feat_cfg, res, data):
     out, dest = Path(out), Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     src = {"vqvae.npz": out / f"vqvae_cr{cr}" / "vqvae.npz", "classifier.npz": out / "classifier" / "classifier.npz"}
-    src.update({PRIOR_FILES[c]: out / f"prior_{c}" / PRIOR_CKPT for c in conds})
+    src.update({PRIOR_FILES[c]: out / prior_folder(c, cr) / PRIOR_CKPT for c in conds})
     common = {"data": {"name": "Free Spoken Digit Dataset (FSDD)", "path_used": str(Path(data).resolve()),
                        "license": "CC BY-SA 4.0", "credit": "Zohar Jackson and the FSDD contributors",
                        "split": "official (takes 0-4 test, 5-49 train)", "features": feat_cfg.to_dict()},
@@ -248,7 +254,7 @@ def _card_metrics(name, out, cr, res):
         m["classifier_accuracy_on_reconstructions"] = res["reconstruction"]["accuracy"]
         return m
     cond = "class" if "class" in name else "none"
-    m = checkpoint.read_json(out / f"prior_{cond}" / "metrics.json", "metrics file")
+    m = checkpoint.read_json(out / prior_folder(cond, cr) / "metrics.json", "metrics file")
     m = {k: m[k] for k in ("test_nats", "test_bits", "train_nats", "train_bits", "elapsed_s", "n_params") if k in m}
     g = res.get(f"generated_{cond}", {})
     m["classifier_accuracy_on_generations"] = g.get("accuracy")

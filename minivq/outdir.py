@@ -75,6 +75,7 @@ OUTPUTS = {
     "classifier": ("last.npz", "classifier.npz", "metrics.json"),
     "listener": ("listener.npz", "metrics.json"),
     "pipeline": ("results.json", "report.md", "report.html"),
+    "paper": ("results.json", "report.md", "report.html"),  # python -m minivq.experiments paper
 }
 IGNORED_OPTIONS = ("out", "resume", "force", "log_every", "model", "export")  # not part of what a run makes
 PATH_OPTIONS = ("data", "tokens")  # compared as absolute paths

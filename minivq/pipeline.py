@@ -6,8 +6,8 @@ Stages, each in its own sub-folder of OUT, each reused when already finished wit
 settings and resumed when interrupted (a re-run picks up where the last one stopped):
   classifier/      digit classifier on the real training split
   vqvae_crCR/      VQ-VAE, then tokens.npz of the train/test clips
-  prior_class/     class-conditional transformer prior over those tokens
-  prior_none/      unconditional prior (with --uncond)
+  prior_class/     class-conditional transformer prior over those tokens (at --cr 4: prior_class_cr4/)
+  prior_none/      unconditional prior, with --uncond (at --cr 4: prior_none_cr4/)
 Evaluation (report.md, results.json, figures in OUT): classifier accuracy and confidence on
 real test clips, on their Griffin-Lim round trips, on VQ-VAE reconstructions, and on
 generated clips (N per digit); TopP&R, PRDC and Frechet distance on classifier embeddings;
@@ -39,7 +39,8 @@ from minivq import train_prior as TP
 from minivq import train_vqvae as TV
 from minivq import vqvae as V
 from minivq.audio import save_wav
-from minivq.bundle import LISTENER_FILE, SAMPLING_DEFAULTS, Bundle, add_listener, export_bundle, generate_clips
+from minivq.bundle import (LISTENER_FILE, SAMPLING_DEFAULTS, Bundle, add_listener, export_bundle, generate_clips,
+                           prior_folder)
 from minivq.data import LoadInterrupted
 from minivq.progress import fmt_time
 from minivq.report import write_report
@@ -97,72 +98,27 @@ def run_pipeline(data, out, cr=16, uncond=False, quick=False, seed=0, n_per_digi
     outdir.hold(out, export)  # writable folders, locked until run_pipeline returns
     times, t_all = {}, time.perf_counter()
 
-    t = time.perf_counter()
-    feats = D.load_features(data, split="official", max_per_digit=S["max_per_digit"])
-    times["features"] = time.perf_counter() - t
-    data_id = {"root": str(Path(data).resolve()), "features": feats.cfg.key(), "max_per_digit": S["max_per_digit"],
-               "n_train": len(feats.train.x), "n_test": len(feats.test.x), "seed": seed}
-    log(f"data: {len(feats.train.x)} train / {len(feats.test.x)} test clips ({fmt_time(times['features'])})")
-    digits = check_coverage(feats)
-    bs = TP.TrainConfig().batch_size
-    if len(feats.train.x) < bs:  # checked now, not after the classifier and VQ-VAE have trained
-        raise ValueError(f"data folder {feats.root}: only {len(feats.train.x)} training clips, fewer than the "
-                         f"{bs} sequences of one prior training batch; the pipeline needs at least {bs}")
+    feats, data_id, digits, times["features"] = load_data(data, S, seed)
 
-    # 1. classifier
+    # 1. the judges: the classifier, then the listener (the second judge)
     t = time.perf_counter()
-    d = out / "classifier"
-    st = _stage(d, {"stage": "classifier", "epochs": S["clf_epochs"], **data_id}, d / "classifier.npz")
-    log(f"stage 1/4 classifier: {st}")
-    if st != "done":
-        TC.train(feats, d, tcfg=TC.TrainConfig(epochs=S["clf_epochs"], seed=seed), resume=st == "resume")
-    clf = C.load_classifier(d / "classifier.npz")
+    clf = classifier_stage(out, feats, S, data_id, seed, "stage 1/4")
     times["classifier"] = time.perf_counter() - t
-
-    # 1b. the second judge: hears the waveform through its own front end, trained on recordings only
     t = time.perf_counter()
-    d = out / "listener"
-    st = _stage(d, {"stage": "listener", "epochs": S["listener_epochs"], **data_id}, d / "listener.npz")
-    log(f"stage 1b/4 listener (second judge): {st}")
-    waves_tr, waves_te = TL.load_split(data, "official", max_per_digit=S["max_per_digit"], verbose=False)
-    if st != "done":
-        TL.train(waves_tr, waves_te, d, tcfg=TL.TrainConfig(epochs=S["listener_epochs"], seed=seed), verbose=False)
-    listener = Li.load_listener(d / "listener.npz")
+    listener, waves_te = listener_stage(out, data, S, data_id, seed, "stage 1b/4")
     times["listener"] = time.perf_counter() - t
 
     # 2. VQ-VAE + tokens
     t = time.perf_counter()
-    d = out / f"vqvae_cr{cr}"
-    vcfg = V.VQVAEConfig(cr=cr)
-    tcfg = TV.TrainConfig(epochs=S["vq_epochs"], seed=seed)
-    if S["warmup"] is not None:
-        tcfg.warmup = S["warmup"]
-    st = _stage(d, {"stage": "vqvae", "vqvae": vcfg.to_dict(), "train": tcfg.to_dict(), **data_id}, d / "tokens.npz")
-    log(f"stage 2/4 VQ-VAE (CR={cr}): {st}")
-    if st != "done":
-        TV.train(vcfg, feats, d, tcfg, resume=st == "resume" and (d / "last.npz").is_file())
-    vq = V.load_vqvae(d / "vqvae.npz")
+    vq = vqvae_stage(out, cr, feats, S, data_id, seed, "stage 2/4")
     times["vqvae"] = time.perf_counter() - t
 
     # 3. priors (their settings name the exact tokens they learn, so a retrained VQ-VAE retrains them)
-    tokens_id = hashlib.sha256((d / "tokens.npz").read_bytes()).hexdigest()[:16]
     priors = {}
     for cond in ["class"] + (["none"] if uncond else []):
         t = time.perf_counter()
-        d = out / f"prior_{cond}"
-        pcfg = GPTConfig(cond=cond, d_model=S["d_model"], n_layer=S["n_layer"], order=S["order"],
-                         class_every=S["class_every"] and cond == "class")
-        ptcfg = TP.TrainConfig(epochs=S["prior_epochs" if cond == "class" else "uncond_epochs"], seed=seed)
-        if S["warmup"] is not None:
-            ptcfg.warmup = S["warmup"]
-        st = _stage(d, {"stage": "prior", "model": pcfg.to_dict(), "train": ptcfg.to_dict(), "vqvae": str(out / f"vqvae_cr{cr}"),
-                        "tokens": tokens_id, **data_id}, d / "metrics.json")
-        log(f"stage 3/4 prior cond={cond}: {st}")
-        if st != "done":
-            # Ctrl-C: the trainer saves its state and raises (a KeyboardInterrupt); a re-run resumes
-            TP.train(out / f"vqvae_cr{cr}" / "tokens.npz", d, pcfg, ptcfg,
-                     resume=st == "resume" and (d / PRIOR_CKPT).is_file())
-        priors[cond] = load_prior(d / PRIOR_CKPT)
+        priors[cond] = prior_stage(out, cr, cond, S, S["prior_epochs" if cond == "class" else "uncond_epochs"],
+                                   data_id, seed, "stage 3/4")
         times[f"prior_{cond}"] = time.perf_counter() - t
 
     # 4. evaluation
@@ -188,6 +144,86 @@ def run_pipeline(data, out, cr=16, uncond=False, quick=False, seed=0, n_per_digi
     return res
 
 
+# ----------------------------------------------------------------------------- stages
+# Each trains (or reuses, or resumes) one stage in its own sub-folder of ``out`` and returns the
+# trained model; ``label`` heads its log line ("stage 2/4 VQ-VAE (CR=16): done"). The pipeline
+# and python -m minivq.experiments call the same functions, so one folder can hold both's stages
+# (priors: bundle.prior_folder, keyed by CR).
+def load_data(data, S, seed):
+    """Features of the official split -> (feats, data_id, digits, seconds): data_id is the part
+    of every stage record that names the data; digits those with training clips."""
+    t = time.perf_counter()
+    feats = D.load_features(data, split="official", max_per_digit=S["max_per_digit"])
+    secs = time.perf_counter() - t
+    data_id = {"root": str(Path(data).resolve()), "features": feats.cfg.key(), "max_per_digit": S["max_per_digit"],
+               "n_train": len(feats.train.x), "n_test": len(feats.test.x), "seed": seed}
+    log(f"data: {len(feats.train.x)} train / {len(feats.test.x)} test clips ({fmt_time(secs)})")
+    digits = check_coverage(feats)
+    bs = S.get("prior_batch", TP.TrainConfig().batch_size)
+    if len(feats.train.x) < bs:  # checked now, not after the classifier and VQ-VAE have trained
+        raise ValueError(f"data folder {feats.root}: only {len(feats.train.x)} training clips, fewer than the "
+                         f"{bs} sequences of one prior training batch; the pipeline needs at least {bs}")
+    return feats, data_id, digits, secs
+
+
+def classifier_stage(out, feats, S, data_id, seed, label):
+    """out/classifier: the digit classifier on the real training split -> (params, cfg, norm)."""
+    d = out / "classifier"
+    st = _stage(d, {"stage": "classifier", "epochs": S["clf_epochs"], **data_id}, d / "classifier.npz")
+    log(f"{label} classifier: {st}")
+    if st != "done":
+        TC.train(feats, d, tcfg=TC.TrainConfig(epochs=S["clf_epochs"], seed=seed), resume=st == "resume")
+    return C.load_classifier(d / "classifier.npz")
+
+
+def listener_stage(out, data, S, data_id, seed, label):
+    """out/listener: the second judge, which hears the waveform through its own front end and is
+    trained on recordings only -> (listener, test recordings as load_split reads them)."""
+    d = out / "listener"
+    st = _stage(d, {"stage": "listener", "epochs": S["listener_epochs"], **data_id}, d / "listener.npz")
+    log(f"{label} listener (second judge): {st}")
+    waves_tr, waves_te = TL.load_split(data, "official", max_per_digit=S["max_per_digit"], verbose=False)
+    if st != "done":
+        TL.train(waves_tr, waves_te, d, tcfg=TL.TrainConfig(epochs=S["listener_epochs"], seed=seed), verbose=False)
+    return Li.load_listener(d / "listener.npz"), waves_te
+
+
+def vqvae_stage(out, cr, feats, S, data_id, seed, label):
+    """out/vqvae_cr{cr}: the VQ-VAE, then tokens.npz of the train/test clips -> (params, cfg, norm)."""
+    d = out / f"vqvae_cr{cr}"
+    vcfg = V.VQVAEConfig(cr=cr)
+    tcfg = TV.TrainConfig(epochs=S["vq_epochs"], seed=seed)
+    if S["warmup"] is not None:
+        tcfg.warmup = S["warmup"]
+    st = _stage(d, {"stage": "vqvae", "vqvae": vcfg.to_dict(), "train": tcfg.to_dict(), **data_id}, d / "tokens.npz")
+    log(f"{label} VQ-VAE (CR={cr}): {st}")
+    if st != "done":
+        TV.train(vcfg, feats, d, tcfg, resume=st == "resume" and (d / "last.npz").is_file())
+    return V.load_vqvae(d / "vqvae.npz")
+
+
+def prior_stage(out, cr, cond, S, epochs, data_id, seed, label, batch_size=None):
+    """out/prior_folder(cond, cr): a transformer prior over the tokens of out/vqvae_cr{cr}, trained
+    ``epochs`` passes in batches of ``batch_size`` sequences (None: the trainer's default) ->
+    (params, cfg, meta). Its record names the exact tokens, so a retrained VQ-VAE retrains it."""
+    vq_dir, d = out / f"vqvae_cr{cr}", out / prior_folder(cond, cr)
+    tokens_id = hashlib.sha256((vq_dir / "tokens.npz").read_bytes()).hexdigest()[:16]
+    pcfg = GPTConfig(cond=cond, d_model=S["d_model"], n_layer=S["n_layer"], order=S["order"],
+                     class_every=S["class_every"] and cond == "class")
+    ptcfg = TP.TrainConfig(epochs=epochs, seed=seed)
+    if batch_size is not None:
+        ptcfg.batch_size = batch_size
+    if S["warmup"] is not None:
+        ptcfg.warmup = S["warmup"]
+    st = _stage(d, {"stage": "prior", "model": pcfg.to_dict(), "train": ptcfg.to_dict(), "vqvae": str(vq_dir),
+                    "tokens": tokens_id, **data_id}, d / "metrics.json")
+    log(f"{label} prior cond={cond}" + (f" (CR={cr})" if cr != 16 else "") + f": {st}")
+    if st != "done":
+        # Ctrl-C: the trainer saves its state and raises (a KeyboardInterrupt); a re-run resumes
+        TP.train(vq_dir / "tokens.npz", d, pcfg, ptcfg, resume=st == "resume" and (d / PRIOR_CKPT).is_file())
+    return load_prior(d / PRIOR_CKPT)
+
+
 def _train_seconds(out, cr, priors):
     """Training time of each stage as recorded by its trainer (survives reuse and resume)."""
     ts = {}
@@ -196,7 +232,8 @@ def _train_seconds(out, cr, priors):
     m = out / f"vqvae_cr{cr}" / "metrics.json"
     ts["vqvae"] = checkpoint.read_json(m, "metrics file").get("train_seconds")
     for cond in priors:
-        ts[f"prior_{cond}"] = checkpoint.read_json(out / f"prior_{cond}" / "metrics.json", "metrics file").get("elapsed_s")
+        ts[f"prior_{cond}"] = checkpoint.read_json(out / prior_folder(cond, cr) / "metrics.json",
+                                                   "metrics file").get("elapsed_s")
     return ts
 
 
