@@ -22,6 +22,7 @@ the same settings, resumed when interrupted (the pipeline's stages: minivq/pipel
   prior_class_cr4/ prior_none_cr4/  TC1, T1
   eval_cr16/   eval_cr4/          figures and WAVs of each CR's evaluation (samples/)
   results.json  report.md         the 2x2 table, the compute-vs-CR table, time per stage
+  report.html                     the same with the figures and a few clips of each model to hear
 
 Every model is judged on the same footing (same real test clips, seed, sampling settings:
 bundle.SAMPLING_DEFAULTS): conditional priors make n_per_digit clips of each digit and are
@@ -39,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minivq import checkpoint, cli, evaluate
+from minivq import checkpoint, cli, evaluate, listening
 from minivq import outdir
 from minivq import pipeline as P
 from minivq.bundle import SAMPLING_DEFAULTS, prior_folder
@@ -124,15 +125,19 @@ def run_paper(data, out, quick=False, seed=0, n_per_digit=None, overrides=None, 
                                              f"stage {n}/8 {name_of(cr, cond)}:", batch_size=S[f"prior_batch_cr{cr}"])
             wall[prior_folder(cond, cr)], n = time.perf_counter() - t, n + 1
 
-    judged = {}
+    judged, galleries = {}, {}
     for cr in CRS:
         t = time.perf_counter()
         log(f"evaluation CR={cr}: {name_of(cr, 'class')} and {name_of(cr, 'none')}")
         ev = out / f"eval_cr{cr}"
         ev.mkdir(exist_ok=True)
+        gal = {}  # a few clips of each prior for report.html
         judged[cr] = P.judge_all(feats, clf, vqs[cr], {c: priors[cr, c] for c in ("class", "none")}, ev,
                                  S["n_per_digit"], seed, sampling, digits=digits, listener=listener,
-                                 recordings=waves_te)
+                                 recordings=waves_te, gallery=gal)
+        for cond, g in gal.items():  # named as the paper names the model
+            g.title = f"{name_of(cr, cond)} (CR={cr}, {'class-conditional' if cond == 'class' else 'unconditional'}): generated clips"
+            galleries[name_of(cr, cond)] = g
         wall[f"evaluation_cr{cr}"] = time.perf_counter() - t
     t = time.perf_counter()
     speed = {(cr, c): time_sampling(priors[cr, c], vqs[cr], feats.cfg, S["time_clips"], seed, sampling)
@@ -146,6 +151,8 @@ def run_paper(data, out, quick=False, seed=0, n_per_digit=None, overrides=None, 
                        "threads": _threads()}
     checkpoint.write_json(out / "results.json", res)
     write_paper_report(out / "report.md", res)
+    listening.write_pipeline_page(out, galleries, {f"CR={cr} ({name_of(cr, 'class')}): ": out / f"eval_cr{cr}"
+                                                   for cr in CRS})  # report.html: tables, figures, clips to hear
     log(f"done in {fmt_time(wall['total'])}: {out / 'report.md'}")
     return res
 

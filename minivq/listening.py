@@ -307,16 +307,19 @@ PIPELINE_FIGURES = [("confusion_real.png", "classifier on real test clips"),
                     ("real_vs_generated.png", "real test clips above generated clips")]
 
 
-def write_pipeline_page(out, galleries):
-    """OUT/report.html for a pipeline folder: report.md's text and tables, the figures the run
-    drew (those that exist: the evaluation's and each VQ-VAE's recon.png) and one
-    section per gallery (galleries: {name: Gallery}). Returns the page's path."""
+def write_pipeline_page(out, galleries, figure_dirs=None):
+    """OUT/report.html for a pipeline (or experiment) folder: report.md's text and tables, the
+    figures the run drew (those that exist: the evaluation's, in OUT or in each of
+    ``figure_dirs`` = {caption prefix: folder}, and each VQ-VAE's recon.png) and one section per
+    gallery (galleries: {name: Gallery}). Returns the page's path."""
     out = Path(out)
     md = (out / "report.md").read_text(encoding="utf-8")
     first, _, rest = md.partition("\n")
     title = first[2:].strip() if first.startswith("# ") else "minivq report"
     md = rest if first.startswith("# ") else md
-    figs = [Figure(out / name, cap) for name, cap in PIPELINE_FIGURES if (out / name).is_file()]
+    dirs = figure_dirs or {"": out}
+    figs = [Figure(Path(d) / name, f"{pre}{cap}") for pre, d in dirs.items()
+            for name, cap in PIPELINE_FIGURES if (Path(d) / name).is_file()]
     figs += [Figure(p, f"{p.parent.name}: test clips, reconstructions, tokens and codebook usage")
              for p in sorted(out.glob("vqvae_*/recon.png"))]
     sections = [Section("Results", markdown=md), Section("Figures", figures=figs)]

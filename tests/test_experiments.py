@@ -98,6 +98,12 @@ def _check_table(out, res, n_gen_digits):
     assert on_disk["models"]["TC1"]["accuracy"] == M["TC1"]["accuracy"]
     for f in ("eval_cr4/confusion_generated.png", "eval_cr16/real_vs_generated.png"):
         assert (out / f).stat().st_size > 0, f
+    page = (out / "report.html").read_text()  # the listening page: a gallery per model, both CRs' figures
+    for name in want:
+        assert f"<h2>{name} (CR=" in page, name
+    n_cond = min(3, TINY["n_per_digit"]) * M["TC1"]["n"] // TINY["n_per_digit"]  # clips kept per conditional prior
+    assert page.count("<audio") == 2 * (n_cond + min(10, 10 * TINY["n_per_digit"]))
+    assert "CR=4 (TC1): " in page and "CR=16 (TC2): " in page
     assert list((out / "eval_cr4" / "samples").glob("conditional_*.wav"))
 
 
