@@ -28,15 +28,24 @@ def _bwd(dout, cache):
     return dx, g["w_qkv"], g["b_qkv"], g["w_proj"], g["b_proj"]
 
 
-def test_attention_gradcheck(backend):
+# QUERY_BLOCK 128 keeps T = 7 in one block; 3 cuts it into blocks (0, 3), (3, 6), (6, 7) (a
+# short last block); 1 makes every query row its own block
+BLOCKS = [128, 3, 1]
+
+
+@pytest.mark.parametrize("block", BLOCKS)
+def test_attention_gradcheck(backend, block, monkeypatch):
+    monkeypatch.setattr(A, "QUERY_BLOCK", block)
     rng = np.random.default_rng(0)
     x = asarray(rng.standard_normal((B, T, C)))
     errs = check_layer(_fwd, _bwd, {"x": x, **_params(rng)})
     assert max(errs.values()) < 1e-6, errs
 
 
-def test_matches_per_head_reference(backend):
+@pytest.mark.parametrize("block", BLOCKS)
+def test_matches_per_head_reference(backend, block, monkeypatch):
     """Compare with the textbook formula computed head by head with explicit loops."""
+    monkeypatch.setattr(A, "QUERY_BLOCK", block)
     rng = np.random.default_rng(1)
     x = rng.standard_normal((B, T, C))
     p = _params(rng)
@@ -56,6 +65,7 @@ def test_matches_per_head_reference(backend):
     ref = ref @ pn["w_proj"] + pn["b_proj"]
     assert rel_error(out, ref) < 1e-12
     att = to_numpy(A.attention_probs(cache))  # (B, H, T, T)
+    assert len(cache.att) == -(-T // block)
     assert np.allclose(att.sum(-1), 1.0)
     assert np.all(att[..., np.triu_indices(T, 1)[0], np.triu_indices(T, 1)[1]] == 0)
 
