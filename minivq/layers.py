@@ -146,10 +146,10 @@ def _use_taps(C, F, stride):
 
 # ----------------------------------------------------------------------------- conv2d
 class Conv2dCache(NamedTuple):
-    x_shape: tuple  # (B, C, H, W) of the input (the input itself is not kept: cols or xf holds it)
+    x_shape: tuple  # (B, C, H, W) of the input
     w: object       # (F, C, KH, KW) the weight
-    cols: object    # (B*OH*OW, KH*KW*C) patch matrix of the padded input (im2col form), else None
-    xf: object      # (B*Hp*Wp, C) the padded input, one row per pixel (tap form), else None
+    cols: object    # (B*OH*OW, KH*KW*C) patch matrix of the padded input (stride > 1), else None
+    x2: object      # (B*H*W, C) the input, one row per pixel, channels last (stride 1), else None
     stride: int
     pad: int
 
@@ -167,28 +167,35 @@ def conv2d_forward(x, w, b, stride=1, pad=0):
         cols = _patches(_pad_cl(x, pad), KH, KW, stride)  # (B*OH*OW, KH*KW*C)
         out = cols @ _w_mat(w)  # (B*OH*OW, F)
         out += b
-        return out.reshape(B, OH, OW, F).transpose(0, 3, 1, 2), Conv2dCache(x.shape, w, cols, None, stride, pad)
-    Hp, Wp = H + 2 * pad, W + 2 * pad
-    xf = _tap_rows(x, pad)  # (B*Hp*Wp, C)
-    M = xf.shape[0] - (KH - 1) * Wp - (KW - 1)  # rows r whose every tap stays inside xf
-    wt = w.transpose(2, 3, 1, 0)  # (KH, KW, C, F) view: tap (i, j)'s (C, F) matrix is wt[i, j]
-    full = xp.empty((B * Hp * Wp, F), dtype=x.dtype)  # (B*Hp*Wp, F) rows >= M are never read
-    xp.matmul(xf[:M], wt[0, 0], out=full[:M])
-    for i in range(KH):
-        for j in range(KW):
-            if i or j:
-                full[:M] += xf[i * Wp + j:i * Wp + j + M] @ wt[i, j]
-    full = full.reshape(B, Hp, Wp, F)[:, :OH, :OW]  # (B, OH, OW, F) view: the valid pixels
-    out = full.transpose(0, 3, 1, 2) + b.reshape(1, F, 1, 1)  # (B, F, OH, OW) one compact copy, channels last
-    return out, Conv2dCache(x.shape, w, None, xf, stride, pad)
+        out = out.reshape(B, OH, OW, F).transpose(0, 3, 1, 2)  # (B, F, OH, OW) view, channels last
+    else:
+        Hp, Wp = H + 2 * pad, W + 2 * pad
+        xf = _tap_rows(x, pad)  # (B*Hp*Wp, C)
+        M = xf.shape[0] - (KH - 1) * Wp - (KW - 1)  # rows r whose every tap stays inside xf
+        wt = w.transpose(2, 3, 1, 0)  # (KH, KW, C, F) view: tap (i, j)'s (C, F) matrix is wt[i, j]
+        full = xp.empty((B * Hp * Wp, F), dtype=x.dtype)  # (B*Hp*Wp, F) rows >= M are never read
+        xp.matmul(xf[:M], wt[0, 0], out=full[:M])
+        for i in range(KH):
+            for j in range(KW):
+                if i or j:
+                    full[:M] += xf[i * Wp + j:i * Wp + j + M] @ wt[i, j]
+        full = full.reshape(B, Hp, Wp, F)[:, :OH, :OW]  # (B, OH, OW, F) view: the valid pixels
+        out = full.transpose(0, 3, 1, 2) + b.reshape(1, F, 1, 1)  # (B, F, OH, OW) one compact copy, channels last
+    if stride == 1:  # backward works from dout's patches and the input (see conv2d_backward)
+        return out, Conv2dCache(x.shape, w, None, _pad_cl(x, 0).reshape(-1, C), stride, pad)
+    return out, Conv2dCache(x.shape, w, cols, None, stride, pad)
 
 
 def conv2d_backward(dout, cache, need_dx=True):
     """dout: (B, F, OH, OW) -> dx (B, C, H, W), dw (F, C, KH, KW), db (F,).
-    im2col form, with out_mat = cols @ W_mat:  dW_mat = cols^T @ dout_mat,
+    Strided: with out_mat = cols @ W_mat,  dW_mat = cols^T @ dout_mat,
     dcols = dout_mat @ W_mat^T, and dx = col2im(dcols) (the adjoint of the patch copy).
-    Tap form, with dout placed on the padded grid (zero where no output pixel is), per tap:
-        dw[:, :, i, j]^T = xf[i*Wp+j : ...+M]^T @ dout_rows,   and dx as a convolution of dout (below).
+    Stride 1 (either forward form): dx is itself a stride-1 convolution, of dout zero-padded by KH-1-pad (KW-1-pad)
+    with the kernel flipped and its channel axes swapped (dout's F channels in, C out):
+        dx[b, y, x] = sum_(i,j) dpad[b, y + KH-1-i, x + KW-1-j] @ w[:, :, i, j]
+    so with P = the patch matrix of dpad (B*H*W, KH*KW*F):  dx_mat = P @ Wflip_mat, and the
+    weight gradient is the same pairing the other way round:  dWflip_mat = P^T @ x_mat.
+    One copy of dout's patches and two products: no col2im passes, no cols kept from the forward.
     need_dx=False (a network's first layer: nobody wants the input's gradient) skips dx and
     returns None in its place."""
     (B, C, H, W), w, stride, pad = cache.x_shape, cache.w, cache.stride, cache.pad
@@ -196,7 +203,7 @@ def conv2d_backward(dout, cache, need_dx=True):
     OH, OW = dout.shape[2:]
     Hp, Wp = H + 2 * pad, W + 2 * pad
     db = dout.sum(axis=(0, 2, 3))  # (F,)
-    if cache.xf is None:
+    if cache.x2 is None:
         d2 = dout.transpose(0, 2, 3, 1).reshape(-1, F)  # (B*OH*OW, F) free when dout is channels-last
         dw = _abt(cache.cols.T, d2.T).reshape(KH, KW, C, F).transpose(3, 2, 0, 1)  # (F, C, KH, KW) view
         if not need_dx:
@@ -205,29 +212,14 @@ def conv2d_backward(dout, cache, need_dx=True):
         dxp = _unpatch(dcols, B, Hp, Wp, C, KH, KW, stride, OH, OW)  # (B, Hp, Wp, C)
         dx = dxp[:, pad:pad + H, pad:pad + W].transpose(0, 3, 1, 2)  # (B, C, H, W) view, channels last
         return dx, xp.ascontiguousarray(dw), db
-    xf = cache.xf
-    M = xf.shape[0] - (KH - 1) * Wp - (KW - 1)
-    if pad == 0 and KH == KW == 1:
-        drows = dout.transpose(0, 2, 3, 1).reshape(-1, F)  # (B*H*W, F) free when dout is channels-last
-    else:
-        dfull = xp.zeros((B, Hp, Wp, F), dtype=dout.dtype)  # (B, Hp, Wp, F) zero where no output pixel is
-        dfull[:, :OH, :OW] = dout.transpose(0, 2, 3, 1)
-        drows = dfull.reshape(-1, F)[:M]  # (M, F)
-    dwt = xp.empty((KH, KW, C, F), dtype=w.dtype)  # (KH, KW, C, F)
-    for i in range(KH):
-        for j in range(KW):
-            dwt[i, j] = _abt(xf[i * Wp + j:i * Wp + j + M].T, drows.T)  # (C, F)
-    dw = xp.ascontiguousarray(dwt.transpose(3, 2, 0, 1))  # (F, C, KH, KW)
+    dpad = _place(dout, KH - 1 - pad, KW - 1 - pad, H + KH - 1, W + KW - 1)  # (B, H+KH-1, W+KW-1, F)
+    P = _patches(dpad, KH, KW, 1)  # (B*H*W, KH*KW*F) columns (i', j', f), tap i' = KH-1-i
+    dwflip = _abt(P.T, cache.x2.T)  # (KH*KW*F, C)
+    dw = xp.ascontiguousarray(dwflip.reshape(KH, KW, F, C)[::-1, ::-1].transpose(2, 3, 0, 1))  # (F, C, KH, KW)
     if not need_dx:
         return None, dw, db
-    # dx is itself a stride-1 convolution: of dout, zero-padded by KH-1-pad (KW-1-pad), with the
-    # kernel flipped and its channel axes swapped (dout's F channels in, C out):
-    #     dx[b, y, x] = sum_(i,j) dpad[b, y + KH-1-i, x + KW-1-j] @ w[:, :, i, j]
-    # Its patch matrix holds only KH*KW*F < KH*KW*C values per pixel, so one im2col product of
-    # dout is cheaper than KH*KW accumulations into the C-wide dxf rows.
-    dpad = _place(dout, KH - 1 - pad, KW - 1 - pad, H + KH - 1, W + KW - 1)  # (B, H+KH-1, W+KW-1, F)
     wflip = w[:, :, ::-1, ::-1].transpose(2, 3, 0, 1).reshape(-1, C)  # (KH*KW*F, C) rows (i', j', f)
-    dx = _patches(dpad, KH, KW, 1) @ wflip  # (B*H*W, C)
+    dx = P @ wflip  # (B*H*W, C)
     return dx.reshape(B, H, W, C).transpose(0, 3, 1, 2), dw, db  # (B, C, H, W) view, channels last
 
 
@@ -235,6 +227,8 @@ def _place(d, top, left, Hd, Wd):
     """d: (B, F, h, w) -> (B, Hd, Wd, F) zeros with d's pixel (y, x) at (y + top, x + left),
     channels last; the part of d that falls outside (top or left < 0, or past the far edge) is dropped."""
     B, F, h, w = d.shape
+    if (top, left, Hd, Wd) == (0, 0, h, w):
+        return _pad_cl(d, 0)  # (B, h, w, F) d itself, free when d is channels-last
     out = xp.zeros((B, Hd, Wd, F), dtype=d.dtype)  # (B, Hd, Wd, F)
     y0, x0 = max(0, -top), max(0, -left)  # first rows / columns of d that land inside
     y1, x1 = min(h, Hd - top), min(w, Wd - left)  # one past the last

@@ -102,13 +102,15 @@ def test_conv2d_forward_matches_naive_loop(backend, case):
 
 
 def test_tap_cases_take_the_tap_path(backend):
-    """TAP_CASES exercise the per-tap products, CONV_CASES the im2col product (else the tests
-    above would check one of the two forms twice)."""
+    """TAP_CASES exercise the per-tap forward, CONV_CASES the im2col product (else the tests
+    above would check one of the two forms twice); stride-1 backwards work from dout's patches
+    and the input rows, strided ones from the forward's patch matrix."""
     for case in CONV_CASES + TAP_CASES:
         B, C, H, W, F, KH, KW, s, p = case
+        assert L._use_taps(C, F, s) == (case in TAP_CASES), case
         _, cache = L.conv2d_forward(asarray(np.zeros((B, C, H, W))), asarray(np.zeros((F, C, KH, KW))),
                                     asarray(np.zeros(F)), stride=s, pad=p)
-        assert (cache.xf is not None) == (case in TAP_CASES) == (cache.cols is None), case
+        assert (cache.x2 is not None) == (s == 1) == (cache.cols is None), case
 
 
 @pytest.mark.parametrize("case", CONV_CASES)
