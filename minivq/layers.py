@@ -20,6 +20,10 @@ formed in one of two ways:
   of every output pixel is the same contiguous block of rows shifted by i*Wp + j, so the
   conv is KH*KW products on views, accumulated; no copy of the input (see _tap_rows). It costs
   KH*KW passes over the (narrow) output instead of one copy of KH*KW inputs.
+The backward of a stride-1 conv is again a stride-1 conv, of dout with the kernel flipped:
+one patch matrix of dout gives dx and dw in two products (conv2d_backward). A strided conv
+keeps its patch matrix for dw and adds dx back with col2im; conv-transpose is the adjoint
+pair (its forward is a product and a col2im, its backward an im2col and two products).
 Weight gradients reduce over the long B*OH*OW axis; OpenBLAS is many times slower when such a
 product's output has fewer rows than columns, so _abt orients each one with the larger side
 as rows and transposes the (small) result.
