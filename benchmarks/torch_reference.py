@@ -8,7 +8,8 @@ Sections (each a function; main() runs them):
       torch.set_num_threads(2) and prints the numpy/torch step-time ratio (median of repeats,
       interleaved so machine load hits both alike).
 
-Run: python benchmarks/torch_reference.py [--sections vqvae] [--repeats 5] [--cr 16]
+Run: python benchmarks/torch_reference.py [--sections vqvae] [--repeats 5] [--cr 16 4]
+Ends with one summary table: model, device, our ms, torch ms, ratio (one row per --cr).
 """
 import argparse
 import statistics
@@ -109,13 +110,15 @@ def vqvae_section(cr=16, repeats=5, batch=32):
         t = time.perf_counter(); ours(); t_ours.append(time.perf_counter() - t)  # noqa: E702
         t = time.perf_counter(); theirs(); t_torch.append(time.perf_counter() - t)  # noqa: E702
     mo, mt = statistics.median(t_ours), statistics.median(t_torch)
+    print(f"  runs (ms) numpy: {' '.join(f'{t * 1e3:.0f}' for t in t_ours)}; torch: "
+          f"{' '.join(f'{t * 1e3:.0f}' for t in t_torch)}")
     print(f"numpy {mo * 1e3:.0f} ms/step ({batch / mo:.1f} samples/s) | torch {mt * 1e3:.0f} ms/step "
           f"({batch / mt:.1f} samples/s) | ratio numpy/torch {mo / mt:.2f}")
     gf, peak = step_gflop(cfg, batch), matmul_gflops()
     print(f"matrix-product work {gf:.1f} GFLOP/step: numpy reaches {gf / mo:.0f} GFLOP/s, torch {gf / mt:.0f}; "
           f"one large float32 matmul here runs at {peak:.0f} GFLOP/s, so products alone need "
           f"{gf / peak * 1e3:.0f} ms of the step")
-    return {"parity_ok": ok, "worst_grad_rel_error": errs[worst], "loss_rel_error": lerr, "same_idx": same_idx,
+    return {"model": f"VQ-VAE CR={cr} B={batch} train step", "parity_ok": ok, "worst_grad_rel_error": errs[worst], "loss_rel_error": lerr, "same_idx": same_idx,
             "numpy_ms": mo * 1e3, "torch_ms": mt * 1e3, "ratio": mo / mt, "gflop": gf, "matmul_gflops": peak}
 
 
@@ -135,19 +138,33 @@ def matmul_gflops(n=2048, repeats=5):
 SECTIONS = {"vqvae": vqvae_section}
 
 
+def summary_table(rows, threads=2):
+    """One line per timed model: model, device, our ms, torch ms, ratio (median of the repeats)."""
+    print(f"\n{'model':34s} {'device':18s} {'ours ms':>8s} {'torch ms':>9s} {'ratio':>6s}")
+    for r in rows:
+        print(f"{r['model']:34s} {f'cpu ({threads} threads)':18s} {r['numpy_ms']:8.0f} {r['torch_ms']:9.0f} "
+              f"{r['ratio']:6.2f}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=list(SECTIONS))
     ap.add_argument("--repeats", type=int, default=5, help="timed repeats per side")
-    ap.add_argument("--cr", type=int, default=16, choices=(4, 16), help="VQ-VAE compression ratio")
+    ap.add_argument("--cr", type=int, nargs="+", default=[16], choices=(4, 16),
+                    help="VQ-VAE compression ratio(s), one timed row each")
     args = ap.parse_args()
-    ok = True
+    ok, rows = True, []
     for name in args.sections:
         if name == "vqvae":
-            ok = vqvae_section(cr=args.cr, repeats=args.repeats)["parity_ok"] and ok
+            for cr in args.cr:
+                r = vqvae_section(cr=cr, repeats=args.repeats)
+                ok = r["parity_ok"] and ok
+                rows.append(r)
         else:
             SECTIONS[name]()
+    if rows:
+        summary_table(rows)
     return 0 if ok else 1
 
 

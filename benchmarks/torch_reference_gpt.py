@@ -1,18 +1,21 @@
 """The transformer prior in PyTorch with OUR weights: parity check and training-step timing.
 
-    python benchmarks/torch_reference_gpt.py [--threads 2] [--batch 32] [--repeats 5] [--sampling]
+    python benchmarks/torch_reference_gpt.py [--threads 2] [--context 256 1024] [--batch B] [--repeats 5]
+                                             [--memory] [--sampling]
 
 1. Parity (float64): the same GPTConfig and parameters loaded into the functional PyTorch
    model of torch_models.py (F.scaled_dot_product_attention, F.layer_norm, tanh-GELU,
    F.cross_entropy), for the default prior (dedicated class tokens, class_every), the shared
    class token and the unconditional prior; the loss and every parameter gradient must agree
    to 1e-8 relative, and so must the params after one clipped AdamW step.
-2. Speed (float32): one training step (forward, backward, clip, AdamW) at B=32 sequences
-   of 257 tokens (the model reads T=256 positions), both ways with the same number of
+2. Speed (float32): one training step (forward, backward, clip, AdamW) for each --context T
+   (the model reads T positions of T+1-token sequences; default B = 8192 / T sequences, so
+   B=32 at T=256 and B=8 at T=1024, the CR=4 prior), both ways with the same number of
    threads, interleaved, median of --repeats. Prints the numpy/torch ratio and where the
-   numpy step spends its time.
-3. --sampling: tokens/s of minivq.sampling.sample (256-token sequences, batch 10) with the
-   KV cache, and without it on the first 64 tokens (each token re-runs the whole prefix).
+   numpy step spends its time; --memory adds the peak resident memory each side's step
+   adds (each measured in a fresh process). Ends with one summary table.
+3. --sampling: tokens/s of minivq.sampling.sample (sequences of the longest --context, batch
+   10) with the KV cache, and without it on the first 64 tokens (each token re-runs the prefix).
 torch is only needed here, never by minivq itself.
 """
 import argparse
@@ -88,7 +91,8 @@ def parity(cfg, B=4, lr=1e-3, wd=0.01, clip=1.0):
     return errs[worst] < 1e-8 and lerr < 1e-8 and step_err < 1e-8
 
 
-def timing(cfg, B, repeats, lr=1e-3, wd=0.01, clip=1.0):
+def steps(cfg, B, lr=1e-3, wd=0.01, clip=1.0):
+    """(numpy step, torch step): one float32 training step each, same weights and batch."""
     torch.set_num_threads(THREADS)
     params = G.init_params(cfg, seed=2)  # float32
     nd = G.no_decay_names(params)
@@ -109,6 +113,11 @@ def timing(cfg, B, repeats, lr=1e-3, wd=0.01, clip=1.0):
         torch.nn.utils.clip_grad_norm_(list(tp.values()), clip)
         topt.step()
 
+    return np_step, torch_step
+
+
+def timing(cfg, B, repeats):
+    np_step, torch_step = steps(cfg, B)
     np_step(), torch_step()  # warm up (allocations, first-call costs)
     tn, tt = [], []
     for _ in range(repeats):  # interleaved, so load changes hit both
@@ -123,7 +132,24 @@ def timing(cfg, B, repeats, lr=1e-3, wd=0.01, clip=1.0):
     print(f"  matrix-product work {gf:.1f} GFLOP/step: numpy reaches {gf / mn:.0f} GFLOP/s, torch {gf / mt:.0f}; "
           f"a large float32 matmul runs at {peak:.0f} GFLOP/s here, so products alone need {gf / peak * 1e3:.0f} ms")
     profile_numpy(np_step)
-    return mn / mt
+    return {"model": f"GPT T={cfg.context} B={B} train step", "numpy_ms": mn * 1e3, "torch_ms": mt * 1e3,
+            "ratio": mn / mt}
+
+
+def step_rss(side, context, B):
+    """In a fresh process: the resident memory (MiB) that two training steps of `side` ('numpy'
+    or 'torch') add at their peak above what the set-up (weights, batch, imports) holds.
+    Linux: the peak (VmHWM) is reset through /proc/self/clear_refs after the set-up
+    (ru_maxrss would carry the parent's peak across the exec)."""
+    import subprocess
+    code = (f"import sys; sys.argv = [sys.argv[0], '--threads', '{THREADS}']; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+            f"import torch_reference_gpt as R; from minivq import transformer as G; "
+            f"n, t = R.steps(G.GPTConfig(context={context}), {B}); f = n if {side!r} == 'numpy' else t; "
+            f"kib = lambda key: int(next(l for l in open('/proc/self/status') if l.startswith(key)).split()[1]); "
+            f"open('/proc/self/clear_refs', 'w').write('5'); base = kib('VmRSS'); f(); f(); "
+            f"print((kib('VmHWM') - base) / 1024)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.split()[-1])
 
 
 def step_gflop(cfg, B):
@@ -154,7 +180,7 @@ def profile_numpy(step):
 
 
 def sampling_speed(cfg, n=10, uncached_tokens=64):
-    """Cached decoding of full 256-token sequences; the uncached path (a full forward per
+    """Cached decoding of full cfg.context-token sequences; the uncached path (a full forward per
     token, O(T^2) each) is timed on the first ``uncached_tokens`` tokens only."""
     params = G.init_params(cfg, seed=3)
     for use_cache, n_tok in ((True, cfg.context), (False, uncached_tokens)):
@@ -169,8 +195,11 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--threads", type=int, default=2, help="BLAS / torch threads (both sides)")
-    ap.add_argument("--batch", type=int, default=32, help="sequences per training step")
+    ap.add_argument("--context", type=int, nargs="+", default=[256],
+                    help="positions T the model reads (one timed row each; 1024 = the CR=4 prior)")
+    ap.add_argument("--batch", type=int, default=None, help="sequences per training step (default 8192 // T)")
     ap.add_argument("--repeats", type=int, default=5, help="timed steps per side")
+    ap.add_argument("--memory", action="store_true", help="also the peak memory one step adds, each side")
     ap.add_argument("--sampling", action="store_true", help="also time sampling (256 tokens, batch 10)")
     ap.add_argument("--skip-timing", action="store_true", help="parity only")
     args = ap.parse_args()
@@ -179,11 +208,28 @@ def main():
     # parity for each kind of prefix the pipeline trains: dedicated class tokens (class_every on),
     # the shared class token (class_every off), and the unconditional prior (start token)
     ok = all([parity(c) for c in (cfg, G.GPTConfig(class_token="shared"), G.GPTConfig(cond="none"))])
+    for T in args.context:
+        if T > 256:  # the long context too, where the attention runs in several query blocks
+            ok = parity(G.GPTConfig(context=T), B=2) and ok
     print("PARITY OK" if ok else "PARITY FAILED")
+    rows = []
     if not args.skip_timing:
-        timing(cfg, args.batch, args.repeats)
-    if args.sampling:
-        sampling_speed(cfg)
+        for T in args.context:
+            B = args.batch or max(1, 8192 // T)
+            rows.append(timing(G.GPTConfig(context=T), B, args.repeats))
+            if args.memory:
+                rows[-1]["numpy_mib"], rows[-1]["torch_mib"] = (step_rss(side, T, B) for side in ("numpy", "torch"))
+                print(f"  peak memory one step adds: numpy {rows[-1]['numpy_mib']:.0f} MiB, "
+                      f"torch {rows[-1]['torch_mib']:.0f} MiB")
+    if args.sampling:  # at the longest context asked for: T=1024 decodes the CR=4 prior's whole sequence
+        sampling_speed(G.GPTConfig(context=max(args.context)))
+    if rows:
+        mem = args.memory
+        print(f"\n{'model':34s} {'device':18s} {'ours ms':>8s} {'torch ms':>9s} {'ratio':>6s}"
+              + (f" {'ours MiB':>9s} {'torch MiB':>9s}" if mem else ""))
+        for r in rows:
+            print(f"{r['model']:34s} {f'cpu ({THREADS} threads)':18s} {r['numpy_ms']:8.0f} {r['torch_ms']:9.0f} "
+                  f"{r['ratio']:6.2f}" + (f" {r['numpy_mib']:9.0f} {r['torch_mib']:9.0f}" if mem else ""))
     return 0 if ok else 1
 
 

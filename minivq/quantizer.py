@@ -28,7 +28,10 @@ def nearest_code(z, codebook):
     ||z - e||^2 = ||z||^2 - 2 z.e + ||e||^2: one (N, D) x (D, K) matrix product instead of
     an (N, K, D) difference tensor. ||z||^2 does not change the argmin, so it is added last."""
     e2 = (codebook * codebook).sum(axis=1)  # (K,)
-    scores = e2[None, :] - 2.0 * (z @ codebook.T)  # (N, K)  = dist2 - ||z||^2
+    # -2 is folded into the small (D, K) operand and ||e||^2 added in place: one pass over the
+    # (N, K) scores instead of three (scaling by a power of 2 is exact, so the values are the same)
+    scores = z @ (-2.0 * codebook.T)  # (N, K)
+    scores += e2  # (N, K)  = dist2 - ||z||^2
     idx = scores.argmin(axis=1)  # (N,)
     z2 = (z * z).sum(axis=1)  # (N,)
     dist2 = xp.maximum(scores[xp.arange(z.shape[0]), idx] + z2, 0.0)  # (N,) clamp round-off

@@ -28,15 +28,24 @@ def _bwd(dout, cache):
     return dx, g["w_qkv"], g["b_qkv"], g["w_proj"], g["b_proj"]
 
 
-def test_attention_gradcheck(backend):
+# QUERY_BLOCK 128 keeps T = 7 in one block; 3 cuts it into blocks (0, 3), (3, 6), (6, 7) (a
+# short last block); 1 makes every query row its own block
+BLOCKS = [128, 3, 1]
+
+
+@pytest.mark.parametrize("block", BLOCKS)
+def test_attention_gradcheck(backend, block, monkeypatch):
+    monkeypatch.setattr(A, "QUERY_BLOCK", block)
     rng = np.random.default_rng(0)
     x = asarray(rng.standard_normal((B, T, C)))
     errs = check_layer(_fwd, _bwd, {"x": x, **_params(rng)})
     assert max(errs.values()) < 1e-6, errs
 
 
-def test_matches_per_head_reference(backend):
+@pytest.mark.parametrize("block", BLOCKS)
+def test_matches_per_head_reference(backend, block, monkeypatch):
     """Compare with the textbook formula computed head by head with explicit loops."""
+    monkeypatch.setattr(A, "QUERY_BLOCK", block)
     rng = np.random.default_rng(1)
     x = rng.standard_normal((B, T, C))
     p = _params(rng)
@@ -56,6 +65,7 @@ def test_matches_per_head_reference(backend):
     ref = ref @ pn["w_proj"] + pn["b_proj"]
     assert rel_error(out, ref) < 1e-12
     att = to_numpy(A.attention_probs(cache))  # (B, H, T, T)
+    assert len(cache.att) == -(-T // block)
     assert np.allclose(att.sum(-1), 1.0)
     assert np.all(att[..., np.triu_indices(T, 1)[0], np.triu_indices(T, 1)[1]] == 0)
 
@@ -100,3 +110,24 @@ def test_bad_head_count():
     with pytest.raises(ValueError, match="divisible"):
         A.attention_forward(np.zeros((1, 3, 10)), {"w_qkv": np.zeros((10, 30)), "b_qkv": np.zeros(30),
                                                    "w_proj": np.zeros((10, 10)), "b_proj": np.zeros(10)}, 3)
+
+
+def test_query_blocks_store_only_the_visible_keys(backend, monkeypatch):
+    """Block (t0, t1) keeps probabilities over keys 0..t1-1 only: T=10 in blocks of 4 stores
+    4*4 + 4*8 + 2*10 = 68 of the 100 (T, T) entries, and its backward still matches one block."""
+    rng = np.random.default_rng(5)
+    p = _params(rng)
+    x = asarray(rng.standard_normal((B, 10, C)))
+    dout = asarray(rng.standard_normal((B, 10, C)))
+    monkeypatch.setattr(A, "QUERY_BLOCK", 4)
+    out, cache = A.attention_forward(x, p, H)
+    assert cache.blocks == [(0, 4), (4, 8), (8, 10)]
+    assert [tuple(a.shape) for a in cache.att] == [(B, H, 4, 4), (B, H, 4, 8), (B, H, 2, 10)]
+    dx, g = A.attention_backward(dout, cache)
+    monkeypatch.setattr(A, "QUERY_BLOCK", 128)
+    out1, cache1 = A.attention_forward(x, p, H)
+    dx1, g1 = A.attention_backward(dout, cache1)
+    assert len(cache1.att) == 1
+    # the same sums in another grouping: equal to float64 round-off
+    assert rel_error(out, out1) < 1e-12 and rel_error(dx, dx1) < 1e-12
+    assert max(rel_error(g[k], g1[k]) for k in g) < 1e-12

@@ -80,9 +80,17 @@ CONV_CASES = [  # (B, C, H, W, F, KH, KW, stride, pad)
     (2, 4, 5, 5, 3, 1, 1, 1, 0),
     (1, 2, 6, 7, 3, 5, 3, 3, 2),
 ]
+# stride 1 with C >= 8 runs as one product per kernel tap (layers._tap_rows), the rest via im2col
+TAP_CASES = [
+    (2, 8, 7, 5, 3, 3, 3, 1, 1),  # 3x3, pad 1, odd non-square image
+    (3, 9, 6, 5, 4, 3, 2, 1, 2),  # non-square kernel, pad wider than the kernel's reach
+    (2, 8, 5, 6, 2, 3, 3, 1, 0),  # no padding: taps straddle the image's right edge
+    (2, 10, 5, 4, 3, 1, 1, 1, 0),  # 1x1: one tap, the rows are the input itself
+    (1, 8, 4, 3, 5, 1, 1, 1, 1),  # 1x1 with padding: a border of bias-only outputs
+]
 
 
-@pytest.mark.parametrize("case", CONV_CASES)
+@pytest.mark.parametrize("case", CONV_CASES + TAP_CASES)
 def test_conv2d_forward_matches_naive_loop(backend, case):
     B, C, H, W, F, KH, KW, s, p = case
     rng = np.random.default_rng(0)
@@ -91,6 +99,18 @@ def test_conv2d_forward_matches_naive_loop(backend, case):
     ref = conv2d_naive(x, w, b, s, p)
     assert out.shape == ref.shape
     np.testing.assert_allclose(to_numpy(out), ref, rtol=1e-12, atol=1e-12)
+
+
+def test_tap_cases_take_the_tap_path(backend):
+    """TAP_CASES exercise the per-tap forward, CONV_CASES the im2col product (else the tests
+    above would check one of the two forms twice); stride-1 backwards work from dout's patches
+    and the input rows, strided ones from the forward's patch matrix."""
+    for case in CONV_CASES + TAP_CASES:
+        B, C, H, W, F, KH, KW, s, p = case
+        assert L._use_taps(C, F, s) == (case in TAP_CASES), case
+        _, cache = L.conv2d_forward(asarray(np.zeros((B, C, H, W))), asarray(np.zeros((F, C, KH, KW))),
+                                    asarray(np.zeros(F)), stride=s, pad=p)
+        assert (cache.x2 is not None) == (s == 1) == (cache.cols is None), case
 
 
 @pytest.mark.parametrize("case", CONV_CASES)
@@ -133,7 +153,7 @@ def test_conv_transpose_is_adjoint_of_conv(backend):
 
 
 # ----------------------------------------------------------------------------- gradient checks
-@pytest.mark.parametrize("case", CONV_CASES[:3] + [CONV_CASES[3]])
+@pytest.mark.parametrize("case", CONV_CASES[:3] + [CONV_CASES[3]] + TAP_CASES)
 def test_conv2d_gradcheck(backend, case):
     B, C, H, W, F, KH, KW, s, p = case
     rng = np.random.default_rng(3)
