@@ -141,6 +141,8 @@ def prior_as_classifier(prior, tokens, digits, batch_size=64):
         raise ValueError(f"prior_as_classifier: {len(tokens)} token grids but {len(digits)} digits")
     if len(digits) == 0:
         raise ValueError("prior_as_classifier: no token grids given")
+    if digits.min() < 0 or digits.max() >= cfg.n_class:
+        raise ValueError(f"prior_as_classifier: digits must lie in 0..{cfg.n_class - 1}")
     ll = class_log_likelihood(params, cfg, tokens, batch_size)  # (N, n_class) nats
     rows = np.arange(len(digits))
     pred = ll.argmax(axis=1)  # (N,) over all n_class classes
