@@ -356,7 +356,7 @@ def main():
         ref["guidance"], guidance_values = 1.0, []
 
     section("1. the model bundle and its sampling defaults")
-    print(f"   {args.checkpoint}")
+    print(f"   {args.checkpoint}" + (f", with the conditional prior of --prior {args.prior}" if args.prior else ""))
     print(f"   prior: {pcfg.n_layer} blocks, width {pcfg.d_model}, {pcfg.n_head} heads, {pcfg.context} code tokens "
           f"of {pcfg.n_code} codes, conditioned on the digit (class_every={pcfg.class_every})")
     if bundle.guide is not None:
