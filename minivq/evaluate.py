@@ -130,7 +130,8 @@ def prior_as_classifier(prior, tokens, digits, batch_size=64):
                          mutual information I(digit; grid) under the data's joint distribution,
                          because I = H(C) - H(C | G) and the cross-entropy E[-log2 q(c | g)] of any
                          posterior q (here the prior's Bayes posterior) is >= the true H(C | G);
-                         estimated on these N grids (at most H(C) = log2 10 = 3.32 bits)
+                         estimated on these N grids (at most H(C) = log2 10 = 3.32 bits; negative
+                         when the posterior is confidently wrong, which bounds nothing since I >= 0)
       h_class_bits       H(C) of the digits given (empirical)
       cross_entropy_bits E[-log2 p(c_true | g)]
       mean_margin_bits   mean of log2 p(g | true) - max over the other n_class - 1 classes of log2 p(g | c)
