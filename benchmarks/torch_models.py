@@ -12,7 +12,8 @@ the reference gradients; what must agree is spelled out once here, next to the m
                                   + beta mean (z_e - sg(e))^2,   z_q = z_e + sg(e - z_e)
   GPT     (minivq.transformer)
           input      x_t = wte[token_t] + wpe[t] (+ wte[token_0] at every t with class_every)
-          prefix     class_token="dedicated": K + d; "shared": d; cond="none": start K + n_class
+          prefix     class_token="dedicated": K + d; "shared": d; cond="none": start K + n_class;
+                     null_class: the null class ("no digit") is the start token K + n_class
           codes      the (rows, cols) grid read row after row ("freq") or column after column ("time")
           blocks     pre-LayerNorm, causal attention, tanh-GELU MLP, dropout on the embedding
                      and on both residual branches
@@ -95,15 +96,18 @@ def vqvae_forward(tp, cfg, x):
 
 
 # ----------------------------------------------------------------------------- GPT prior
-def gpt_sequence(cfg, grids, digits=None):
+def gpt_sequence(cfg, grids, digits=None, null=None):
     """grids: (N, rows, cols) long tensor of codes, digits: (N,) long or None -> (N, rows*cols + 1):
-    the prefix token of cfg (a GPTConfig), then the codes in cfg.order."""
+    the prefix token of cfg (a GPTConfig), then the codes in cfg.order. null: (N,) bool or None,
+    the rows whose prefix is the null class (cfg.null_class: the start token, "no digit")."""
     N = grids.shape[0]
     codes = (grids if cfg.order == "freq" else grids.transpose(1, 2)).reshape(N, -1)  # (N, rows*cols)
     if cfg.cond == "none":
         prefix = torch.full((N,), cfg.n_code + cfg.n_class, dtype=torch.long)  # the start token
     else:
         prefix = digits if cfg.class_token == "shared" else digits + cfg.n_code  # (N,)
+    if null is not None:
+        prefix = torch.where(null, torch.full_like(prefix, cfg.n_code + cfg.n_class), prefix)  # (N,)
     return torch.cat([prefix[:, None], codes], dim=1)  # (N, rows*cols + 1)
 
 

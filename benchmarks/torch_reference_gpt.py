@@ -6,7 +6,7 @@
 1. Parity (float64): the same GPTConfig and parameters loaded into the functional PyTorch
    model of torch_models.py (F.scaled_dot_product_attention, F.layer_norm, tanh-GELU,
    F.cross_entropy), for the default prior (dedicated class tokens, class_every), the shared
-   class token and the unconditional prior; the loss and every parameter gradient must agree
+   class token, the unconditional prior and the prior with a null class; the loss and every parameter gradient must agree
    to 1e-8 relative, and so must the params after one clipped AdamW step.
 2. Speed (float32): one training step (forward, backward, clip, AdamW) for each --context T
    (the model reads T positions of T+1-token sequences; default B = 8192 / T sequences, so
@@ -60,6 +60,8 @@ def batch(cfg, B, seed):
     """B random sequences (B, T+1) int64 for cfg: a prefix token (random digits), then codes."""
     rng = np.random.default_rng(seed)
     prefix = backend.to_numpy(cfg.prefix(None if cfg.cond == "none" else rng.integers(0, cfg.n_class, B), n=B))
+    if cfg.null_class:  # every other sequence has the null class ("no digit") as its prefix
+        prefix[1::2] = cfg.null_token
     return np.concatenate([prefix[:, None], rng.integers(0, cfg.n_code, (B, cfg.context))], axis=1)
 
 
@@ -77,7 +79,7 @@ def parity(cfg, B=4, lr=1e-3, wd=0.01, clip=1.0):
     worst = max(errs, key=errs.get)
     lerr = abs(loss - tloss.item()) / abs(loss)
     name = f"cond={cfg.cond}" + ("" if cfg.cond == "none" else f", class_token={cfg.class_token}, "
-                                 f"class_every={cfg.class_every}")
+                                 f"class_every={cfg.class_every}" + (", null_class" if cfg.null_class else ""))
     print(f"parity float64 ({name}; B={B}, T={cfg.context}): loss numpy {loss:.12f} torch {tloss.item():.12f} "
           f"(rel {lerr:.2e}); worst grad rel error {errs[worst]:.2e} ({worst}) over {len(errs)} tensors")
     g, _ = clip_grad_norm(grads, clip)
@@ -206,8 +208,10 @@ def main():
     backend.use("cpu")
     cfg = G.GPTConfig()  # the default prior: K=512, T=256, d=128, 4 layers, 4 heads, class_every
     # parity for each kind of prefix the pipeline trains: dedicated class tokens (class_every on),
-    # the shared class token (class_every off), and the unconditional prior (start token)
-    ok = all([parity(c) for c in (cfg, G.GPTConfig(class_token="shared"), G.GPTConfig(cond="none"))])
+    # the shared class token (class_every off), the unconditional prior (start token), and the
+    # conditional prior with a null class (half the batch fed it)
+    ok = all([parity(c) for c in (cfg, G.GPTConfig(class_token="shared"), G.GPTConfig(cond="none"),
+                                  G.GPTConfig(null_class=True))])
     for T in args.context:
         if T > 256:  # the long context too, where the attention runs in several query blocks
             ok = parity(G.GPTConfig(context=T), B=2) and ok

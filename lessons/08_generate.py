@@ -2,7 +2,7 @@
 
     python lessons/08_generate.py [--quick] [--out out/lesson08] [--checkpoint DIR] [--seed S]
                                   [--temperature T] [--top-k K] [--top-p P] [--guidance S]
-                                  [--sweep-guidance S [S ...]]
+                                  [--sweep-guidance S [S ...]] [--prior PRIOR.npz]
 
 A digit becomes a sound in five steps:
   1. class token      the digit d is the first token of the sequence; with class_every the
@@ -21,8 +21,11 @@ minivq.sampling, sweeps the settings, and compares real and generated clips in t
 data) for  python "lessons/09_topp&r.py" --embeddings OUT/embeddings.npz  (09 finds it on its own
 when both run with their default --out from the same folder).
 Without MINIVQ_FSDD there are no real clips: the generated half is still shown and written.
+--prior takes a conditional prior trained with a null class (python -m minivq.train prior
+--p-uncond 0.1): guidance then comes from that one model fed "no digit" instead of a second prior.
 """
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -39,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from minivq import audio, backend, cli, data, evaluate, metrics, sampling  # noqa: E402
 from minivq.backend import to_numpy  # noqa: E402
 from minivq.bundle import DEFAULT_CHECKPOINT, bundle_sampling, generate_clips, load_bundle  # noqa: E402
+from minivq.transformer import load_prior  # noqa: E402
 from minivq.vqvae import encode_logmel  # noqa: E402
 
 SEED = 0
@@ -107,10 +111,14 @@ def sample_written_out(bundle, digits, setting, seed, record_step):
     rng = backend.rng(seed)                                    # host uniforms: same on CPU and GPU
     caches = sampling.new_caches(cfg, n, params["wte"].dtype)
     tok = cfg.prefix(backend.asarray(digits), n=n)             # (N,) class tokens come first
-    if guided:
+    if guided and bundle.guide is not None:                    # a second, unconditional prior
         params_u, cfg_u, _ = bundle.guide
-        caches_u = sampling.new_caches(cfg_u, n, params_u["wte"].dtype)
         tok_u = cfg_u.prefix(None, n=n)                        # (N,) the start token: no digit
+    elif guided:                                               # the same prior, fed its null class
+        params_u, cfg_u = params, cfg
+        tok_u = backend.asarray(np.full(n, cfg.null_token))    # (N,) "no digit"
+    if guided:  # written as a second pass with its own KV cache; the library runs both as one batch of 2N
+        caches_u = sampling.new_caches(cfg_u, n, params_u["wte"].dtype)
     codes, recorded = np.zeros((n, cfg.context), dtype=np.int64), None
     for t in range(cfg.context):
         l_c = to_numpy(sampling.forward_step(params, cfg, tok, caches))                # (N, K)
@@ -124,6 +132,18 @@ def sample_written_out(bundle, digits, setting, seed, record_step):
         tok = backend.asarray(codes[:, t])                     # both priors read the drawn code
         tok_u = tok
     return codes, recorded
+
+
+def with_prior(bundle, path):
+    """The bundle with the conditional prior read from ``path``; a prior with a null class guides
+    itself, so the bundle's separate unconditional prior is dropped for it."""
+    prior = load_prior(path)
+    pcfg, vcfg = prior[1], bundle.vqvae[1]
+    if pcfg.cond != "class" or (pcfg.n_code, pcfg.context) != (vcfg.K, vcfg.grid ** 2):
+        raise ValueError(f"--prior {path}: need a class-conditional prior over {vcfg.grid ** 2} tokens of {vcfg.K} "
+                         f"codes (the bundle's VQ-VAE), got cond={pcfg.cond!r}, {pcfg.context} tokens of "
+                         f"{pcfg.n_code} codes")
+    return dataclasses.replace(bundle, prior=prior, guide=None if pcfg.null_class else bundle.guide)
 
 
 # ----------------------------------------------------------------------------- judging
@@ -300,6 +320,9 @@ def main():
     ap.add_argument("--top-p", type=cli.prob, default=None, help="reference top-p (default: the bundle's)")
     ap.add_argument("--guidance", type=cli.nonneg_float, default=None,
                     help="reference guidance scale s (default: the bundle's; 1 = conditional prior alone)")
+    ap.add_argument("--prior", default=None,
+                    help="a conditional prior.npz to use instead of the bundle's (one trained with --p-uncond guides "
+                         "itself through its null class, and the bundle's unconditional prior is then left out)")
     ap.add_argument("--sweep-guidance", type=cli.nonneg_float, nargs="+", default=None,
                     help=f"guidance values to sweep (default {GUIDANCE_SWEEP}, --quick {QUICK_GUIDANCE_SWEEP})")
     args = ap.parse_args()
@@ -311,6 +334,8 @@ def main():
 
     try:
         bundle = load_bundle(args.checkpoint, cond="class")
+        if args.prior:
+            bundle = with_prior(bundle, args.prior)
         real = load_real(bundle, embed_per_digit)
     except (ValueError, FileNotFoundError, OSError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -325,17 +350,23 @@ def main():
            for k in ("temperature", "top_k", "top_p", "guidance")}
     guidance_values = args.sweep_guidance if args.sweep_guidance is not None else (
         QUICK_GUIDANCE_SWEEP if q else GUIDANCE_SWEEP)
-    if bundle.guide is None:  # no unconditional prior in this bundle: guidance is not possible
-        print("note: this bundle has no prior_none.npz, so guidance is off (s = 1) throughout")
+    if bundle.guide is None and not pcfg.null_class:  # nothing to guide with
+        print("note: this bundle has no prior_none.npz and its prior has no null class, so guidance is off "
+              "(s = 1) throughout")
         ref["guidance"], guidance_values = 1.0, []
 
     section("1. the model bundle and its sampling defaults")
-    print(f"   {args.checkpoint}")
+    print(f"   {args.checkpoint}" + (f", with the conditional prior of --prior {args.prior}" if args.prior else ""))
     print(f"   prior: {pcfg.n_layer} blocks, width {pcfg.d_model}, {pcfg.n_head} heads, {pcfg.context} code tokens "
           f"of {pcfg.n_code} codes, conditioned on the digit (class_every={pcfg.class_every})")
     if bundle.guide is not None:
         print(f"   a second, unconditional prior (no digit, a start token instead) for guidance: "
               f"{bundle.guide[1].n_layer} blocks, width {bundle.guide[1].d_model}")
+    elif pcfg.null_class:
+        print(f"   no second prior: guidance comes from this prior fed its null class (token {pcfg.null_token}, "
+              "'no digit'),")
+        print("   which it learned by seeing a random fraction of its training sequences with the digit replaced")
+        print("   (python -m minivq.train prior --p-uncond 0.1): one model is both p(z | d) and p(z)")
     print(f"   VQ-VAE: {vcfg.grid} x {vcfg.grid} codes from K={K} vectors of size {vcfg.D}; "
           f"features {bundle.features.n_mels} mels x {bundle.features.n_frames} frames at {bundle.features.sr} Hz")
     print(f"   bundle defaults (manifest.json 'sampling'): {describe(defaults)}")
@@ -360,7 +391,8 @@ def main():
 
     section("3. the sampling loop, written out, against minivq.sampling.sample")
     print("   At each of the 256 steps, for every sequence:")
-    print("     l_c = logits of the conditional prior (sees the digit), l_u = of the unconditional prior")
+    print("     l_c = logits of the conditional prior (sees the digit), l_u = of the unconditional prior, or of")
+    print("           the same prior fed its null class instead of the digit (a prior trained with a null class)")
     print("     l   = l_u + s (l_c - l_u)        classifier-free guidance: p ~ p_u (p_c / p_u)^s")
     print("     l   = l / T                      temperature (T < 1 sharper, T > 1 flatter)")
     print("     top-k: all but the k largest l set to -inf;  p = softmax(l)")
@@ -384,7 +416,7 @@ def main():
 
     section(f"4. one step taken apart (position {STEP_SHOWN}, the 10 sequences above)")
     if l_u is None:
-        print("   (no unconditional prior: the guidance rows below use the conditional logits for both)")
+        print("   (guidance off (s = 1): the guidance rows below use the conditional logits for both)")
         l_u = l_c
     cases = [("unconditional, s=0", 0.0, 1.0, None, None), ("conditional, s=1", 1.0, 1.0, None, None),
              (f"guided, s={ref['guidance']:g}", ref["guidance"], 1.0, None, None),
@@ -543,6 +575,10 @@ def main():
     print("      also sweeps T = 1 and 1.3, top-k 16 and top-p 0.9 one at a time.)")
     print("   4. In step_probs, remove the line that renormalises the nucleus: section 4's max |p - library| is no")
     print("      longer 0 for the top-p row, yet every pick stays the same. Why? (see u * cdf[:, -1:] in draw_token)")
+    print("   5. Guidance from one model: python -m minivq.train prior --tokens minivq/pretrained/tokens.npz --out")
+    print("      out/prior_null --p-uncond 0.1 --epochs 4, then python lessons/08_generate.py --quick --prior")
+    print("      out/prior_null/prior.npz. Section 1 says where l_u comes from now (the null class); compare")
+    print("      section 5's agreement at s = 1 and s = 3 with the shipped pair of priors.")
     print(f"\ndone in {time.perf_counter() - t_start:.1f} s; outputs in {out}/")
     return 0
 

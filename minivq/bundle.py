@@ -43,7 +43,8 @@ class Bundle:
     classifier: tuple   # (params, ClassifierConfig, norm)
     features: audio.FeatureConfig
     manifest: dict
-    guide: tuple = None  # (params, GPTConfig, meta) of an unconditional prior, for guidance
+    guide: tuple = None  # (params, GPTConfig, meta) of an unconditional prior, for guidance (without one,
+    #                      a prior with a null class guides itself)
     listener: tuple = None  # (params, ListenerConfig, norm) of the second judge, when the bundle ships one
 
 
@@ -155,7 +156,9 @@ def generate_clips(bundle, digits=None, n=None, temperature=1.0, top_k=None, top
     waves (B, n_samples), heard (B, M, T) log-mel of the waves, and the classifier's verdict
     (probs, pred, confidence, embed; accuracy/confusion when digits are given); when the bundle
     ships the second judge, "listener" holds its verdict on the waves (the same keys).
-    guidance != 1 samples with classifier-free guidance from the bundle's unconditional prior."""
+    guidance != 1 samples with classifier-free guidance from the bundle's unconditional prior, or,
+    when the bundle has none and its conditional prior has a null class, from that prior fed
+    the null class."""
     pparams, pcfg, _ = bundle.prior
     vparams, vcfg, vnorm = bundle.vqvae
     _check_generate_args(digits, n, temperature, top_k, top_p, seed, gl_iters, guidance)
@@ -164,9 +167,11 @@ def generate_clips(bundle, digits=None, n=None, temperature=1.0, top_k=None, top
         n = len(digits)
     guide = None
     if guidance != 1.0 and digits is not None:
-        if bundle.guide is None:
-            raise ValueError(f"guidance {guidance} needs an unconditional prior ({PRIOR_FILES['none']}) in the bundle")
-        guide = bundle.guide[:2]
+        if bundle.guide is not None:
+            guide = bundle.guide[:2]
+        elif not pcfg.null_class:  # a prior with a null class guides itself (sampling.sample, guide=None)
+            raise ValueError(f"guidance {guidance} needs an unconditional prior ({PRIOR_FILES['none']}) in the bundle "
+                             "or a conditional prior trained with a null class")
     tokens = sample(pparams, pcfg, n, cond=digits, temperature=temperature, top_k=top_k, top_p=top_p,
                     seed=seed, guide=guide, guidance=guidance)  # (B, T)
     tokens = pcfg.to_grid(tokens, vcfg.grid, vcfg.grid)  # (B, h, w)

@@ -64,8 +64,8 @@ def main(argv=None):
     p.add_argument("--top-k", type=cli.positive_int, default=None, help="keep only the k most likely codes")
     p.add_argument("--top-p", type=cli.prob, default=None, help="nucleus: smallest set with this mass")
     p.add_argument("--guidance", type=cli.nonneg_float, default=None,
-                   help="classifier-free guidance scale with the bundle's unconditional prior (1: off; "
-                        "default: the bundle's)")
+                   help="classifier-free guidance scale with the bundle's unconditional prior, or the conditional "
+                        "prior's own null class when the bundle has none (1: off; default: the bundle's)")
     p.add_argument("--seed", type=cli.nonneg_int, default=0, help="sampling and Griffin-Lim seed")
     p.add_argument("--out", default="samples", help="output folder for WAVs and the PNG grid")
     p.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT), help="model bundle folder")

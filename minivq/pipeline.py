@@ -293,6 +293,10 @@ def judge_all(feats, clf, vq, priors, out, n_per_digit, seed, sampling, latents=
     second("griffin_lim", gl_waves, y_te)
     vparams, vcfg, vnorm = vq
     real_tokens = V.encode_logmel(vparams, vcfg, vnorm, x_te)  # (N, h, w)
+    if "class" in priors:  # how much the conditional prior's likelihood depends on the digit
+        r["prior_as_classifier"] = evaluate.prior_as_classifier(priors["class"], real_tokens, y_te)
+        log(f"  prior as classifier of the test token grids: accuracy {r['prior_as_classifier']['accuracy']:.4f}, "
+            f"I(digit; grid) >= {r['prior_as_classifier']['mi_bits_lower_bound']:.3f} bits")
     rec_mel = V.decode_logmel(vparams, vcfg, vnorm, real_tokens)
     rec_waves, rec = evaluate.round_trip(rec_mel, fc, seed=seed)
     rec = evaluate.judge(clf, rec, want=y_te)

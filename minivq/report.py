@@ -40,6 +40,11 @@ def write_report(path, r):
               "clips sound.",
               "Distribution metrics compare each set's classifier embeddings with the real test clips'.",
               f"VQ-VAE test reconstruction MSE (standardised log-mel): {r['reconstruction']['mse_standardised']:.4f}"]
+    if "prior_as_classifier" in r:
+        a = r["prior_as_classifier"]
+        lines += ["", f"Conditional prior as a classifier of the test token grids (argmax of log p(grid | digit)): "
+                  f"{pct(a['accuracy'])}; I(digit; grid) >= {a['mi_bits_lower_bound']:.3f} bits (max 3.322); "
+                  f"mean log-likelihood margin {a['mean_margin_bits']:.1f} bits"]
     if "generated_none" in r:
         u = r["generated_none"]
         lines += ["", f"Unconditional generations ({u['n']}): heard-digit histogram {u['heard_histogram']}, "

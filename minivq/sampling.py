@@ -81,12 +81,15 @@ def sample(params, cfg, n, cond=None, temperature=1.0, top_k=None, top_p=None, s
     cond: None for an unconditional prior (cfg.cond == 'none'), else the digits: an int
     (all n the same) or a length-n sequence. Only code tokens 0..K-1 are ever emitted.
 
-    Classifier-free guidance: with guide=(params_u, cfg_u), an unconditional prior over the
-    same codes, and guidance = s != 1, each step samples from
+    Classifier-free guidance, guidance = s != 1: each step samples from
         logits = logits_u + s * (logits_cond - logits_u),
     i.e. p ~ p_u * (p_cond / p_u)^s: s > 1 sharpens what the class token adds over the
-    unconditional model (Ho & Salimans 2022, applied to an autoregressive prior). Both
-    models keep their own KV cache; each step costs two forward steps."""
+    unconditional model (Ho & Salimans 2022, applied to an autoregressive prior). logits_u comes
+      - from guide=(params_u, cfg_u), a separate unconditional prior over the same codes (each
+        model keeps its own KV cache; each step costs two forward steps), or
+      - with guide=None, from the same prior fed its null class (cfg.null_class): the conditional
+        and the null-class sequences run as one batch of 2n, one forward step per token.
+    A conditional prior with neither ignores guidance (it samples unguided)."""
     cli.check_sampling(temperature, top_k, top_p, guidance)
     cli.positive_int.check("n", n)
     n_tokens = cfg.context if n_tokens is None else int(n_tokens)
@@ -100,9 +103,13 @@ def sample(params, cfg, n, cond=None, temperature=1.0, top_k=None, top_p=None, s
             raise ValueError(f"cond has {cond.size} digits for n={n} samples")
     prefix = cfg.prefix(cond, n=n)  # (n,)
     rng = host_rng(seed)
-    out = xp.zeros((n, n_tokens + 1), dtype="int64")  # (n, 1 + n_tokens) prefix then codes
-    out[:, 0] = prefix
-    caches = new_caches(cfg, n, params["wte"].dtype) if use_cache else None
+    self_guided = guide is None and guidance != 1.0 and cfg.null_class
+    rows = 2 * n if self_guided else n  # the null-class copies ride in the same batch
+    out = xp.zeros((rows, n_tokens + 1), dtype="int64")  # (rows, 1 + n_tokens) prefix then codes
+    out[:n, 0] = prefix
+    if self_guided:
+        out[n:, 0] = cfg.null_token
+    caches = new_caches(cfg, rows, params["wte"].dtype) if use_cache else None
     guided = guide is not None and guidance != 1.0
     if guided:
         params_u, cfg_u = guide
@@ -114,10 +121,13 @@ def sample(params, cfg, n, cond=None, temperature=1.0, top_k=None, top_p=None, s
         caches_u = new_caches(cfg_u, n, params_u["wte"].dtype) if use_cache else None
     for t in range(n_tokens):
         if use_cache:
-            logits = forward_step(params, cfg, out[:, t], caches)  # (n, K)
+            logits = forward_step(params, cfg, out[:, t], caches)  # (rows, K)
         else:
-            logits = forward_logits(params, cfg, out[:, :t + 1])[0][:, -1]  # (n, K)
-        if guided:
+            logits = forward_logits(params, cfg, out[:, :t + 1])[0][:, -1]  # (rows, K)
+        if self_guided:
+            logits, lu = logits[:n], logits[n:]  # (n, K) each: with the digit, with the null class
+            logits = lu + guidance * (logits - lu)
+        elif guided:
             if use_cache:
                 lu = forward_step(params_u, cfg_u, out_u[:, t], caches_u)  # (n, K)
             else:
@@ -125,7 +135,10 @@ def sample(params, cfg, n, cond=None, temperature=1.0, top_k=None, top_p=None, s
             logits = lu + guidance * (logits - lu)
         p = filter_logits(logits, temperature, top_k, top_p)  # (n, K)
         u = asarray(rng.random(n), dtype=p.dtype)  # (n,)
-        out[:, t + 1] = draw(p, u)
+        tok = draw(p, u)  # (n,)
+        out[:n, t + 1] = tok
+        if self_guided:
+            out[n:, t + 1] = tok  # the null-class copy continues the same codes
         if guided:
-            out_u[:, t + 1] = out[:, t + 1]
-    return to_numpy(out[:, 1:])  # (n, n_tokens)
+            out_u[:, t + 1] = tok
+    return to_numpy(out[:n, 1:])  # (n, n_tokens)

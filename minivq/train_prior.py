@@ -16,6 +16,11 @@ exactly (batches are a pure function of (seed, epoch), so a resumed run sees the
 batches in the same order). A NaN/inf loss or gradient stops training with a message and
 leaves the last good checkpoint untouched. Losses are reported in nats and bits per code
 token (bits = nats / ln 2).
+
+Classifier-free guidance in one model: a prior with GPTConfig.null_class is trained with each
+training sequence's class replaced by the null class with probability ``p_uncond``
+(``--p-uncond``). The draw is a pure function of (seed, step), like the batches, so a resumed
+run replaces the same sequences. The test loss is measured with the true classes.
 """
 import argparse
 import dataclasses
@@ -49,9 +54,10 @@ class TrainConfig(trainer.TrainSettings):
     log_every: float = 10.0     # seconds between progress lines
     min_lr: float = 1e-4        # learning rate at the end of the cosine
     max_train: int = None       # use only the first N training grids (None: all)
+    p_uncond: float = 0.0       # chance that a training sequence's class is replaced by the null class
 
     RULES = dict(trainer.SHARED_RULES, grad_clip=cli.positive_float, min_lr=cli.nonneg_float,
-                 max_train=cli.positive_int)
+                 max_train=cli.positive_int, p_uncond=cli.fraction)
     OPTIONAL = ("max_train",)
 
 
@@ -113,6 +119,18 @@ def _save(out, params, cfg, opt, hyper, meta):
 
 
 # ----------------------------------------------------------------------------- training
+def drop_classes(batch, cfg, p_uncond, seed, n):
+    """batch (B, 1 + T) -> a copy whose prefix is the null class in each row with probability
+    p_uncond; the uniforms come from a generator seeded by (seed, step n), so the same run
+    replaces the same rows, resumed or not. The batch itself when p_uncond is 0."""
+    if p_uncond == 0:
+        return batch
+    drop = np.random.default_rng([seed, 2, n]).random(len(batch)) < p_uncond  # (B,) host
+    out = batch.copy()
+    out[drop, 0] = cfg.null_token
+    return out
+
+
 def step(params, opt, cfg, tcfg, batch, n, total, drop_rng, no_decay):
     """One optimisation step (number n of total) on batch (B, 1 + T) token ids: forward (with
     dropout drawn from drop_rng), backward, clip, AdamW. Updates params and opt in place ->
@@ -137,6 +155,10 @@ def _start(ckpt_path, data, cfg, tcfg, resume, verbose):
     tcfg = (tcfg or TrainConfig()).check()
     grid = int(np.prod(data["train_tokens"].shape[1:]))
     cfg = GPTConfig.from_dict({**(cfg or GPTConfig()).to_dict(), "n_code": data["K"], "context": grid})
+    if tcfg.p_uncond > 0 and not cfg.null_class:
+        raise ValueError(f"p_uncond={tcfg.p_uncond} needs a prior with a null class (GPTConfig.null_class=True)")
+    if cfg.null_class and tcfg.p_uncond == 0:
+        raise ValueError("a prior with a null class needs p_uncond > 0, or the null class is never trained")
     meta = {"step": 0, "history": [], "step_loss": [], "elapsed_s": 0.0, "epoch_sum": 0.0, "epoch_n": 0,
             "rng_state": np.random.default_rng([tcfg.seed, 1]).bit_generator.state}
     return cfg, tcfg, init_params(cfg, seed=tcfg.seed), {}, meta
@@ -191,7 +213,8 @@ def train(tokens, out, cfg=None, tcfg=None, resume=False, callback=None, verbose
     drop_rng = np.random.default_rng()
     drop_rng.bit_generator.state = meta["rng_state"]
     no_decay = no_decay_names(params)
-    trainer.say(verbose, f"prior: cond={cfg.cond} class_token={cfg.class_token} V={cfg.vocab_size} K={cfg.n_code} "
+    trainer.say(verbose, f"prior: cond={cfg.cond} class_token={cfg.class_token} null_class={cfg.null_class} "
+                         f"(p_uncond={tcfg.p_uncond}) V={cfg.vocab_size} K={cfg.n_code} "
                          f"T={cfg.context} d={cfg.d_model} L={cfg.n_layer} H={cfg.n_head} params={n_params(params):,}; "
                          f"{len(train_seq)} train / {len(test_seq)} test sequences, {spe} steps/epoch, {total} steps")
     prog = trainer.progress(total, "prior", tcfg, int(meta["step"]), verbose)
@@ -204,7 +227,8 @@ def train(tokens, out, cfg=None, tcfg=None, resume=False, callback=None, verbose
 
     def run_step(n):
         epoch, idx = trainer.batch_index(tcfg.seed, n, spe, len(train_seq), bs)
-        loss, lr, gnorm = step(params, opt, cfg, tcfg, asarray(train_seq[idx]), n, total, drop_rng, no_decay)
+        batch = drop_classes(train_seq[idx], cfg, tcfg.p_uncond, tcfg.seed, n)  # (B, 1 + T)
+        loss, lr, gnorm = step(params, opt, cfg, tcfg, asarray(batch), n, total, drop_rng, no_decay)
         meta["step"], meta["epoch_sum"], meta["epoch_n"] = n + 1, meta["epoch_sum"] + loss, meta["epoch_n"] + 1
         meta["step_loss"].append(round(loss, 5))
         meta["elapsed_s"] = time.perf_counter() - t_start
@@ -242,6 +266,10 @@ def add_arguments(p):
     p.add_argument("--class-every", action=argparse.BooleanOptionalAction, default=None,
                    help="add the class embedding to every position's input, not only at the prefix "
                         "(default: on for --cond class with dedicated class tokens)")
+    p.add_argument("--p-uncond", type=cli.fraction, default=0.0,
+                   help="train a null class ('no digit') into the conditional prior: each training sequence's class "
+                        "is replaced by it with this probability, for classifier-free guidance from one model (0: no "
+                        "null class)")
     p.add_argument("--order", choices=("freq", "time"), default=d.order,
                    help="read the code grid band by band (freq) or frame by frame (time)")
     t = TrainConfig()
@@ -258,7 +286,8 @@ def run(args):
         raise ValueError("--class-token shared only applies with --cond class")
     cfg = GPTConfig(cond=args.cond, class_token=args.class_token, d_model=args.d_model, n_layer=args.n_layer,
                     n_head=args.n_head, dropout=args.dropout, order=args.order,
-                    class_every=args.class_every)
-    tcfg = trainer.settings_from_args(TrainConfig, args, min_lr=args.min_lr, max_train=args.max_train)
+                    class_every=args.class_every, null_class=args.p_uncond > 0)
+    tcfg = trainer.settings_from_args(TrainConfig, args, min_lr=args.min_lr, max_train=args.max_train,
+                                      p_uncond=args.p_uncond)
     return trainer.run_cli(lambda: train(args.tokens, args.out, cfg, tcfg, resume=args.resume),
                            Path(args.out) / CKPT_NAME)[0]

@@ -18,6 +18,11 @@ K..K+9, start token K+10 (V = K + 11). ``class_token="shared"`` is the paper's v
 ``class_every=True`` also adds the class token's embedding to every position's input:
     x_t = wte[token_t] + wpe[t] + wte[class_d]
 so the digit reaches each position directly, not only through attention to position 0.
+``null_class=True`` (dedicated class tokens only) lets the prefix also be the "no digit" class:
+its id is the start token K+10, whose embedding row a conditional prior otherwise never uses,
+so V and every parameter shape stay as they are. A prior trained with some sequences' class
+replaced by it (train_prior's p_uncond) is a conditional and an unconditional model in one,
+which is what classifier-free guidance needs (sampling.sample with guidance and no guide).
 
 One block (pre-LayerNorm, as in GPT-2):
     x = x + Dropout(Attn(LN1(x)))
@@ -61,6 +66,10 @@ class GPTConfig:
     # position reads the digit directly instead of only through attention to position 0.
     # None: on for class-conditional priors with dedicated class tokens, off otherwise.
     class_every: bool = None
+    # null_class: the prior also knows a "no digit" class (the start token as prefix), trained by
+    # replacing a fraction of the training sequences' class with it, so one model gives both the
+    # conditional and the unconditional logits of classifier-free guidance.
+    null_class: bool = False
 
     def __post_init__(self):
         if self.class_every is None:
@@ -85,6 +94,8 @@ class GPTConfig:
             raise ValueError("class_every needs a class-conditional prior with dedicated class tokens")
         if self.order not in ("freq", "time"):
             raise ValueError(f"GPTConfig.order must be 'freq' or 'time', got {self.order!r}")
+        if self.null_class and (self.cond, self.class_token) != ("class", "dedicated"):
+            raise ValueError("null_class needs a class-conditional prior with dedicated class tokens")
 
     @property
     def vocab_size(self):
@@ -94,6 +105,13 @@ class GPTConfig:
     @property
     def start_token(self):
         return self.n_code + self.n_class
+
+    @property
+    def null_token(self):
+        """The prefix id of the "no digit" class (null_class=True): the start token K + n_class."""
+        if not self.null_class:
+            raise ValueError("this prior has no null class (GPTConfig.null_class is False)")
+        return self.start_token
 
     def prefix(self, digits=None, n=None):
         """Prefix token ids (N,) for class labels ``digits`` (cond='class') or n start tokens."""
@@ -124,7 +142,7 @@ class GPTConfig:
 
     @classmethod
     def from_dict(cls, d):
-        d = {"order": "freq", "class_every": False, **d}  # what checkpoints from before these fields did
+        d = {"order": "freq", "class_every": False, "null_class": False, **d}  # what checkpoints before these fields did
         return checkpoint.config_from_dict(cls, d, strict=False)
 
 
@@ -327,6 +345,27 @@ def mean_nll(params, cfg, seqs, batch_size=64):
         n += s.shape[0]
     per_pos = per_pos / n  # (T,)
     return total / (n * per_pos.size), per_pos
+
+
+def class_log_likelihood(params, cfg, grids, batch_size=64):
+    """log p(grid | class c) of every grid under a class-conditional prior, for every class c.
+
+    grids: (N, h, w) int codes -> (N, n_class) float64 host array, nats. Row n, column c is
+        log p(grid_n | c) = - sum_t NLL(z_t | c, z_<t)
+    over the grid's h*w codes read in cfg.order (the same sequences make_sequences builds for
+    training, with class c as the prefix). One forward per class per batch of grids."""
+    if cfg.cond != "class":
+        raise ValueError("class_log_likelihood needs a class-conditional prior (cond='class')")
+    N = len(grids)
+    ll = xp.zeros((N, cfg.n_class), dtype="float64")  # (N, n_class)
+    for i in range(0, N, batch_size):
+        g = grids[i:i + batch_size]  # (b, h, w)
+        for c in range(cfg.n_class):
+            seq = asarray(make_sequences(g, [c] * len(g), cfg))  # (b, 1 + T) class c, then the codes
+            idx, targets = split_sequence(seq)  # (b, T), (b, T)
+            logits, _ = forward_logits(params, cfg, idx)  # (b, T, K)
+            ll[i:i + len(g), c] = -token_nll(logits, targets).astype("float64").sum(axis=1)  # (b,)
+    return to_numpy(ll)  # (N, n_class)
 
 
 # ----------------------------------------------------------------------------- data and persistence

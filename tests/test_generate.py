@@ -151,3 +151,27 @@ def test_the_second_judge_must_belong_to_the_bundle(tmp_path):
     checkpoint.save(b / "listener.npz", ck["params"], config=ck["config"], meta=ck["meta"], extra=ck["extra"])
     with pytest.raises(ValueError, match="listener.npz does not match the sha256"):
         load_bundle(b)
+
+
+def test_guidance_falls_back_to_the_priors_null_class():
+    """Without an unconditional prior in the bundle, guidance comes from the conditional prior fed
+    its null class when it has one (the same tokens as sampling.sample with no guide), and is
+    refused with a clear message when it has none; a bundle's separate guide still wins."""
+    import dataclasses
+
+    from minivq.sampling import sample
+    from minivq.transformer import GPTConfig
+    b = load_bundle(SHIPPED)
+    params, cfg, meta = b.prior
+    null_cfg = GPTConfig(**{**cfg.to_dict(), "null_class": True})  # wiring only: this row was never trained
+    alone = dataclasses.replace(b, prior=(params, null_cfg, meta), guide=None, listener=None)
+    kw = dict(seed=3, gl_iters=2, guidance=3.0)
+    res = generate_clips(alone, digits=[1, 8], **kw)
+    want = sample(params, null_cfg, 2, cond=[1, 8], seed=3, guidance=3.0)  # (2, 256)
+    assert np.array_equal(res["tokens"], null_cfg.to_grid(want, 16, 16))
+    assert not np.array_equal(res["tokens"], generate_clips(alone, digits=[1, 8], seed=3, gl_iters=2)["tokens"])
+    with pytest.raises(ValueError, match="needs an unconditional prior .* or a conditional prior trained with a null"):
+        generate_clips(dataclasses.replace(alone, prior=b.prior), digits=[1, 8], **kw)
+    both = dataclasses.replace(alone, guide=b.guide)
+    separate = sample(params, null_cfg, 2, cond=[1, 8], seed=3, guidance=3.0, guide=b.guide[:2])
+    assert np.array_equal(generate_clips(both, digits=[1, 8], **kw)["tokens"], null_cfg.to_grid(separate, 16, 16))

@@ -2,8 +2,8 @@
 
 Layers: float32 to 1e-5 relative (norm-based), float64 to 1e-10.
 Whole models, float64, to 1e-8: the VQ-VAE (CR=4 and 16, codebook loss or EMA) and the GPT
-prior (dedicated class tokens with and without class_every, the shared class token, the
-unconditional prior; dropout; cached decoding; one clipped AdamW step) against the PyTorch
+prior (dedicated class tokens with and without class_every, with the null class, the shared
+class token, the unconditional prior; dropout; cached decoding; one clipped AdamW step) against the PyTorch
 models in benchmarks/torch_models.py, the same ones the benchmarks time.
 """
 import importlib.util
@@ -179,6 +179,9 @@ GPT_CASES = {  # name: (GPTConfig fields, class_every the config must resolve to
     "class-dedicated-plain": ({"cond": "class", "class_token": "dedicated", "class_every": False}, False),
     "class-shared": ({"cond": "class", "class_token": "shared"}, False),
     "unconditional": ({"cond": "none", "order": "time"}, False),
+    # classifier-free guidance in one model: the middle sequence has the null class as its prefix,
+    # and with class_every the null row is what is added at every position
+    "class-null-every": ({"cond": "class", "null_class": True}, True),
 }
 
 
@@ -197,7 +200,12 @@ def _gpt_case(name, dropout=0.0, B=3):
     grids = g.integers(0, cfg.n_code, (B, ROWS, COLS))  # (B, rows, cols)
     digits = None if cfg.cond == "none" else g.integers(0, cfg.n_class, B)  # (B,)
     seq = np.concatenate([to_numpy(cfg.prefix(digits, n=B))[:, None], to_numpy(cfg.to_sequence(grids))], axis=1)
-    tseq = TM.gpt_sequence(cfg, torch.tensor(grids), None if digits is None else torch.tensor(digits))
+    null = None
+    if cfg.null_class:
+        null = np.arange(B) == 1  # (B,)
+        seq[null, 0] = cfg.null_token
+    tseq = TM.gpt_sequence(cfg, torch.tensor(grids), None if digits is None else torch.tensor(digits),
+                           None if null is None else torch.tensor(null))
     assert np.array_equal(seq, tseq.numpy())  # prefix token ids and code order agree
     return cfg, params, seq, tseq
 

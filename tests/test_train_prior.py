@@ -100,3 +100,33 @@ def test_cli(tmp_path, toks, capsys):
     np.savez(tmp_path / "bad.npz", train_tokens=toks["train_tokens"])
     assert train_main(["prior", "--tokens", str(tmp_path / "bad.npz"), "--out", str(tmp_path)]) == 2
     assert "lacks the array" in capsys.readouterr().err
+
+
+def test_null_class_drop_is_seeded_and_trained(tmp_path, toks, capsys):
+    cfg = GPTConfig(**SMALL_KW, null_class=True)
+    batch = np.arange(200 * 3).reshape(200, 3) % 10  # (B, 1 + T) prefix in column 0
+    a = TP.drop_classes(batch, cfg, 0.25, seed=0, n=7)
+    assert np.array_equal(a, TP.drop_classes(batch, cfg, 0.25, seed=0, n=7))  # a pure function of (seed, step)
+    dropped = a[:, 0] == cfg.null_token
+    assert 30 < dropped.sum() < 70 and np.array_equal(a[:, 1:], batch[:, 1:])  # ~50 of 200; codes untouched
+    assert np.array_equal(a[~dropped], batch[~dropped]) and batch.max() < cfg.null_token  # the input is not written
+    assert not np.array_equal(dropped, TP.drop_classes(batch, cfg, 0.25, seed=0, n=8)[:, 0] == cfg.null_token)
+    assert TP.drop_classes(batch, cfg, 0.0, seed=0, n=7) is batch
+    hyper = TP.TrainConfig(**{**HYPER, "epochs": 1, "p_uncond": 0.3})
+    s = TP.train(toks, tmp_path / "null", cfg, hyper, verbose=False)
+    params, cfg2, _ = load_prior(tmp_path / "null" / TP.CKPT_NAME)
+    assert cfg2.null_class and s["train"]["p_uncond"] == 0.3
+    init = TP.init_params(GPTConfig(**{**cfg.to_dict(), "n_code": 16, "context": 16}), seed=0)
+    assert np.abs(params["wte"][cfg2.null_token] - np.asarray(init["wte"][cfg2.null_token])).max() > 1e-4
+    with pytest.raises(ValueError, match="needs a prior with a null class"):
+        TP.train(toks, tmp_path / "a", SMALL, hyper, verbose=False)
+    with pytest.raises(ValueError, match="never trained"):
+        TP.train(toks, tmp_path / "b", cfg, TP.TrainConfig(**HYPER), verbose=False)
+    np.savez(tmp_path / "tokens.npz", **toks)
+    argv = ["prior", "--tokens", str(tmp_path / "tokens.npz"), "--out", str(tmp_path / "cli"), "--d-model", "16",
+            "--n-layer", "1", "--n-head", "2", "--epochs", "1", "--batch-size", "32", "--p-uncond", "0.2"]
+    assert train_main(argv) == 0
+    m = json.loads((tmp_path / "cli" / "metrics.json").read_text())
+    assert m["model"]["null_class"] and m["train"]["p_uncond"] == 0.2
+    assert train_main(argv[:-1] + ["1.0", "--force"]) == 2  # a fraction in [0, 1)
+    assert "--p-uncond" in capsys.readouterr().err

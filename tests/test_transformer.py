@@ -223,3 +223,100 @@ def test_config_refuses_sizes_that_are_not_positive_whole_numbers(field, value):
     # n_head=0 used to surface as ZeroDivisionError from `d_model % n_head`
     with pytest.raises(ValueError, match=f"GPTConfig.{field} must be a whole number >= 1"):
         G.GPTConfig(**{field: value})
+
+
+# ----------------------------------------------------------------------------- null class, prior as classifier
+def _null_cfg(**kw):
+    return G.GPTConfig(**{**TINY, **kw}, null_class=True)
+
+
+def test_null_class_layout_and_old_configs():
+    cfg = _null_cfg()
+    assert cfg.null_token == cfg.start_token == 13 + 10 and cfg.vocab_size == G.GPTConfig(**TINY).vocab_size
+    assert cfg.class_every  # the default for dedicated class tokens: the null row is added everywhere too
+    old = {k: v for k, v in G.GPTConfig(**TINY).to_dict().items() if k != "null_class"}  # a shipped prior's record
+    assert G.GPTConfig.from_dict(old).null_class is False
+    with pytest.raises(ValueError, match="no null class"):
+        G.GPTConfig(**TINY).null_token
+    for bad in (dict(cond="none"), dict(class_token="shared")):
+        with pytest.raises(ValueError, match="null_class needs"):
+            G.GPTConfig(**TINY, null_class=True, **{**bad, "class_every": False})
+
+
+@pytest.mark.parametrize("every", [True, False])
+def test_null_class_gradcheck(backend, every):
+    """float64 finite differences through the null-class path: a batch mixing digit prefixes and
+    the null token, with class_every on (the null row is added at every position) and off."""
+    cfg = _null_cfg(class_every=every)
+    p = _params64(cfg)
+    seq = _seq(cfg, 3)
+    seq[1, 0] = cfg.null_token
+    seq = asarray(seq)
+    loss, cache = G.forward(p, cfg, seq)
+    grads = G.backward(cache)
+    worst = max(rel_error(grads[k], numerical_gradient(lambda: G.forward(p, cfg, seq)[0], p[k]))
+                for k in ("wte", "wpe", "h0.attn.w_qkv", "h1.mlp.w_fc", "head.w"))
+    assert worst < 1e-6, worst
+    assert float(abs(grads["wte"][cfg.null_token]).max()) > 1e-6  # the null row learns
+
+
+def test_class_log_likelihood_matches_the_loss(backend):
+    """log p(grid | c) for every class equals minus the summed token loss of forward() on the
+    sequence with prefix c, for every grid and class (batches of 2 over 5 grids)."""
+    cfg = G.GPTConfig(**{**TINY, "context": 6, "n_class": 4})
+    p = _params64(cfg, std=0.5)
+    grids = np.random.default_rng(3).integers(0, cfg.n_code, (5, 2, 3))  # (N, h, w)
+    ll = G.class_log_likelihood(p, cfg, grids, batch_size=2)
+    assert ll.shape == (5, 4) and ll.dtype == np.float64
+    for c in range(4):
+        seq = G.make_sequences(grids, [c] * 5, cfg)
+        for n in range(5):
+            loss, _ = G.forward(p, cfg, asarray(seq[n:n + 1]))
+            assert abs(ll[n, c] + loss * cfg.context) < 1e-9
+    assert np.abs(ll - ll[:, :1]).max() > 1e-3  # the classes do differ
+    with pytest.raises(ValueError, match="class-conditional"):
+        G.class_log_likelihood(p, G.GPTConfig(**{**TINY, "cond": "none"}), grids)
+
+
+def test_prior_as_classifier_reads_the_likelihoods(backend, monkeypatch):
+    """Accuracy, margin and the MI bound computed from a known table of log-likelihoods."""
+    from minivq import evaluate as E
+    table = np.log(np.array([[0.7, 0.2, 0.1], [0.1, 0.6, 0.3], [0.5, 0.3, 0.2], [0.2, 0.2, 0.6]]))  # (N, 3)
+    monkeypatch.setattr(E, "class_log_likelihood", lambda params, cfg, tokens, bs: table)
+    digits = np.array([0, 1, 1, 2])
+    r = E.prior_as_classifier(({}, G.GPTConfig(**{**TINY, "n_class": 3})), np.zeros((4, 2, 3), int), digits)
+    assert r["accuracy"] == 0.75 and r["per_digit"] == [1.0, 0.5, 1.0]
+    post = np.exp(table) / np.exp(table).sum(1, keepdims=True)
+    ce = -np.log2(post[np.arange(4), digits]).mean()
+    h = -(np.array([1, 2, 1]) / 4 * np.log2(np.array([1, 2, 1]) / 4)).sum()
+    assert abs(r["cross_entropy_bits"] - ce) < 1e-12 and abs(r["h_class_bits"] - h) < 1e-12
+    assert abs(r["mi_bits_lower_bound"] - (h - ce)) < 1e-12
+    margin = np.log2([0.7 / 0.2, 0.6 / 0.3, 0.3 / 0.5, 0.6 / 0.2]).mean()
+    assert abs(r["mean_margin_bits"] - margin) < 1e-12
+    with pytest.raises(ValueError, match="digits"):
+        E.prior_as_classifier(({}, G.GPTConfig(**TINY)), np.zeros((4, 2, 3), int), digits[:3])
+
+
+def test_guidance_from_the_null_class_of_one_model(backend):
+    """With no guide, a prior with a null class guides itself: greedy guided decoding takes
+    argmax(l_null + s (l_c - l_null)) of the same model's full forwards; the batched (2n) cached
+    and the uncached paths agree; s = 1 is plain sampling; a prior without a null class ignores s."""
+    cfg = _null_cfg(context=9)
+    p = _params64(cfg, std=0.5)
+    digits = [0, 3, 3, 9]
+    plain = S.sample(p, cfg, 4, cond=digits, seed=5, temperature=0.9)
+    assert np.array_equal(S.sample(p, cfg, 4, cond=digits, seed=5, temperature=0.9, guidance=1.0), plain)
+    g = S.sample(p, cfg, 4, cond=digits, seed=5, guidance=2.5, top_k=1)
+    assert np.array_equal(g, S.sample(p, cfg, 4, cond=digits, seed=5, guidance=2.5, top_k=1, use_cache=False))
+    seq_c = np.concatenate([to_numpy(cfg.prefix(digits))[:, None], g], axis=1)
+    seq_u = seq_c.copy()
+    seq_u[:, 0] = cfg.null_token
+    lc = to_numpy(G.forward_logits(p, cfg, asarray(seq_c[:, :-1]))[0])
+    lu = to_numpy(G.forward_logits(p, cfg, asarray(seq_u[:, :-1]))[0])
+    assert np.array_equal((lu + 2.5 * (lc - lu)).argmax(-1), g)
+    assert not np.array_equal(g, S.sample(p, cfg, 4, cond=digits, seed=5, top_k=1))
+    t = S.sample(p, cfg, 4, cond=digits, seed=5, guidance=2.5, temperature=0.9)  # sampled, not greedy
+    assert np.array_equal(t, S.sample(p, cfg, 4, cond=digits, seed=5, guidance=2.5, temperature=0.9, use_cache=False))
+    no_null = G.GPTConfig(**{**TINY, "context": 9})
+    assert np.array_equal(S.sample(p, no_null, 4, cond=digits, seed=5, guidance=2.5),
+                          S.sample(p, no_null, 4, cond=digits, seed=5))
