@@ -28,6 +28,10 @@ def test_pipeline_writes_results_report_and_figures(tiny_run):
     on_disk = json.loads((work / "results.json").read_text())
     assert on_disk["real"]["n"] == 60 and on_disk["griffin_lim"]["n"] == 60
     assert on_disk["generated_class"]["n"] == 20 and on_disk["generated_none"]["n"] == 20
+    pac = on_disk["prior_as_classifier"]  # the conditional prior judging the 60 real test grids
+    assert pac["n"] == 60 and 0.0 <= pac["accuracy"] <= 1.0 and len(pac["per_digit"]) == 10
+    assert pac["mi_bits_lower_bound"] == pytest.approx(pac["h_class_bits"] - pac["cross_entropy_bits"], abs=1e-12)
+    assert pac["h_class_bits"] <= np.log2(10) + 1e-12
     for key in ("real", "griffin_lim", "reconstruction", "generated_class"):
         s = on_disk[key]
         assert 0.0 <= s["accuracy"] <= 1.0
