@@ -44,7 +44,6 @@ from minivq import checkpoint, cli, evaluate, listening
 from minivq import outdir
 from minivq import pipeline as P
 from minivq.bundle import SAMPLING_DEFAULTS, prior_folder
-from minivq.data import LoadInterrupted
 from minivq.layouts import detect_layout
 from minivq.progress import fmt_time
 from minivq.report import write_paper_report
@@ -80,14 +79,7 @@ def log(msg):
 
 def settings(quick=False, overrides=None, n_per_digit=None):
     """The QUICK or FULL settings with ``overrides`` applied (unknown keys: ValueError)."""
-    S = dict(QUICK if quick else FULL)
-    unknown = set(overrides or {}) - set(S)
-    if unknown:
-        raise ValueError(f"unknown experiment settings {sorted(unknown)}; known: {sorted(S)}")
-    S.update(overrides or {})
-    if n_per_digit:
-        S["n_per_digit"] = int(n_per_digit)
-    return S
+    return P.merge_settings(QUICK if quick else FULL, overrides, n_per_digit, "experiment")
 
 
 @outdir.scoped
@@ -266,7 +258,7 @@ def main(argv=None):
     q.add_argument("--n-per-digit", type=cli.positive_int, default=None,
                    help="generated clips per digit for each conditional prior; 10x this for each unconditional "
                         "one (default 100; quick 20)")
-    try:
+    def body():
         a = p.parse_args(argv)  # a bad option is a cli.UsageError (a ValueError)
         data = a.data or os.environ.get("MINIVQ_FSDD")
         if not data:
@@ -275,16 +267,7 @@ def main(argv=None):
         outdir.claim(a.out, "paper", a)  # writable, locked, not another run's files (see minivq/outdir.py)
         run_paper(data, a.out, quick=a.quick, seed=a.seed, n_per_digit=a.n_per_digit,
                   command=" ".join(["python -m minivq.experiments"] + list(sys.argv[1:] if argv is None else argv)))
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except LoadInterrupted as e:
-        print(e, file=sys.stderr)
-        return 130
-    except KeyboardInterrupt:
-        print("interrupted: run the same command again to resume", file=sys.stderr)
-        return 130
-    return 0
+    return P.run_command(body)
 
 
 if __name__ == "__main__":

@@ -80,19 +80,26 @@ def _stage(folder, settings, final):
     return "resume" if same else "fresh"
 
 
+def merge_settings(base, overrides=None, n_per_digit=None, kind="pipeline"):
+    """A copy of the settings ``base`` with ``overrides`` applied (unknown keys: ValueError) and
+    n_per_digit, when given, as the number of generated clips per digit."""
+    S = dict(base)
+    unknown = set(overrides or {}) - set(S)
+    if unknown:
+        raise ValueError(f"unknown {kind} settings {sorted(unknown)}; known: {sorted(S)}")
+    S.update(overrides or {})
+    if n_per_digit:
+        S["n_per_digit"] = int(n_per_digit)
+    return S
+
+
 @outdir.scoped
 def run_pipeline(data, out, cr=16, uncond=False, quick=False, seed=0, n_per_digit=None, export=None,
                  sampling=None, overrides=None, latents=False):
     """Train (or reuse) every stage, evaluate, write report.md/results.json; returns results.
     overrides: replaces entries of the QUICK/FULL settings (e.g. a smaller subset for tests).
     latents: also compute TopP&R between real and generated token grids in the VQ latent space."""
-    S = dict(QUICK if quick else FULL)
-    unknown = set(overrides or {}) - set(S)
-    if unknown:
-        raise ValueError(f"unknown pipeline settings {sorted(unknown)}; known: {sorted(S)}")
-    S.update(overrides or {})
-    if n_per_digit:
-        S["n_per_digit"] = int(n_per_digit)
+    S = merge_settings(QUICK if quick else FULL, overrides, n_per_digit, "pipeline")
     sampling = {**SAMPLING_DEFAULTS, **(sampling or {})}
     out = Path(out)
     outdir.hold(out, export)  # writable folders, locked until run_pipeline returns
@@ -348,6 +355,23 @@ def judge_all(feats, clf, vq, priors, out, n_per_digit, seed, sampling, latents=
 
 
 @outdir.scoped
+def run_command(body):
+    """Run a command line's ``body()`` and return its exit status: 0 when done, 2 with one line
+    on standard error for bad input, 130 when interrupted (a re-run of the same command resumes)."""
+    try:
+        body()
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except LoadInterrupted as e:
+        print(e, file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
 def main(argv=None):
     p = cli.ArgumentParser(prog="python -m minivq.pipeline", description=__doc__.split("\n\n")[0],
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -367,7 +391,7 @@ def main(argv=None):
     p.add_argument("--temperature", type=cli.positive_float, default=1.0, help="sampling temperature for generations")
     p.add_argument("--latent-metrics", action="store_true",
                    help="also TopP&R of generated vs real token grids in the VQ latent space (projected to 32-d)")
-    try:
+    def body():
         a = p.parse_args(argv)  # a bad option is a cli.UsageError (a ValueError)
         data = a.data or os.environ.get("MINIVQ_FSDD")
         if not data:
@@ -380,16 +404,7 @@ def main(argv=None):
         run_pipeline(data, a.out, cr=a.cr, uncond=a.uncond, quick=a.quick, seed=a.seed,
                      n_per_digit=a.n_per_digit, export=a.export,
                      sampling={"guidance": a.guidance, "temperature": a.temperature}, latents=a.latent_metrics)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except LoadInterrupted as e:
-        print(e, file=sys.stderr)
-        return 130
-    except KeyboardInterrupt:
-        print("interrupted: run the same command again to resume", file=sys.stderr)
-        return 130
-    return 0
+    return run_command(body)
 
 
 if __name__ == "__main__":
