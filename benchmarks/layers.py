@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-from minivq import layers as L  # noqa: E402
+from minivq import conv  # noqa: E402
 
 # name, kind, C_in, C_out, K, stride, pad, H (input)
 CASES = [
@@ -55,8 +55,8 @@ def flops(case, B):
 
 def ours_step(case, x, w, b, dout):
     _, kind, C, F, K, s, p, H = case
-    fwd, bwd = (L.conv2d_forward, L.conv2d_backward) if kind == "conv" else \
-        (L.conv_transpose2d_forward, L.conv_transpose2d_backward)
+    fwd, bwd = (conv.conv2d_forward, conv.conv2d_backward) if kind == "conv" else \
+        (conv.conv_transpose2d_forward, conv.conv_transpose2d_backward)
     out, cache = fwd(x, w, b, stride=s, pad=p)
     return bwd(dout, cache)  # a fresh C-contiguous dout, as the next layer's backward makes
 
@@ -104,8 +104,8 @@ def main(argv=None):
         if args.only not in case[0]:
             continue
         x, w, b = make(case, args.batch, rng)
-        out_shape = L.conv2d_forward(x[:1], w, b, stride=case[5], pad=case[6])[0].shape if case[1] == "conv" \
-            else L.conv_transpose2d_forward(x[:1], w, b, stride=case[5], pad=case[6])[0].shape
+        out_shape = conv.conv2d_forward(x[:1], w, b, stride=case[5], pad=case[6])[0].shape if case[1] == "conv" \
+            else conv.conv_transpose2d_forward(x[:1], w, b, stride=case[5], pad=case[6])[0].shape
         dout = rng.standard_normal((args.batch,) + out_shape[1:]).astype(np.float32)  # (B, F, OH, OW)
         ours_step(case, x, w, b, dout)  # warm-up
         if torch:

@@ -25,6 +25,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+from minivq import conv  # noqa: E402
 from minivq import layers as L  # noqa: E402
 from minivq.backend import asarray, to_numpy  # noqa: E402  (library arrays live on the selected device)
 from minivq.gradcheck import check_layer  # noqa: E402
@@ -298,10 +299,10 @@ def conv_part(args, rng):
     print("  im2col (one column per output pixel, one row per kernel tap):", cols.astype(int).tolist())
     print("  w as a row", w.reshape(-1).tolist(), "@ cols = out", out.reshape(-1).tolist(),
           "(top-left minus bottom-right of each block)")
-    cols_lib = to_numpy(L.im2col(asarray(x), 2, 2, stride=2))
+    cols_lib = to_numpy(conv.im2col(asarray(x), 2, 2, stride=2))
     xb = rng.standard_normal((2, 3, 6, 5))
-    print(f"  im2col by hand vs minivq.layers.im2col: max |difference| {np.abs(cols - cols_lib).max():.1e} here, "
-          f"{np.abs(im2col(xb, 3, 3, 2, 1) - to_numpy(L.im2col(asarray(xb), 3, 3, stride=2, pad=1))).max():.1e} "
+    print(f"  im2col by hand vs minivq.conv.im2col: max |difference| {np.abs(cols - cols_lib).max():.1e} here, "
+          f"{np.abs(im2col(xb, 3, 3, 2, 1) - to_numpy(conv.im2col(asarray(xb), 3, 3, stride=2, pad=1))).max():.1e} "
           "on a (2, 3, 6, 5) input, 3x3, stride 2, pad 1")
     dx, dw, db = conv2d_backward(np.ones_like(out), cache)
     print("  with dout = 1 everywhere: dw =", dw.reshape(-1).tolist(), "(the sum of x under each tap),")
@@ -313,7 +314,7 @@ def conv_part(args, rng):
         print(f"  conv2d {K}x{K} stride {s} pad {p} on (2, 3, {H}, {W}) -> 4 channels:")
         backward = BROKEN["conv2d"] if args.broken == "conv2d" else conv2d_backward
         rows.append(check_both(f"conv2d {K}x{K} s{s} p{p}", (conv2d_forward, backward),
-                               (L.conv2d_forward, L.conv2d_backward),
+                               (conv.conv2d_forward, conv.conv2d_backward),
                                {"x": rng.standard_normal((2, 3, H, W)), "w": rng.standard_normal((4, 3, K, K)),
                                 "b": rng.standard_normal(4)}, args, {"stride": s, "pad": p}))
 
@@ -322,7 +323,7 @@ def conv_part(args, rng):
     for F, K, s, p in [(64, 4, 2, 1), (128, 4, 2, 1), (128, 3, 1, 1)]:
         C = h.shape[1]
         w = asarray((rng.standard_normal((F, C, K, K)) / np.sqrt(C * K * K)).astype(np.float32))
-        out, _ = L.conv2d_forward(h, w, asarray(np.zeros(F, np.float32)), stride=s, pad=p)
+        out, _ = conv.conv2d_forward(h, w, asarray(np.zeros(F, np.float32)), stride=s, pad=p)
         OH = out.shape[2]
         print(f"  conv {C:3d}->{F:3d} {K}x{K} s{s} p{p}: x {tuple(h.shape)} -> cols ({C * K * K}, "
               f"{VQVAE_BATCH * OH * OH}) -> W_mat ({F}, {C * K * K}) @ cols -> out {tuple(out.shape)}")
@@ -338,7 +339,7 @@ def conv_transpose_part(args, rng):
     print("  4x4 kernel, stride 2, pad 1 doubles the size: OH = (H - 1)*2 - 2*1 + 4 = 2H")
     H, W = (3, 4) if args.quick else (4, 5)
     return check_both("conv_transpose2d 4x4 s2 p1", (conv_transpose2d_forward, conv_transpose2d_backward),
-                      (L.conv_transpose2d_forward, L.conv_transpose2d_backward),
+                      (conv.conv_transpose2d_forward, conv.conv_transpose2d_backward),
                       {"x": rng.standard_normal((2, 3, H, W)), "w": rng.standard_normal((3, 2, 4, 4)),
                        "b": rng.standard_normal(2)}, args, {"stride": 2, "pad": 1})
 
@@ -388,11 +389,11 @@ def library_table(quick):
     cases = [
         ("linear (x: B,T,D)", L.linear_forward, L.linear_backward,
          {"x": r(B, 3, 5), "w": r(5, 4), "b": r(4)}, None),
-        ("conv2d 3x3 s1 p1", L.conv2d_forward, L.conv2d_backward,
+        ("conv2d 3x3 s1 p1", conv.conv2d_forward, conv.conv2d_backward,
          {"x": r(B, 3, H, W), "w": r(4, 3, 3, 3), "b": r(4)}, {"stride": 1, "pad": 1}),
-        ("conv2d 4x4 s2 p1", L.conv2d_forward, L.conv2d_backward,
+        ("conv2d 4x4 s2 p1", conv.conv2d_forward, conv.conv2d_backward,
          {"x": r(B, 2, H, W), "w": r(3, 2, 4, 4), "b": r(3)}, {"stride": 2, "pad": 1}),
-        ("conv_transpose2d 4x4 s2 p1", L.conv_transpose2d_forward, L.conv_transpose2d_backward,
+        ("conv_transpose2d 4x4 s2 p1", conv.conv_transpose2d_forward, conv.conv_transpose2d_backward,
          {"x": r(B, 3, 4, 3), "w": r(3, 2, 4, 4), "b": r(2)}, {"stride": 2, "pad": 1}),
         ("relu", L.relu_forward, L.relu_backward, {"x": r(B, 3, 7)}, None),
         ("gelu (tanh)", L.gelu_forward, L.gelu_backward, {"x": r(B, 3, 7)}, None),
@@ -403,7 +404,7 @@ def library_table(quick):
         ("softmax cross-entropy", ce_f, ce_b,
          {"logits": 3 * r(B, 5, 7), "targets": asarray(rng.integers(0, 7, (B, 5)))}, None),
         ("mse", mse_f, mse_b, {"pred": r(B, 3, 5), "target": r(B, 3, 5)}, None),
-        ("residual block", L.residual_block_forward, L.residual_block_backward,
+        ("residual block", conv.residual_block_forward, conv.residual_block_backward,
          {"x": r(B, 3, 5, 5), "w1": r(4, 3, 3, 3), "b1": r(4), "w2": r(3, 4, 1, 1), "b2": r(3)}, None),
     ]
     grad_names = {"mse": ["pred"]}
@@ -422,7 +423,7 @@ def save_figure(hand_rows, lib_rows, broken, out_dir):
     n, k = IM2COL_IMAGE, IM2COL_KERNEL
     m = n - k + 1
     x = np.arange(n * n, dtype=float).reshape(1, 1, n, n)         # pixel values = their own index
-    cols = to_numpy(L.im2col(asarray(x), k, k))                  # (k*k, m*m) on the host for matplotlib
+    cols = to_numpy(conv.im2col(asarray(x), k, k))                  # (k*k, m*m) on the host for matplotlib
     covered = col2im(np.ones_like(cols), x.shape, k, k, 1, 0)[0, 0]  # how many patches hold each pixel
     fig = plt.figure(figsize=(17, 10), constrained_layout=True)
     grid = fig.add_gridspec(2, 3, width_ratios=[1, 1.6, 1])

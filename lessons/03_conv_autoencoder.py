@@ -38,6 +38,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 from minivq import audio, bundle, data, optim  # noqa: E402
+from minivq import conv  # noqa: E402
 from minivq import layers as L  # noqa: E402
 from minivq import vqvae as V  # noqa: E402
 from minivq.backend import asarray, to_numpy, xp  # noqa: E402
@@ -126,25 +127,25 @@ def upsample_forward(h, w, b):
     """One 2x up-step of the decoder: convT 4x4 s2 (weights (C_in, C_out, 4, 4)), or nearest
     upsample + conv 3x3 (weights (C_out, C_in, 3, 3))."""
     if w.shape[2] == 4:
-        return L.conv_transpose2d_forward(h, w, b, stride=2, pad=1)
-    return L.conv2d_forward(up2_forward(h), w, b, pad=1)
+        return conv.conv_transpose2d_forward(h, w, b, stride=2, pad=1)
+    return conv.conv2d_forward(up2_forward(h), w, b, pad=1)
 
 
 def upsample_backward(dout, cache):
-    if isinstance(cache, L.ConvTranspose2dCache):
-        return L.conv_transpose2d_backward(dout, cache)
-    du, dw, db = L.conv2d_backward(dout, cache)
+    if isinstance(cache, conv.ConvTranspose2dCache):
+        return conv.conv_transpose2d_backward(dout, cache)
+    du, dw, db = conv.conv2d_backward(dout, cache)
     return up2_backward(du), dw, db
 
 
 def forward(p, x):
     """x: (B, 1, H, W) standardised log-mel -> (loss, x_hat, cache)."""
-    h1, c1 = L.conv2d_forward(x, p["enc1_w"], p["enc1_b"], stride=2, pad=1)    # (B, C1, H/2, W/2)
+    h1, c1 = conv.conv2d_forward(x, p["enc1_w"], p["enc1_b"], stride=2, pad=1)    # (B, C1, H/2, W/2)
     a1, r1 = L.relu_forward(h1)
-    h2, c2 = L.conv2d_forward(a1, p["enc2_w"], p["enc2_b"], stride=2, pad=1)   # (B, C2, H/4, W/4)
+    h2, c2 = conv.conv2d_forward(a1, p["enc2_w"], p["enc2_b"], stride=2, pad=1)   # (B, C2, H/4, W/4)
     a2, r2 = L.relu_forward(h2)
-    z, c3 = L.conv2d_forward(a2, p["enc3_w"], p["enc3_b"])                     # (B, Z, H/4, W/4) bottleneck
-    h4, c4 = L.conv2d_forward(z, p["dec1_w"], p["dec1_b"], pad=1)              # (B, C2, H/4, W/4)
+    z, c3 = conv.conv2d_forward(a2, p["enc3_w"], p["enc3_b"])                     # (B, Z, H/4, W/4) bottleneck
+    h4, c4 = conv.conv2d_forward(z, p["dec1_w"], p["dec1_b"], pad=1)              # (B, C2, H/4, W/4)
     a4, r4 = L.relu_forward(h4)
     h5, c5 = upsample_forward(a4, p["dec2_w"], p["dec2_b"])                    # (B, C1, H/2, W/2)
     a5, r5 = L.relu_forward(h5)
@@ -163,12 +164,12 @@ def backward(cache):
     dh5 = L.relu_backward(da5, r5)
     da4, g["dec2_w"], g["dec2_b"] = upsample_backward(dh5, c5)
     dh4 = L.relu_backward(da4, r4)
-    dz, g["dec1_w"], g["dec1_b"] = L.conv2d_backward(dh4, c4)
-    da2, g["enc3_w"], g["enc3_b"] = L.conv2d_backward(dz, c3)
+    dz, g["dec1_w"], g["dec1_b"] = conv.conv2d_backward(dh4, c4)
+    da2, g["enc3_w"], g["enc3_b"] = conv.conv2d_backward(dz, c3)
     dh2 = L.relu_backward(da2, r2)
-    da1, g["enc2_w"], g["enc2_b"] = L.conv2d_backward(dh2, c2)
+    da1, g["enc2_w"], g["enc2_b"] = conv.conv2d_backward(dh2, c2)
     dh1 = L.relu_backward(da1, r1)
-    _, g["enc1_w"], g["enc1_b"] = L.conv2d_backward(dh1, c1, need_dx=False)  # dx of the input is not needed
+    _, g["enc1_w"], g["enc1_b"] = conv.conv2d_backward(dh1, c1, need_dx=False)  # dx of the input is not needed
     return g
 
 
@@ -242,7 +243,7 @@ def convT_of_constant(w, k_side=8):
     """What a stride-2 conv-transpose paints from a constant input of ones: (2k, 2k) (host),
     summed over output channels, no bias. Uneven overlap or unequal sub-kernels show as a pattern."""
     ones = asarray(np.ones((1, w.shape[0], k_side, k_side), np.float32))
-    out, _ = L.conv_transpose2d_forward(ones, w, asarray(np.zeros(w.shape[1], np.float32)), stride=2, pad=1)
+    out, _ = conv.conv_transpose2d_forward(ones, w, asarray(np.zeros(w.shape[1], np.float32)), stride=2, pad=1)
     return to_numpy(out[0]).sum(0)
 
 
@@ -274,7 +275,7 @@ def compare_with_vqvae(params, te, test_x, mean, std, epochs, source):
 def constant_input_stamps(params, vq_params, vq_cfg, upsample):
     """What stride-2 conv-transposes paint from a constant input: {title: (h, w) image}, printed."""
     ones = asarray(np.ones((1, 1, 8, 8), np.float32))
-    uneven, _ = L.conv_transpose2d_forward(ones, asarray(np.ones((1, 1, 3, 3), np.float32)),
+    uneven, _ = conv.conv_transpose2d_forward(ones, asarray(np.ones((1, 1, 3, 3), np.float32)),
                                            asarray(np.zeros(1, np.float32)), stride=2)  # (1, 1, 17, 17)
     stamps = {"ones kernel 3x3 (uneven overlap)": to_numpy(uneven[0, 0]),
               "ones kernel 4x4 (even overlap)": convT_of_constant(asarray(np.ones((1, 1, 4, 4), np.float32))),

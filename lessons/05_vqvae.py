@@ -35,6 +35,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 from minivq import audio, checkpoint, data, optim, trainer  # noqa: E402
+from minivq import conv  # noqa: E402
 from minivq import layers as L  # noqa: E402
 from minivq import quantizer as Q  # noqa: E402
 from minivq import train_vqvae as T  # noqa: E402  (this lesson trains)
@@ -140,17 +141,17 @@ def one_step_by_hand(p, opt, qstate, xb, cfg, tcfg, lr):
     # ---- encoder: stride-2 convs with ReLU, a 3x3 conv, residual blocks, ReLU, a 1x1 conv to D
     h, enc = xb, []
     for i in range(cfg.n_down):
-        h, c_conv = L.conv2d_forward(h, p[f"enc_down{i}_w"], p[f"enc_down{i}_b"], stride=2, pad=1)
+        h, c_conv = conv.conv2d_forward(h, p[f"enc_down{i}_w"], p[f"enc_down{i}_b"], stride=2, pad=1)
         h, c_relu = L.relu_forward(h)
         enc.append((c_conv, c_relu))
-    h, c_mid = L.conv2d_forward(h, p["enc_conv_w"], p["enc_conv_b"], stride=1, pad=1)  # (B, hidden, h, w)
+    h, c_mid = conv.conv2d_forward(h, p["enc_conv_w"], p["enc_conv_b"], stride=1, pad=1)  # (B, hidden, h, w)
     enc_res = []
     for j in range(cfg.n_res):
         w = [p[f"enc_res{j}_{n}"] for n in ("w1", "b1", "w2", "b2")]
-        h, c = L.residual_block_forward(h, *w)
+        h, c = conv.residual_block_forward(h, *w)
         enc_res.append(c)
     h, c_relu_out = L.relu_forward(h)
-    z_e, c_out = L.conv2d_forward(h, p["enc_out_w"], p["enc_out_b"])  # (B, D, h, w)
+    z_e, c_out = conv.conv2d_forward(h, p["enc_out_w"], p["enc_out_b"])  # (B, D, h, w)
 
     # ---- quantise: every position's D-vector -> the nearest code
     B, D, gh, gw = z_e.shape
@@ -162,14 +163,14 @@ def one_step_by_hand(p, opt, qstate, xb, cfg, tcfg, lr):
     z_q = xp.ascontiguousarray(zq.reshape(B, gh, gw, D).transpose(0, 3, 1, 2))  # (B, D, h, w)
 
     # ---- decoder: 3x3 conv, residual blocks, ReLU + stride-2 conv-transposes
-    h, c_in = L.conv2d_forward(z_q, p["dec_in_w"], p["dec_in_b"], stride=1, pad=1)  # (B, hidden, h, w)
+    h, c_in = conv.conv2d_forward(z_q, p["dec_in_w"], p["dec_in_b"], stride=1, pad=1)  # (B, hidden, h, w)
     dec_res, dec_up = [], []
     for j in range(cfg.n_res):
-        h, c = L.residual_block_forward(h, *[p[f"dec_res{j}_{n}"] for n in ("w1", "b1", "w2", "b2")])
+        h, c = conv.residual_block_forward(h, *[p[f"dec_res{j}_{n}"] for n in ("w1", "b1", "w2", "b2")])
         dec_res.append(c)
     for i in range(cfg.n_down):
         h, c_relu = L.relu_forward(h)
-        h, c_up = L.conv_transpose2d_forward(h, p[f"dec_up{i}_w"], p[f"dec_up{i}_b"], stride=2, pad=1)
+        h, c_up = conv.conv_transpose2d_forward(h, p[f"dec_up{i}_w"], p[f"dec_up{i}_b"], stride=2, pad=1)
         dec_up.append((c_relu, c_up))
     x_hat = h  # (B, 1, 64, 64)
 
@@ -184,12 +185,12 @@ def one_step_by_hand(p, opt, qstate, xb, cfg, tcfg, lr):
     dh = 2 * (x_hat - xb) / x_hat.size  # (B, 1, 64, 64)
     for i in reversed(range(cfg.n_down)):
         c_relu, c_up = dec_up[i]
-        dh, g[f"dec_up{i}_w"], g[f"dec_up{i}_b"] = L.conv_transpose2d_backward(dh, c_up)
+        dh, g[f"dec_up{i}_w"], g[f"dec_up{i}_b"] = conv.conv_transpose2d_backward(dh, c_up)
         dh = L.relu_backward(dh, c_relu)
     for j in reversed(range(cfg.n_res)):
-        dh, *gw4 = L.residual_block_backward(dh, dec_res[j])
+        dh, *gw4 = conv.residual_block_backward(dh, dec_res[j])
         g.update(zip([f"dec_res{j}_{n}" for n in ("w1", "b1", "w2", "b2")], gw4))
-    dz_q, g["dec_in_w"], g["dec_in_b"] = L.conv2d_backward(dh, c_in)  # (B, D, h, w)
+    dz_q, g["dec_in_w"], g["dec_in_b"] = conv.conv2d_backward(dh, c_in)  # (B, D, h, w)
     # quantiser: straight-through (dL/dz_e = dL/dz_q) plus the commitment pull towards the code;
     # the codebook gets the codebook term's gradient, or none with EMA codes
     dzq = dz_q.transpose(0, 2, 3, 1).reshape(B * gh * gw, D)  # (N, D)
@@ -197,16 +198,16 @@ def one_step_by_hand(p, opt, qstate, xb, cfg, tcfg, lr):
     onehot = (k[:, None] == xp.arange(cfg.K)[None, :]).astype(ze.dtype)  # (N, K)
     g["codebook"] = xp.zeros_like(e) if cfg.ema else onehot.T @ (2 * (zq - ze) / ze.size)  # (K, D)
     dh = xp.ascontiguousarray(dze.reshape(B, gh, gw, D).transpose(0, 3, 1, 2))  # (B, D, h, w)
-    dh, g["enc_out_w"], g["enc_out_b"] = L.conv2d_backward(dh, c_out)
+    dh, g["enc_out_w"], g["enc_out_b"] = conv.conv2d_backward(dh, c_out)
     dh = L.relu_backward(dh, c_relu_out)
     for j in reversed(range(cfg.n_res)):
-        dh, *gw4 = L.residual_block_backward(dh, enc_res[j])
+        dh, *gw4 = conv.residual_block_backward(dh, enc_res[j])
         g.update(zip([f"enc_res{j}_{n}" for n in ("w1", "b1", "w2", "b2")], gw4))
-    dh, g["enc_conv_w"], g["enc_conv_b"] = L.conv2d_backward(dh, c_mid)
+    dh, g["enc_conv_w"], g["enc_conv_b"] = conv.conv2d_backward(dh, c_mid)
     for i in reversed(range(cfg.n_down)):
         c_conv, c_relu = enc[i]
         dh = L.relu_backward(dh, c_relu)
-        dh, g[f"enc_down{i}_w"], g[f"enc_down{i}_b"] = L.conv2d_backward(dh, c_conv)
+        dh, g[f"enc_down{i}_w"], g[f"enc_down{i}_b"] = conv.conv2d_backward(dh, c_conv)
 
     # ---- clip the global gradient norm, then Adam (an EMA codebook is not Adam's business)
     gnorm = math.sqrt(sum(float((v * v).sum()) for v in g.values()))

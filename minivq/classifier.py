@@ -25,8 +25,9 @@ from typing import NamedTuple
 
 from minivq import checkpoint
 from minivq.backend import asarray, rng, xp
-from minivq.layers import (Conv2dCache, LinearCache, conv2d_backward, conv2d_forward, linear_backward,
-                           linear_forward, relu_backward, relu_forward, softmax, softmax_cross_entropy)
+from minivq.conv import Conv2dCache, conv2d_backward, conv2d_forward
+from minivq.layers import (LinearCache, linear_backward, linear_forward, relu_backward, relu_forward, softmax,
+                           softmax_cross_entropy)
 
 CONVS = ("conv1", "conv2", "conv3", "conv4")
 

@@ -46,8 +46,8 @@ import numpy as np
 from minivq import checkpoint
 from minivq.mfcc import check_wave, features  # the front end (MFCCs of the waveform)
 from minivq.backend import asarray, rng, to_numpy, xp
-from minivq.layers import (conv2d_backward, conv2d_forward, linear_backward, linear_forward,
-                           relu_backward, relu_forward, softmax_cross_entropy)
+from minivq.conv import conv2d_backward, conv2d_forward
+from minivq.layers import (linear_backward, linear_forward, relu_backward, relu_forward, softmax_cross_entropy)
 
 CONVS = ("conv1", "conv2", "conv3")
 

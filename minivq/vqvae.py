@@ -20,6 +20,7 @@ import math
 from typing import NamedTuple
 
 from minivq import checkpoint
+from minivq import conv
 from minivq import layers as L
 from minivq import quantizer as Q
 from minivq.backend import xp, asarray, rng as host_rng
@@ -124,10 +125,10 @@ def init_params(cfg, seed=0, dtype="float32"):
 class EncoderCache(NamedTuple):
     down: list       # [Conv2dCache] of the n_down stride-2 convs, first to last (each halves H, W)
     down_relu: list  # [(B, C, H/2^(i+1), W/2^(i+1))] relu output after each of them
-    conv: L.Conv2dCache  # the 3x3 conv to (B, hidden, h, w)
+    conv: conv.Conv2dCache  # the 3x3 conv to (B, hidden, h, w)
     res: list        # [ResidualBlockCache] n_res residual blocks, (B, hidden, h, w)
     relu: object     # (B, hidden, h, w) relu before the output conv
-    out: L.Conv2dCache  # the 1x1 conv to z_e (B, D, h, w)
+    out: conv.Conv2dCache  # the 1x1 conv to z_e (B, D, h, w)
 
 
 def encoder_forward(params, x, cfg):
@@ -135,38 +136,38 @@ def encoder_forward(params, x, cfg):
     c_down, c_down_relu = [], []
     h = x
     for i in range(cfg.n_down):
-        h, c = L.conv2d_forward(h, params[f"enc_down{i}_w"], params[f"enc_down{i}_b"], stride=2, pad=1)  # (B, C, H/2, W/2)
+        h, c = conv.conv2d_forward(h, params[f"enc_down{i}_w"], params[f"enc_down{i}_b"], stride=2, pad=1)  # (B, C, H/2, W/2)
         c_down.append(c)
         h, c = L.relu_forward(h)
         c_down_relu.append(c)
-    h, c_conv = L.conv2d_forward(h, params["enc_conv_w"], params["enc_conv_b"], stride=1, pad=1)  # (B, hidden, h, w)
+    h, c_conv = conv.conv2d_forward(h, params["enc_conv_w"], params["enc_conv_b"], stride=1, pad=1)  # (B, hidden, h, w)
     c_res = []
     for j in range(cfg.n_res):
         p = f"enc_res{j}_"
-        h, c = L.residual_block_forward(h, params[p + "w1"], params[p + "b1"], params[p + "w2"], params[p + "b2"])
+        h, c = conv.residual_block_forward(h, params[p + "w1"], params[p + "b1"], params[p + "w2"], params[p + "b2"])
         c_res.append(c)
     h, c_relu = L.relu_forward(h)
-    z_e, c_out = L.conv2d_forward(h, params["enc_out_w"], params["enc_out_b"])  # (B, D, h, w)
+    z_e, c_out = conv.conv2d_forward(h, params["enc_out_w"], params["enc_out_b"])  # (B, D, h, w)
     return z_e, EncoderCache(c_down, c_down_relu, c_conv, c_res, c_relu, c_out)
 
 
 def encoder_backward(dz_e, cache, cfg):
     """dz_e: (B, D, h, w) -> dict of encoder parameter gradients (mirror of encoder_forward)."""
     g = {}
-    dh, g["enc_out_w"], g["enc_out_b"] = L.conv2d_backward(dz_e, cache.out)
+    dh, g["enc_out_w"], g["enc_out_b"] = conv.conv2d_backward(dz_e, cache.out)
     dh = L.relu_backward(dh, cache.relu)
     for j in reversed(range(cfg.n_res)):
         p = f"enc_res{j}_"
-        dh, g[p + "w1"], g[p + "b1"], g[p + "w2"], g[p + "b2"] = L.residual_block_backward(dh, cache.res[j])
-    dh, g["enc_conv_w"], g["enc_conv_b"] = L.conv2d_backward(dh, cache.conv)
+        dh, g[p + "w1"], g[p + "b1"], g[p + "w2"], g[p + "b2"] = conv.residual_block_backward(dh, cache.res[j])
+    dh, g["enc_conv_w"], g["enc_conv_b"] = conv.conv2d_backward(dh, cache.conv)
     for i in reversed(range(cfg.n_down)):
         dh = L.relu_backward(dh, cache.down_relu[i])
-        dh, g[f"enc_down{i}_w"], g[f"enc_down{i}_b"] = L.conv2d_backward(dh, cache.down[i], need_dx=i > 0)
+        dh, g[f"enc_down{i}_w"], g[f"enc_down{i}_b"] = conv.conv2d_backward(dh, cache.down[i], need_dx=i > 0)
     return g
 
 
 class DecoderCache(NamedTuple):
-    conv_in: L.Conv2dCache  # the 3x3 conv z_q (B, D, h, w) -> (B, hidden, h, w)
+    conv_in: conv.Conv2dCache  # the 3x3 conv z_q (B, D, h, w) -> (B, hidden, h, w)
     res: list       # [ResidualBlockCache] n_res residual blocks, (B, hidden, h, w)
     up_relu: list   # [(B, C, h 2^i, w 2^i)] relu output before each stride-2 conv-transpose
     up: list        # [ConvTranspose2dCache] of the n_down conv-transposes, first to last (each doubles H, W)
@@ -174,17 +175,17 @@ class DecoderCache(NamedTuple):
 
 def decoder_forward(params, z_q, cfg):
     """z_q: (B, D, h, w) -> x_hat (B, 1, H, W), cache."""
-    h, c_in = L.conv2d_forward(z_q, params["dec_in_w"], params["dec_in_b"], stride=1, pad=1)  # (B, hidden, h, w)
+    h, c_in = conv.conv2d_forward(z_q, params["dec_in_w"], params["dec_in_b"], stride=1, pad=1)  # (B, hidden, h, w)
     c_res = []
     for j in range(cfg.n_res):
         p = f"dec_res{j}_"
-        h, c = L.residual_block_forward(h, params[p + "w1"], params[p + "b1"], params[p + "w2"], params[p + "b2"])
+        h, c = conv.residual_block_forward(h, params[p + "w1"], params[p + "b1"], params[p + "w2"], params[p + "b2"])
         c_res.append(c)
     c_up_relu, c_up = [], []
     for i in range(cfg.n_down):
         h, c = L.relu_forward(h)
         c_up_relu.append(c)
-        h, c = L.conv_transpose2d_forward(h, params[f"dec_up{i}_w"], params[f"dec_up{i}_b"], stride=2, pad=1)  # (B, C, 2h, 2w)
+        h, c = conv.conv_transpose2d_forward(h, params[f"dec_up{i}_w"], params[f"dec_up{i}_b"], stride=2, pad=1)  # (B, C, 2h, 2w)
         c_up.append(c)
     return h, DecoderCache(c_in, c_res, c_up_relu, c_up)
 
@@ -194,12 +195,12 @@ def decoder_backward(dx_hat, cache, cfg):
     g = {}
     dh = dx_hat
     for i in reversed(range(cfg.n_down)):
-        dh, g[f"dec_up{i}_w"], g[f"dec_up{i}_b"] = L.conv_transpose2d_backward(dh, cache.up[i])
+        dh, g[f"dec_up{i}_w"], g[f"dec_up{i}_b"] = conv.conv_transpose2d_backward(dh, cache.up[i])
         dh = L.relu_backward(dh, cache.up_relu[i])
     for j in reversed(range(cfg.n_res)):
         p = f"dec_res{j}_"
-        dh, g[p + "w1"], g[p + "b1"], g[p + "w2"], g[p + "b2"] = L.residual_block_backward(dh, cache.res[j])
-    dz_q, g["dec_in_w"], g["dec_in_b"] = L.conv2d_backward(dh, cache.conv_in)
+        dh, g[p + "w1"], g[p + "b1"], g[p + "w2"], g[p + "b2"] = conv.residual_block_backward(dh, cache.res[j])
+    dz_q, g["dec_in_w"], g["dec_in_b"] = conv.conv2d_backward(dh, cache.conv_in)
     return dz_q, g
 
 

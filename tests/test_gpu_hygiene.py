@@ -116,7 +116,7 @@ def test_the_checks_catch_what_they_look_for(tmp_path):
     assert "numpy.lib.stride_tricks.as_strided" in hits and "np.testing.assert_allclose" in hits
     assert "np.lib.stride_tricks.sliding_window_view" in hits and not any("comment" in h for h in hits)
     lesson = ast.parse("from minivq import layers as L\nfrom minivq.vqvae import _to_vectors\n"
-                       "cols = L._im2col(x, 2, 2, 2, 2, 2)\ncols = L.im2col(x, 2, 2, stride=2)\n")
+                       "cols = L._im2col(x, 2, 2, 2, 2, 2)\ny, cache = L.linear_forward(x, w, b)\n")
     assert _private_library_uses(lesson) == ["line 2: imports minivq.vqvae._to_vectors", "line 3: L._im2col"]
 
 

@@ -7,6 +7,7 @@ arithmetic goes wrong.
 import numpy as np
 import pytest
 
+from minivq import conv
 from minivq import layers as L
 from minivq.backend import asarray, to_numpy
 from minivq.gradcheck import check_layer
@@ -95,7 +96,7 @@ def test_conv2d_forward_matches_naive_loop(backend, case):
     B, C, H, W, F, KH, KW, s, p = case
     rng = np.random.default_rng(0)
     x, w, b = _rand(rng, B, C, H, W), _rand(rng, F, C, KH, KW), _rand(rng, F)
-    out, _ = L.conv2d_forward(x, w, b, stride=s, pad=p)
+    out, _ = conv.conv2d_forward(x, w, b, stride=s, pad=p)
     ref = conv2d_naive(x, w, b, s, p)
     assert out.shape == ref.shape
     np.testing.assert_allclose(to_numpy(out), ref, rtol=1e-12, atol=1e-12)
@@ -107,8 +108,8 @@ def test_tap_cases_take_the_tap_path(backend):
     and the input rows, strided ones from the forward's patch matrix."""
     for case in CONV_CASES + TAP_CASES:
         B, C, H, W, F, KH, KW, s, p = case
-        assert L._use_taps(C, F, s) == (case in TAP_CASES), case
-        _, cache = L.conv2d_forward(asarray(np.zeros((B, C, H, W))), asarray(np.zeros((F, C, KH, KW))),
+        assert conv._use_taps(C, F, s) == (case in TAP_CASES), case
+        _, cache = conv.conv2d_forward(asarray(np.zeros((B, C, H, W))), asarray(np.zeros((F, C, KH, KW))),
                                     asarray(np.zeros(F)), stride=s, pad=p)
         assert (cache.x2 is not None) == (s == 1) == (cache.cols is None), case
 
@@ -118,7 +119,7 @@ def test_conv_transpose2d_forward_matches_naive_loop(backend, case):
     B, C, H, W, F, KH, KW, s, p = case
     rng = np.random.default_rng(1)
     x, w, b = _rand(rng, B, C, H, W), _rand(rng, C, F, KH, KW), _rand(rng, F)
-    out, _ = L.conv_transpose2d_forward(x, w, b, stride=s, pad=p)
+    out, _ = conv.conv_transpose2d_forward(x, w, b, stride=s, pad=p)
     ref = conv_transpose2d_naive(x, w, b, s, p)
     assert out.shape == ((B, F, (H - 1) * s - 2 * p + KH, (W - 1) * s - 2 * p + KW))
     np.testing.assert_allclose(to_numpy(out), ref, rtol=1e-12, atol=1e-12)
@@ -126,16 +127,16 @@ def test_conv_transpose2d_forward_matches_naive_loop(backend, case):
 
 def test_conv_transpose_4x4_stride2_pad1_doubles_size(backend):
     x = asarray(np.ones((2, 3, 16, 8)))
-    out, _ = L.conv_transpose2d_forward(x, asarray(np.ones((3, 5, 4, 4))), asarray(np.zeros(5)), stride=2, pad=1)
+    out, _ = conv.conv_transpose2d_forward(x, asarray(np.ones((3, 5, 4, 4))), asarray(np.zeros(5)), stride=2, pad=1)
     assert out.shape == (2, 5, 32, 16)
 
 
 def test_conv_rejects_channel_mismatch(backend):
     x = asarray(np.zeros((1, 3, 5, 5)))
     with pytest.raises(ValueError, match="channels"):
-        L.conv2d_forward(x, asarray(np.zeros((2, 4, 3, 3))), asarray(np.zeros(2)))
+        conv.conv2d_forward(x, asarray(np.zeros((2, 4, 3, 3))), asarray(np.zeros(2)))
     with pytest.raises(ValueError, match="channels"):
-        L.conv_transpose2d_forward(x, asarray(np.zeros((4, 2, 3, 3))), asarray(np.zeros(2)))
+        conv.conv_transpose2d_forward(x, asarray(np.zeros((4, 2, 3, 3))), asarray(np.zeros(2)))
 
 
 def test_conv_transpose_is_adjoint_of_conv(backend):
@@ -143,9 +144,9 @@ def test_conv_transpose_is_adjoint_of_conv(backend):
     (H + 2p - KH) divisible by the stride, so convT maps back to exactly x's size.)"""
     rng = np.random.default_rng(2)
     x, w = _rand(rng, 2, 3, 8, 6), _rand(rng, 4, 3, 4, 4)
-    y, _ = L.conv2d_forward(x, w, asarray(np.zeros(4)), stride=2, pad=1)
+    y, _ = conv.conv2d_forward(x, w, asarray(np.zeros(4)), stride=2, pad=1)
     v = _rand(rng, *y.shape)
-    xt, _ = L.conv_transpose2d_forward(v, w, asarray(np.zeros(3)), stride=2, pad=1)
+    xt, _ = conv.conv_transpose2d_forward(v, w, asarray(np.zeros(3)), stride=2, pad=1)
     assert y.shape == (2, 4, 4, 3) and xt.shape == x.shape
     lhs = float((to_numpy(y) * to_numpy(v)).sum())
     rhs = float((to_numpy(x) * to_numpy(xt)).sum())
@@ -158,17 +159,17 @@ def test_conv2d_gradcheck(backend, case):
     B, C, H, W, F, KH, KW, s, p = case
     rng = np.random.default_rng(3)
     inputs = {"x": _rand(rng, B, C, H, W), "w": _rand(rng, F, C, KH, KW), "b": _rand(rng, F)}
-    _check(L.conv2d_forward, L.conv2d_backward, inputs, kwargs={"stride": s, "pad": p})
+    _check(conv.conv2d_forward, conv.conv2d_backward, inputs, kwargs={"stride": s, "pad": p})
 
 
 def test_conv2d_backward_without_dx(backend):
     """need_dx=False (first layers) returns the same dw, db and no dx."""
     rng = np.random.default_rng(4)
     x, w, b = _rand(rng, 2, 1, 8, 8), _rand(rng, 3, 1, 4, 4), _rand(rng, 3)
-    out, c = L.conv2d_forward(x, w, b, stride=2, pad=1)
+    out, c = conv.conv2d_forward(x, w, b, stride=2, pad=1)
     dout = _rand(rng, *out.shape)
-    dx, dw, db = L.conv2d_backward(dout, c)
-    none, dw2, db2 = L.conv2d_backward(dout, c, need_dx=False)
+    dx, dw, db = conv.conv2d_backward(dout, c)
+    none, dw2, db2 = conv.conv2d_backward(dout, c, need_dx=False)
     assert none is None and dx.shape == x.shape
     assert np.array_equal(to_numpy(dw), to_numpy(dw2)) and np.array_equal(to_numpy(db), to_numpy(db2))
 
@@ -178,7 +179,7 @@ def test_conv_transpose2d_gradcheck(backend, case):
     B, C, H, W, F, KH, KW, s, p = case
     rng = np.random.default_rng(4)
     inputs = {"x": _rand(rng, B, C, H, W), "w": _rand(rng, C, F, KH, KW), "b": _rand(rng, F)}
-    _check(L.conv_transpose2d_forward, L.conv_transpose2d_backward, inputs, kwargs={"stride": s, "pad": p})
+    _check(conv.conv_transpose2d_forward, conv.conv_transpose2d_backward, inputs, kwargs={"stride": s, "pad": p})
 
 
 @pytest.mark.parametrize("xshape", [(5, 3), (2, 3, 3), (2, 1, 3, 3)])
@@ -268,7 +269,7 @@ def test_im2col_lays_out_patches_as_columns(backend):
     """Column (b, oh, ow) of im2col is the flattened (C, KH, KW) patch under output pixel (oh, ow)."""
     B, C, H, W, KH, KW, s, p = 2, 3, 7, 6, 3, 2, 2, 1
     x = np.random.default_rng(15).standard_normal((B, C, H, W))
-    cols = to_numpy(L.im2col(asarray(x), KH, KW, stride=s, pad=p))
+    cols = to_numpy(conv.im2col(asarray(x), KH, KW, stride=s, pad=p))
     xpad = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
     OH, OW = (H + 2 * p - KH) // s + 1, (W + 2 * p - KW) // s + 1
     assert cols.shape == (C * KH * KW, B * OH * OW)
@@ -337,7 +338,7 @@ def test_residual_block_gradcheck(backend):
     rng = np.random.default_rng(12)
     inputs = {"x": _rand(rng, 2, 3, 5, 7), "w1": _rand(rng, 4, 3, 3, 3), "b1": _rand(rng, 4),
               "w2": _rand(rng, 3, 4, 1, 1), "b2": _rand(rng, 3)}
-    _check(L.residual_block_forward, L.residual_block_backward, inputs)
+    _check(conv.residual_block_forward, conv.residual_block_backward, inputs)
 
 
 def test_layers_keep_float32(backend):
@@ -345,10 +346,10 @@ def test_layers_keep_float32(backend):
     rng = np.random.default_rng(13)
     f32 = lambda *s: asarray(rng.standard_normal(s).astype(np.float32))  # noqa: E731
     x = f32(2, 3, 8, 8)
-    out, c = L.conv2d_forward(x, f32(4, 3, 4, 4), f32(4), stride=2, pad=1)
-    grads = L.conv2d_backward(out, c)
-    out2, c2 = L.conv_transpose2d_forward(out, f32(4, 3, 4, 4), f32(3), stride=2, pad=1)
-    grads += L.conv_transpose2d_backward(out2, c2)
+    out, c = conv.conv2d_forward(x, f32(4, 3, 4, 4), f32(4), stride=2, pad=1)
+    grads = conv.conv2d_backward(out, c)
+    out2, c2 = conv.conv_transpose2d_forward(out, f32(4, 3, 4, 4), f32(3), stride=2, pad=1)
+    grads += conv.conv_transpose2d_backward(out2, c2)
     out3, c3 = L.layernorm_forward(f32(2, 5), f32(5), f32(5))
     grads += L.layernorm_backward(out3, c3)
     out4, c4 = L.gelu_forward(f32(3, 4))

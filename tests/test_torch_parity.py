@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from minivq import conv
 from minivq import layers as L
 from minivq import sampling as S
 from minivq import transformer as G
@@ -57,11 +58,11 @@ def test_conv2d_matches_torch(backend, case, dtype, tol):
     x, tx = _pair(rng, (B, C, H, W), dtype)
     w, tw = _pair(rng, (Fo, C, K, K), dtype)
     b, tb = _pair(rng, (Fo,), dtype)
-    out, cache = L.conv2d_forward(x, w, b, stride=s, pad=p)
+    out, cache = conv.conv2d_forward(x, w, b, stride=s, pad=p)
     tout = F.conv2d(tx, tw, tb, stride=s, padding=p)
     _close(out, tout, tol)
     d, td = _pair(rng, tuple(out.shape), dtype)
-    dx, dw, db = L.conv2d_backward(d, cache)
+    dx, dw, db = conv.conv2d_backward(d, cache)
     tout.backward(td)
     for g, t in ((dx, tx), (dw, tw), (db, tb)):
         _close(g, t.grad, tol)
@@ -76,11 +77,11 @@ def test_conv_transpose2d_matches_torch(backend, case, dtype, tol):
     x, tx = _pair(rng, (B, C, H, W), dtype)
     w, tw = _pair(rng, (C, Fo, K, K), dtype)
     b, tb = _pair(rng, (Fo,), dtype)
-    out, cache = L.conv_transpose2d_forward(x, w, b, stride=s, pad=p)
+    out, cache = conv.conv_transpose2d_forward(x, w, b, stride=s, pad=p)
     tout = F.conv_transpose2d(tx, tw, tb, stride=s, padding=p)
     _close(out, tout, tol)
     d, td = _pair(rng, tuple(out.shape), dtype)
-    dx, dw, db = L.conv_transpose2d_backward(d, cache)
+    dx, dw, db = conv.conv_transpose2d_backward(d, cache)
     tout.backward(td)
     for g, t in ((dx, tx), (dw, tw), (db, tb)):
         _close(g, t.grad, tol)
