@@ -180,22 +180,19 @@ def test_fsdd_real_counts_from_names(fsdd_path):
     assert {c.speaker for c in tr}.isdisjoint({c.speaker for c in te}) and len(te) == 500
 
 
-def test_fsdd_real_cache_speedup(fsdd_path, tmp_path, monkeypatch):
-    t0 = time.perf_counter()
+def test_fsdd_real_cache_reused(fsdd_path, tmp_path, monkeypatch):
+    # A second load must come from the cache. That is checked exactly (decoding is made to fail),
+    # not by timing: wall-clock ratios depend on the machine's load and have failed on CI.
     f1 = D.load_features(fsdd_path, cache_dir=tmp_path, max_per_digit=60, progress=False)
-    t1 = time.perf_counter()
+    assert any(tmp_path.iterdir()), "the first load wrote no cache file"
 
-    def no_decoding(*a, **k):  # a cached load must not decode a single WAV
+    def no_decoding(*a, **k):
         raise AssertionError("the second load decoded audio instead of reading the cache")
     monkeypatch.setattr(A, "load_wav", no_decoding)
     f2 = D.load_features(fsdd_path, cache_dir=tmp_path, max_per_digit=60, progress=False)
-    t2 = time.perf_counter()
     assert (len(f1.train), len(f1.test)) == (600, 300)
-    assert np.array_equal(f1.train.x, f2.train.x)
+    assert np.array_equal(f1.train.x, f2.train.x) and np.array_equal(f1.test.digit, f2.test.digit)
     assert f1.train.x.min() >= np.log(A.FeatureConfig().log_floor) - 1e-4 and f1.train.x.max() > 0
-    # Wall-clock ratios swing with machine load (6x-30x seen on a busy 2-core host), so the
-    # speed claim is a loose sanity bound; the monkeypatch above is the exact check.
-    assert (t1 - t0) / (t2 - t1) >= 3, (t1 - t0, t2 - t1)
 
 
 def test_info_cli(audiomnist, tmp_path, capsys):
