@@ -116,3 +116,22 @@ def test_latent_top_pr_in_code_space():
     assert a["fidelity"] > 0.8 and a["diversity"] > 0.8
     assert b["fidelity"] == 0.0 and b["diversity"] == 0.0
     assert latent_top_pr(codebook, real[:5], same[:5])["fidelity"] is None
+
+
+def test_pipeline_cli_defaults_are_the_best_measured_sampling(monkeypatch, tmp_path, capsys):
+    """By default the guide is trained and generations use BEST_SAMPLING; --no-uncond samples the
+    conditional prior alone (guidance 1), and guidance without the guide is a one-line error."""
+    calls = []
+    monkeypatch.setattr(pipeline, "run_pipeline", lambda *a, **k: calls.append(k))
+    data = tmp_path / "data"
+    data.mkdir()
+    assert pipeline.main(["--data", str(data), "--out", str(tmp_path / "a")]) == 0
+    assert calls[-1]["uncond"] is True and calls[-1]["sampling"] == pipeline.BEST_SAMPLING
+    assert pipeline.main(["--data", str(data), "--out", str(tmp_path / "b"), "--no-uncond"]) == 0
+    assert calls[-1]["uncond"] is False and calls[-1]["sampling"]["guidance"] == 1.0
+    assert pipeline.main(["--data", str(data), "--out", str(tmp_path / "c"), "--top-p", "1"]) == 0
+    assert calls[-1]["sampling"]["top_p"] is None  # 1 keeps every code: nucleus off
+    capsys.readouterr()
+    assert pipeline.main(["--data", str(data), "--out", str(tmp_path / "d"), "--no-uncond", "--guidance", "2"]) == 2
+    assert capsys.readouterr().err.strip() == ("error: --guidance needs the unconditional prior: "
+                                               "leave out --no-uncond")
