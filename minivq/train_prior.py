@@ -174,7 +174,8 @@ def step(params, opt, cfg, tcfg, batch, n, total, drop_rng, no_decay, speaker=No
     ids for a prior with speakers): forward (with dropout drawn from drop_rng), backward, clip,
     AdamW. Updates params and opt in place -> (loss in nats per token, lr, gradient norm before clipping)."""
     lr = lr_at(n, tcfg.lr, tcfg.warmup, total, tcfg.min_lr)
-    loss, cache = forward(params, cfg, batch, rng=drop_rng if cfg.dropout > 0 else None, speaker=speaker)
+    voice = {} if speaker is None else {"speaker": speaker}  # the call without speakers is the one it always was
+    loss, cache = forward(params, cfg, batch, rng=drop_rng if cfg.dropout > 0 else None, **voice)
     check_finite(loss, n)
     grads, gnorm = clip_grad_norm(backward(cache), tcfg.grad_clip)
     check_finite(gnorm, n, "gradient norm")
@@ -227,6 +228,15 @@ def _final(out, params, cfg, meta, test_seq, summary, verbose, test_spk=None):
     return summary
 
 
+def _sequences(data, cfg, max_train):
+    """-> train sequences (N, 1 + T) (the first max_train), test sequences (N_test, 1 + T), and
+    their speaker ids (N,), (N_test,) (None for a prior without speakers)."""
+    train_seq = make_sequences(data["train_tokens"], data["train_digit"], cfg)[:max_train]  # (N, 1 + T)
+    test_seq = make_sequences(data["test_tokens"], data["test_digit"], cfg)  # (N_test, 1 + T)
+    train_spk, test_spk = speaker_ids(data, "train", cfg), speaker_ids(data, "test", cfg)  # (N,), (N_test,) or None
+    return train_seq, test_seq, None if train_spk is None else train_spk[:max_train], test_spk
+
+
 @outdir.scoped
 def train(tokens, out, cfg=None, tcfg=None, resume=False, callback=None, verbose=True):
     """Train (or resume) a prior; returns a summary dict (losses in nats and bits per token).
@@ -242,11 +252,7 @@ def train(tokens, out, cfg=None, tcfg=None, resume=False, callback=None, verbose
     data = load_tokens(tokens) if not isinstance(tokens, dict) else tokens
     ckpt_path = out / CKPT_NAME
     cfg, tcfg, params, opt, meta = _start(ckpt_path, data, cfg, tcfg, resume, verbose)
-    train_seq = make_sequences(data["train_tokens"], data["train_digit"], cfg)[:tcfg.max_train]  # (N, 1 + T)
-    test_seq = make_sequences(data["test_tokens"], data["test_digit"], cfg)  # (N_test, 1 + T)
-    train_spk, test_spk = speaker_ids(data, "train", cfg), speaker_ids(data, "test", cfg)  # (N,), (N_test,) or None
-    if train_spk is not None:
-        train_spk = train_spk[:tcfg.max_train]
+    train_seq, test_seq, train_spk, test_spk = _sequences(data, cfg, tcfg.max_train)
     bs, spe = tcfg.batch_size, len(train_seq) // tcfg.batch_size  # steps per epoch (a partial batch is skipped)
     if spe < 1:
         raise ValueError(f"only {len(train_seq)} training sequences for --batch-size {bs}")
