@@ -31,6 +31,7 @@ from minivq import cli, data, evaluate
 from minivq.bundle import DEFAULT_CHECKPOINT, bundle_sampling, generate_clips, load_bundle
 from minivq.classifier import load_classifier
 from minivq.generate import with_prior
+from minivq.vqvae import decode_logmel
 from minivq import outdir  # output folders: checked, locked, recorded
 
 
@@ -90,6 +91,20 @@ def measure(bundle, speaker_judge, real_logmel, n=20, seed=0, gl_iters=64, chunk
             "speaker_space": evaluate.distribution_metrics(real_s["embed"], sv["embed"], seed)}
 
 
+def reconstruction_reference(bundle, speaker_judge, tokens, seed=0, gl_iters=64):
+    """The ceiling of the speaker judge on this VQ-VAE: the real test clips' own token grids
+    (tokens: a mapping with test_tokens (N, h, w), test_digit (N,), test_speaker (N,) as the
+    VQ-VAE trainer's tokens.npz holds them), decoded and vocoded as generated clips are, judged
+    for digit and speaker. -> {"n", "digit_accuracy", "speaker_accuracy"}."""
+    vparams, vcfg, vnorm = bundle.vqvae
+    logmel = decode_logmel(vparams, vcfg, vnorm, np.asarray(tokens["test_tokens"]).astype(np.int64))  # (N, M, T)
+    _, heard = evaluate.round_trip(logmel, bundle.features, n_iter=gl_iters, seed=seed)
+    want = np.asarray(tokens["test_speaker"]).astype(str)  # (N,)
+    d = evaluate.judge(bundle.classifier, heard, want=np.asarray(tokens["test_digit"], dtype=np.int64))
+    s = evaluate.judge_speaker(speaker_judge, heard, want=want)
+    return {"n": int(len(want)), "digit_accuracy": float(d["accuracy"]), "speaker_accuracy": float(s["accuracy"])}
+
+
 @outdir.scoped
 def main(argv=None):
     p = cli.ArgumentParser(prog="python -m minivq.voice", description=__doc__.split("\n\n")[0],
@@ -108,6 +123,9 @@ def main(argv=None):
     p.add_argument("--seed", type=cli.nonneg_int, default=0, help="sampling and Griffin-Lim seed")
     p.add_argument("--gl-iters", type=cli.positive_int, default=64, help="Griffin-Lim iterations")
     p.add_argument("--baseline", action="store_true", help="judge a prior without speakers the same way")
+    p.add_argument("--tokens", default=None,
+                   help="tokens.npz of the bundle's VQ-VAE: also judge the real test clips' own tokens, decoded "
+                        "(the ceiling of what a prior over these tokens can be heard to say)")
     try:
         a = p.parse_args(argv)
         root = a.data or os.environ.get("MINIVQ_FSDD")
@@ -125,6 +143,11 @@ def main(argv=None):
                                      ("guidance", a.guidance)) if v is not None})
         real = data.load_features(root, split="official").test.x  # (N, M, T)
         res = measure(bundle, judge, real, n=a.n, seed=a.seed, gl_iters=a.gl_iters, baseline=a.baseline, **kw)
+        if a.tokens is not None:
+            z = np.load(a.tokens)
+            if "test_speaker" not in z.files:
+                raise ValueError(f"--tokens {a.tokens} has no test_speaker labels")
+            res["reconstruction"] = reconstruction_reference(bundle, judge, z, a.seed, a.gl_iters)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
