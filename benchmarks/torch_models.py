@@ -12,6 +12,7 @@ the reference gradients; what must agree is spelled out once here, next to the m
                                   + beta mean (z_e - sg(e))^2,   z_q = z_e + sg(e - z_e)
   GPT     (minivq.transformer)
           input      x_t = wte[token_t] + wpe[t] (+ wte[token_0] at every t with class_every)
+                     (+ wse[speaker] at every t for a prior with speakers)
           prefix     class_token="dedicated": K + d; "shared": d; cond="none": start K + n_class;
                      null_class: the null class ("no digit") is the start token K + n_class
           codes      the (rows, cols) grid read row after row ("freq") or column after column ("time")
@@ -111,8 +112,8 @@ def gpt_sequence(cfg, grids, digits=None, null=None):
     return torch.cat([prefix[:, None], codes], dim=1)  # (N, rows*cols + 1)
 
 
-def gpt_logits(tp, cfg, idx, rng=None):
-    """idx: (B, T) long -> logits (B, T, K). rng (a NumPy Generator) turns dropout on: its masks
+def gpt_logits(tp, cfg, idx, rng=None, speaker=None):
+    """idx: (B, T) long -> logits (B, T, K). speaker: (B,) long ids (a prior with speakers). rng (a NumPy Generator) turns dropout on: its masks
     are drawn as minivq.transformer.dropout_forward draws them (same generator calls, same
     order: embedding, then attention and MLP branch of each block), so one seed gives the same
     masks on both sides and the comparison checks where dropout sits and how it scales."""
@@ -128,6 +129,8 @@ def gpt_logits(tp, cfg, idx, rng=None):
     x = tp["wte"][idx] + tp["wpe"][:T]  # (B, T, C)
     if cfg.class_every:
         x = x + tp["wte"][idx[:, :1]]  # (B, 1, C) the class token's row, added at every position
+    if speaker is not None:
+        x = x + tp["wse"][speaker][:, None]  # (B, 1, C) the speaker's row, added at every position
     x = drop(x)
     for l in range(cfg.n_layer):
         w = lambda k: tp[f"h{l}.{k}"]  # noqa: E731
@@ -142,10 +145,10 @@ def gpt_logits(tp, cfg, idx, rng=None):
     return h @ tp["head.w"] + tp["head.b"]  # (B, T, K)
 
 
-def gpt_loss(tp, cfg, seq, rng=None):
-    """seq: (B, T+1) long, a prefix token then codes -> (mean cross-entropy over the T code
-    targets in nats, logits (B, T, K)): the loss of minivq.transformer.forward."""
-    logits = gpt_logits(tp, cfg, seq[:, :-1], rng)  # (B, T, K)
+def gpt_loss(tp, cfg, seq, rng=None, speaker=None):
+    """seq: (B, T+1) long, a prefix token then codes (speaker: (B,) long ids or None) -> (mean
+    cross-entropy over the T code targets in nats, logits (B, T, K)): the loss of minivq.transformer.forward."""
+    logits = gpt_logits(tp, cfg, seq[:, :-1], rng, speaker)  # (B, T, K)
     return F.cross_entropy(logits.reshape(-1, cfg.n_code), seq[:, 1:].reshape(-1)), logits
 
 

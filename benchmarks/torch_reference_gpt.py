@@ -70,16 +70,18 @@ def parity(cfg, B=4, lr=1e-3, wd=0.01, clip=1.0):
     torch. Prints one line each and returns True when all agree to 1e-8 relative."""
     params = {k: v.astype(np.float64) for k, v in G.init_params(cfg, seed=1).items()}
     seq = batch(cfg, B, 0)
-    loss, cache = G.forward(params, cfg, seq)
+    spk = np.arange(B) % cfg.n_speaker if cfg.speakers else None  # (B,) every speaker in turn
+    loss, cache = G.forward(params, cfg, seq, speaker=spk)
     grads = G.backward(cache)
     tp = TM.to_torch(params)
-    tloss, _ = TM.gpt_loss(tp, cfg, torch.tensor(seq))
+    tloss, _ = TM.gpt_loss(tp, cfg, torch.tensor(seq), speaker=None if spk is None else torch.tensor(spk))
     tloss.backward()
     errs = TM.grad_errors(grads, tp)
     worst = max(errs, key=errs.get)
     lerr = abs(loss - tloss.item()) / abs(loss)
     name = f"cond={cfg.cond}" + ("" if cfg.cond == "none" else f", class_token={cfg.class_token}, "
-                                 f"class_every={cfg.class_every}" + (", null_class" if cfg.null_class else ""))
+                                 f"class_every={cfg.class_every}" + (", null_class" if cfg.null_class else "")
+                                 + (f", {cfg.n_speaker} speakers" if cfg.speakers else ""))
     print(f"parity float64 ({name}; B={B}, T={cfg.context}): loss numpy {loss:.12f} torch {tloss.item():.12f} "
           f"(rel {lerr:.2e}); worst grad rel error {errs[worst]:.2e} ({worst}) over {len(errs)} tensors")
     g, _ = clip_grad_norm(grads, clip)
@@ -209,9 +211,9 @@ def main():
     cfg = G.GPTConfig()  # the default prior: K=512, T=256, d=128, 4 layers, 4 heads, class_every
     # parity for each kind of prefix the pipeline trains: dedicated class tokens (class_every on),
     # the shared class token (class_every off), the unconditional prior (start token), and the
-    # conditional prior with a null class (half the batch fed it)
+    # conditional prior with a null class (half the batch fed it), and the digit+speaker prior
     ok = all([parity(c) for c in (cfg, G.GPTConfig(class_token="shared"), G.GPTConfig(cond="none"),
-                                  G.GPTConfig(null_class=True))])
+                                  G.GPTConfig(null_class=True), G.GPTConfig(speakers=("s0", "s1", "s2")))])
     for T in args.context:
         if T > 256:  # the long context too, where the attention runs in several query blocks
             ok = parity(G.GPTConfig(context=T), B=2) and ok

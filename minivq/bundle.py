@@ -149,7 +149,7 @@ def bundle_sampling(bundle):
 
 
 def generate_clips(bundle, digits=None, n=None, temperature=1.0, top_k=None, top_p=None, seed=0, gl_iters=64,
-             guidance=1.0):
+             guidance=1.0, speakers=None):
     """Sample token grids from the bundle's prior, decode them to log-mel, vocode them and judge
     the sound with its classifier. digits: (B,) requested digits (conditional bundle) or None with
     n samples (unconditional). Returns dict: tokens (B, h, w), logmel (B, M, T) decoder output,
@@ -158,7 +158,7 @@ def generate_clips(bundle, digits=None, n=None, temperature=1.0, top_k=None, top
     ships the second judge, "listener" holds its verdict on the waves (the same keys).
     guidance != 1 samples with classifier-free guidance from the bundle's unconditional prior, or,
     when the bundle has none and its conditional prior has a null class, from that prior fed
-    the null class."""
+    the null class. speakers: (B,) speaker ids or names for a digit+speaker prior (sampling.sample)."""
     pparams, pcfg, _ = bundle.prior
     vparams, vcfg, vnorm = bundle.vqvae
     _check_generate_args(digits, n, temperature, top_k, top_p, seed, gl_iters, guidance)
@@ -173,7 +173,7 @@ def generate_clips(bundle, digits=None, n=None, temperature=1.0, top_k=None, top
             raise ValueError(f"guidance {guidance} needs an unconditional prior ({PRIOR_FILES['none']}) in the bundle "
                              "or a conditional prior trained with a null class")
     tokens = sample(pparams, pcfg, n, cond=digits, temperature=temperature, top_k=top_k, top_p=top_p,
-                    seed=seed, guide=guide, guidance=guidance)  # (B, T)
+                    seed=seed, guide=guide, guidance=guidance, speaker=speakers)  # (B, T)
     tokens = pcfg.to_grid(tokens, vcfg.grid, vcfg.grid)  # (B, h, w)
     logmel = decode_logmel(vparams, vcfg, vnorm, tokens)  # (B, M, T)
     waves, heard = evaluate.round_trip(logmel, bundle.features, n_iter=gl_iters, seed=seed)

@@ -40,9 +40,15 @@ class ClassifierConfig:
     channels: tuple = (8, 16, 32, 32)  # C1..C4: output channels of the four stride-2 convs
     embed_dim: int = 32                # E: penultimate feature size (the metrics' embedding), <= 32
     n_classes: int = 10                # K: digits 0-9
+    # labels: the names of the K classes when they are not the digits 0..K-1 (a speaker
+    # classifier's speaker names, class k = labels[k]); empty for the digit classifier.
+    labels: tuple = ()
 
     def __post_init__(self):
         self.channels = tuple(int(c) for c in self.channels)
+        self.labels = tuple(str(s) for s in self.labels)
+        if self.labels and len(self.labels) != self.n_classes:
+            raise ValueError(f"ClassifierConfig.labels names {len(self.labels)} classes, n_classes is {self.n_classes}")
         if len(self.channels) != 4:
             raise ValueError(f"ClassifierConfig.channels needs 4 conv widths, got {self.channels}")
         if not 1 <= self.embed_dim <= 32:
@@ -62,6 +68,9 @@ class ClassifierConfig:
     def to_dict(self):
         d = dataclasses.asdict(self)
         d["channels"] = list(self.channels)
+        d["labels"] = list(self.labels)
+        if not self.labels:  # the digit classifier's record stays as it always was
+            del d["labels"]
         return d
 
     @classmethod

@@ -159,3 +159,24 @@ def prior_as_classifier(prior, tokens, digits, batch_size=64):
             "per_digit": [float((pred[digits == d] == d).mean()) if counts[d] else None for d in range(cfg.n_class)],
             "mi_bits_lower_bound": entropy_bits(counts) - ce_bits, "h_class_bits": entropy_bits(counts),
             "cross_entropy_bits": ce_bits, "mean_margin_bits": float(margin.mean())}
+
+
+def judge_speaker(clf, logmel, want=None):
+    """The speaker classifier (a classifier whose ClassifierConfig.labels name the speakers) on
+    raw log-mels (B, M, T): judge()'s dict, plus "names" (B,) the heard speakers' names. ``want``:
+    (B,) requested speaker names; accuracy and confusion then count the heard name == the requested
+    one (rows and columns of the confusion in the order of the classifier's labels)."""
+    labels = list(clf[1].labels)
+    if not labels:
+        raise ValueError("this classifier has no speaker names (ClassifierConfig.labels); train one with "
+                         "python -m minivq.train classifier --target speaker")
+    ids = None
+    if want is not None:
+        index = {s: i for i, s in enumerate(labels)}
+        unknown = sorted({str(s) for s in want} - set(index))
+        if unknown:
+            raise ValueError(f"the speaker classifier does not know {unknown}; it knows {', '.join(labels)}")
+        ids = np.array([index[str(s)] for s in want], dtype=np.int64)  # (B,)
+    v = judge(clf, logmel, want=ids)
+    v["names"] = np.array(labels)[v["pred"]]  # (B,)
+    return v

@@ -57,9 +57,10 @@ def new_caches(cfg, n, dtype="float32"):
     return [new_kv_cache(n, cfg.n_head, cfg.context, cfg.d_model, dtype) for _ in range(cfg.n_layer)]
 
 
-def forward_step(params, cfg, tok, caches):
+def forward_step(params, cfg, tok, caches, speaker=None):
     """One decoding step: tok (N,) the tokens at the next position -> logits (N, K) for the
-    position after it. Appends to every layer's KV cache (the same math as forward_logits)."""
+    position after it. Appends to every layer's KV cache (the same math as forward_logits).
+    speaker: (N,) int ids for a prior with speakers (the same ids at every step)."""
     t = caches[0]["n"]
     e = params["wte"][tok][:, None]  # (N, 1, C)
     if cfg.class_every and t == 0:  # tok is the class token: keep its embedding for every later position
@@ -67,6 +68,8 @@ def forward_step(params, cfg, tok, caches):
     x = e + params["wpe"][t]  # (N, 1, C)
     if cfg.class_every:
         x = x + caches[0]["class"]
+    if cfg.speakers:
+        x = x + params["wse"][cfg.check_speaker(speaker, len(tok))][:, None]  # (N, 1, C) the speaker's row
     for l in range(cfg.n_layer):
         x, _ = block_forward(x, block_params(params, l), cfg.n_head, kv=caches[l])  # (N, 1, C)
     h, _ = layernorm_forward(x, params["ln_f.g"], params["ln_f.b"])
@@ -74,7 +77,7 @@ def forward_step(params, cfg, tok, caches):
 
 
 def sample(params, cfg, n, cond=None, temperature=1.0, top_k=None, top_p=None, seed=0,
-           n_tokens=None, use_cache=True, guide=None, guidance=1.0):
+           n_tokens=None, use_cache=True, guide=None, guidance=1.0, speaker=None):
     """Sample n code sequences -> NumPy int64 (n, n_tokens) (default n_tokens = cfg.context,
     i.e. 256 = one 16 x 16 grid in cfg.order; cfg.to_grid(codes, 16, 16) gives the grids).
 
@@ -89,7 +92,12 @@ def sample(params, cfg, n, cond=None, temperature=1.0, top_k=None, top_p=None, s
         model keeps its own KV cache; each step costs two forward steps), or
       - with guide=None, from the same prior fed its null class (cfg.null_class): the conditional
         and the null-class sequences run as one batch of 2n, one forward step per token.
-    A conditional prior with neither ignores guidance (it samples unguided)."""
+    A conditional prior with neither ignores guidance (it samples unguided).
+
+    speaker: for a prior with speakers (cfg.speakers), the voice: an int id or a name (all n
+    the same) or a length-n sequence of ids or names (cfg.speaker_ids maps names). Self-guidance
+    keeps the speaker in the null-class rows, so it sharpens the digit given the voice; a separate
+    guide (an unconditional prior without speakers) sees no speaker."""
     cli.check_sampling(temperature, top_k, top_p, guidance)
     cli.positive_int.check("n", n)
     n_tokens = cfg.context if n_tokens is None else int(n_tokens)
@@ -102,6 +110,14 @@ def sample(params, cfg, n, cond=None, temperature=1.0, top_k=None, top_p=None, s
         if cond.size != n:
             raise ValueError(f"cond has {cond.size} digits for n={n} samples")
     prefix = cfg.prefix(cond, n=n)  # (n,)
+    if speaker is not None and cfg.speakers:
+        spk = [speaker] if isinstance(speaker, (str, int)) or getattr(speaker, "ndim", 1) == 0 else list(speaker)
+        if all(isinstance(s, str) for s in spk):
+            spk = cfg.speaker_ids(spk)
+        spk = xp.asarray(spk, dtype="int64").reshape(-1)  # (1,) or (n,)
+        speaker = cfg.check_speaker(spk.repeat(n) if spk.size == 1 else spk, n)  # (n,)
+    else:
+        speaker = cfg.check_speaker(speaker, n)  # None, or the error for a prior without speakers
     rng = host_rng(seed)
     self_guided = guide is None and guidance != 1.0 and cfg.null_class
     rows = 2 * n if self_guided else n  # the null-class copies ride in the same batch
@@ -110,6 +126,7 @@ def sample(params, cfg, n, cond=None, temperature=1.0, top_k=None, top_p=None, s
     if self_guided:
         out[n:, 0] = cfg.null_token
     caches = new_caches(cfg, rows, params["wte"].dtype) if use_cache else None
+    spk_rows = None if speaker is None else (xp.concatenate([speaker, speaker]) if self_guided else speaker)  # (rows,)
     guided = guide is not None and guidance != 1.0
     if guided:
         params_u, cfg_u = guide
@@ -121,9 +138,9 @@ def sample(params, cfg, n, cond=None, temperature=1.0, top_k=None, top_p=None, s
         caches_u = new_caches(cfg_u, n, params_u["wte"].dtype) if use_cache else None
     for t in range(n_tokens):
         if use_cache:
-            logits = forward_step(params, cfg, out[:, t], caches)  # (rows, K)
+            logits = forward_step(params, cfg, out[:, t], caches, spk_rows)  # (rows, K)
         else:
-            logits = forward_logits(params, cfg, out[:, :t + 1])[0][:, -1]  # (rows, K)
+            logits = forward_logits(params, cfg, out[:, :t + 1], speaker=spk_rows)[0][:, -1]  # (rows, K)
         if self_guided:
             logits, lu = logits[:n], logits[n:]  # (n, K) each: with the digit, with the null class
             logits = lu + guidance * (logits - lu)

@@ -1,4 +1,7 @@
 """Train the digit classifier: python -m minivq.train classifier --data PATH --out DIR
+(``--target speaker``: the same CNN recipe trained to tell the speakers apart, the judge of a
+digit+speaker prior; its classes are the training split's speaker names, sorted, stored in the
+checkpoint as ClassifierConfig.labels)
 
 Library use (no argparse): ``train(features, out_dir, cfg, TrainConfig(epochs=...))`` with the
 object ``data.load_features`` returns. Writes into ``out_dir``:
@@ -17,6 +20,8 @@ what generated / reconstructed speech does differently from clean recordings:
   noise floor     logaddexp(x, n): a raised, flat background as Griffin-Lim / VQ artefacts give
   masks           one mel-band stripe and one frame stripe set to 0 after standardisation
                   (SpecAugment), so no single band or instant decides the digit
+  mel warp        the mel axis stretched by up to +-WARP (a vocal-tract-length change): digit
+                  target only, since a speaker classifier must hear exactly that difference
 """
 from __future__ import annotations
 
@@ -44,6 +49,7 @@ GAIN = 1.0                  # max |gain| (nats of power; 1 nat = 4.3 dB)
 NOISE_P = 0.5               # probability of a raised noise floor
 NOISE_MAX = 7.0             # the raised floor lies up to this many nats above LOG_FLOOR
 MASK = 8                    # max width of each SpecAugment stripe (bands / frames)
+TARGETS = ("digit", "speaker")  # what a classifier can be trained to tell apart
 WARP = 0.1                  # mel-axis stretch factor in [1 - WARP, 1 + WARP] (a vocal-tract-length change)
 
 
@@ -55,9 +61,10 @@ def _field(split, name):
     return split[name] if isinstance(split, dict) else getattr(split, name)
 
 
-def augment(x, g, norm):
+def augment(x, g, norm, warp=WARP):
     """x: raw log-mel (B, M, T) host float32, g: numpy Generator -> standardised,
-    augmented batch (B, 1, M, T) on the backend."""
+    augmented batch (B, 1, M, T) on the backend. warp: the largest mel-axis stretch (0: none;
+    the draws are the same either way, so the other augmentations do not change with it)."""
     B, M, T = x.shape
     shift = g.integers(-SHIFT, SHIFT + 1, size=B)  # (B,)
     src = np.arange(T)[None, :] - shift[:, None]  # (B, T) source frame of each output frame
@@ -66,7 +73,7 @@ def augment(x, g, norm):
     x = np.where(valid[:, None, :], x, LOG_FLOOR)
     # band m reads the (fractional) band m * alpha, linearly interpolated: formants move up
     # (alpha < 1) or down (alpha > 1) as for a shorter / longer vocal tract
-    pos = np.minimum(np.arange(M)[None, :] * g.uniform(1 - WARP, 1 + WARP, size=(B, 1)), M - 1)  # (B, M)
+    pos = np.minimum(np.arange(M)[None, :] * g.uniform(1 - warp, 1 + warp, size=(B, 1)), M - 1)  # (B, M)
     lo = np.minimum(pos.astype(np.int64), M - 2)  # (B, M)
     frac = (pos - lo)[:, :, None]  # (B, M, 1)
     x = (np.take_along_axis(x, lo[:, :, None], axis=1) * (1 - frac)
@@ -102,6 +109,12 @@ class TrainConfig(trainer.TrainSettings):
     seed: int = 0               # initialisation, shuffling, augmentation
     log_every: float = 2.0      # seconds between progress lines
     augment: bool = True        # augment the training batches (see augment())
+    target: str = "digit"       # what the classes are: "digit" (0-9) or "speaker" (the speaker names)
+
+    def check(self):
+        if self.target not in TARGETS:
+            raise ValueError(f"target must be one of {', '.join(TARGETS)}, got {self.target!r}")
+        return super().check()
 
     RULES = dict(trainer.SHARED_RULES, grad_clip=cli.positive_float)
     OPTIONAL = ("warmup",)
@@ -124,17 +137,42 @@ def _batch(x, idx, tcfg, epoch, n, norm):
     augmentation rng([seed, epoch, step]), so a run resumed at any step continues bit for bit."""
     if not tcfg.augment:
         return C.standardise(x[idx], norm)
-    return augment(x[idx], np.random.default_rng([tcfg.seed, epoch, n]), norm)
+    return augment(x[idx], np.random.default_rng([tcfg.seed, epoch, n]), norm,
+                   warp=WARP if tcfg.target == "digit" else 0.0)
 
 
-def _data(features, cfg):
-    """-> (x_tr, y_tr, x_te, y_te, cfg): host arrays checked against the classifier config."""
+def speaker_labels(features):
+    """-> (sorted speaker names of the training split, train ids (N,), test ids (N_test,)).
+    ValueError when a test speaker never speaks in the training split (the official FSDD split
+    has every speaker in both; a speaker-disjoint split cannot train a speaker classifier)."""
     tr, te = _split(features, "train"), _split(features, "test")
-    x_tr, y_tr = np.asarray(_field(tr, "x"), dtype=np.float32), np.asarray(_field(tr, "digit"))
-    x_te, y_te = np.asarray(_field(te, "x"), dtype=np.float32), np.asarray(_field(te, "digit"))
+    s_tr, s_te = (np.asarray(_field(s, "speaker")).astype(str) for s in (tr, te))
+    names = sorted(set(map(str, s_tr)))
+    unseen = sorted(set(map(str, s_te)) - set(names))
+    if unseen:
+        raise ValueError(f"the test split has speakers the training split lacks ({unseen}): a speaker classifier "
+                         "needs every speaker in both (use the official split)")
+    index = {s: i for i, s in enumerate(names)}
+    return names, np.array([index[s] for s in s_tr], np.int64), np.array([index[s] for s in s_te], np.int64)
+
+
+def _data(features, cfg, target="digit"):
+    """-> (x_tr, y_tr, x_te, y_te, cfg): host arrays checked against the classifier config.
+    target "speaker": the labels are speaker ids and the config names the speakers."""
+    tr, te = _split(features, "train"), _split(features, "test")
+    x_tr, x_te = np.asarray(_field(tr, "x"), dtype=np.float32), np.asarray(_field(te, "x"), dtype=np.float32)
+    labels = ()
+    if target == "speaker":
+        labels, y_tr, y_te = speaker_labels(features)
+    else:
+        y_tr, y_te = np.asarray(_field(tr, "digit")), np.asarray(_field(te, "digit"))
     if x_tr.ndim != 3 or len(x_tr) == 0 or len(x_tr) != len(y_tr):
         raise ValueError(f"training features must be (N, n_mels, n_frames) with N >= 1 labels, got {x_tr.shape}")
-    cfg = cfg or C.ClassifierConfig(n_mels=x_tr.shape[1], n_frames=x_tr.shape[2])
+    cfg = cfg or C.ClassifierConfig(n_mels=x_tr.shape[1], n_frames=x_tr.shape[2],
+                                    **({"n_classes": len(labels), "labels": labels} if labels else {}))
+    if tuple(cfg.labels) != tuple(labels):
+        raise ValueError(f"the classifier config names the classes {list(cfg.labels)} but the {target} labels "
+                         f"are {list(labels) or 'the digits'}")
     if (cfg.n_mels, cfg.n_frames) != x_tr.shape[1:]:
         raise ValueError(f"features are {x_tr.shape[1]} x {x_tr.shape[2]} but the classifier config "
                          f"expects {cfg.n_mels} x {cfg.n_frames}")
@@ -164,8 +202,10 @@ def _finish(out_dir, S, cfg, x_tr, y_tr, x_te, y_te, tcfg, meta):
     params, norm = S["params"], S["norm"]
     acc, pred, conf = accuracy_confusion(params, norm, x_te, y_te)
     train_acc, _, _ = accuracy_confusion(params, norm, x_tr, y_tr)
-    per_digit = (np.diag(conf) / np.maximum(conf.sum(axis=1), 1)).tolist()
+    per_digit = (np.diag(conf) / np.maximum(conf.sum(axis=1), 1)).tolist()  # per class (per speaker: labels)
     metrics = {"test_accuracy": acc, "train_accuracy": train_acc, "per_digit_accuracy": per_digit,
+               **({"target": "speaker", "labels": list(cfg.labels), "per_speaker_accuracy": per_digit}
+                  if cfg.labels else {}),
                "confusion": conf.tolist(), "n_train": len(x_tr), "n_test": len(x_te), "epochs": tcfg.epochs,
                "train_seconds": S["train_seconds"], "samples_per_second": S["samples_seen"] / max(S["train_seconds"], 1e-9),
                "history": S["history"], **(meta or {})}
@@ -188,7 +228,7 @@ def train(features, out_dir, cfg=None, tcfg=None, resume=False, callback=None, v
     raises trainer.Interrupted (a KeyboardInterrupt).
     """
     tcfg = (tcfg or TrainConfig()).check()
-    x_tr, y_tr, x_te, y_te, cfg = _data(features, cfg)
+    x_tr, y_tr, x_te, y_te, cfg = _data(features, cfg, tcfg.target)
     out_dir = Path(out_dir)
     outdir.hold(out_dir)  # a writable folder, locked until train returns
     last = out_dir / "last.npz"
@@ -244,6 +284,8 @@ def add_arguments(p):
                    help="FSDD (or AudioMNIST) folder; defaults to $MINIVQ_FSDD")
     p.add_argument("--out", default="out/classifier", help="output folder")
     trainer.add_arguments(p, TrainConfig(), "clips")  # --epochs --batch-size/--batch --lr --grad-clip --weight-decay --warmup --seed --log-every
+    p.add_argument("--target", choices=TARGETS, default="digit",
+                   help="what to classify: the digit, or the speaker (the training split's speaker names)")
     p.add_argument("--split", choices=("official", "speakers"), default="official",
                    help="official: FSDD takes 0-4 are the test set; speakers: held-out speakers")
     p.add_argument("--max-per-digit", type=cli.positive_int, default=None, help="use at most this many clips per digit")
@@ -265,7 +307,10 @@ def run(args):
     features = data.load_features(args.data, split=args.split, max_per_digit=mpd)
     print(f"data: {len(features.train.x)} train / {len(features.test.x)} test clips "
           f"({args.split} split) loaded in {time.perf_counter() - t0:.1f} s", flush=True)
-    tcfg = trainer.settings_from_args(TrainConfig, args, epochs=epochs, augment=not args.no_augment)
+    if args.target == "speaker" and args.split != "official":
+        raise ValueError("--target speaker needs --split official (every speaker must be in the training split)")
+    tcfg = trainer.settings_from_args(TrainConfig, args, epochs=epochs, augment=not args.no_augment,
+                                      target=args.target)
     code, res = trainer.run_cli(lambda: train(features, args.out, tcfg=tcfg, resume=args.resume,
                                               meta={"split": args.split, "max_per_digit": mpd, "data": str(args.data)}),
                                 Path(args.out) / "last.npz")

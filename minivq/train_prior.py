@@ -5,7 +5,12 @@
 Size letters: N sequences, T = 256 code positions (a 16 x 16 grid read in GPTConfig.order), K codes.
 
 tokens.npz (written by the VQ-VAE trainer): train_tokens (N, 16, 16) int, train_digit (N,),
-test_tokens, test_digit, K. Each grid becomes one 257-token sequence: prefix + 256 codes.
+test_tokens, test_digit, K, and (optionally) train_speaker / test_speaker (N,) names. Each grid
+becomes one 257-token sequence: prefix + 256 codes.
+
+A digit+speaker prior (``--speaker``): GPTConfig.speakers is the sorted list of the training
+split's speaker names (``speaker_vocabulary``), each sequence's speaker id rides beside it, and
+every test speaker must be one of them.
 
 A trained prior is read back with minivq.transformer.load_prior (code that samples from it
 imports the model module, not this trainer).
@@ -84,7 +89,40 @@ def load_tokens(path):
         if t.size and (t.min() < 0 or t.max() >= K):
             raise ValueError(f"tokens file {path}: {split}_tokens has codes outside 0..{K - 1}")
     d["K"] = K
+    names = [f"{split}_speaker" for split in ("train", "test")]
+    if all(n in z.files for n in names):
+        for split, n in zip(("train", "test"), names):
+            spk = z[n]
+            if spk.dtype.kind not in "US" or len(spk) != len(d[f"{split}_tokens"]):
+                raise ValueError(f"tokens file {path}: {n} must hold one speaker name per grid, got {spk.dtype} "
+                                 f"{spk.shape} for {len(d[f'{split}_tokens'])} grids")
+            d[n] = spk.astype(str)
     return d
+
+
+def speaker_vocabulary(data):
+    """The speaker names of a tokens dict's training split, sorted: the GPTConfig.speakers of a
+    digit+speaker prior. ValueError when the tokens carry no speaker labels."""
+    if "train_speaker" not in data or "test_speaker" not in data:
+        raise ValueError("these tokens have no speaker labels (train_speaker / test_speaker); the VQ-VAE trainer "
+                         "writes them into tokens.npz, so re-export the tokens to train a speaker-conditioned prior")
+    names = sorted({str(s) for s in data["train_speaker"]})
+    if not names or not all(names):
+        raise ValueError("the tokens' train_speaker labels are empty")
+    return names
+
+
+def speaker_ids(data, split, cfg):
+    """(N,) int64 host ids of a split's speakers in cfg.speakers, or None for a prior without speakers."""
+    if not cfg.speakers:
+        return None
+    if f"{split}_speaker" not in data:
+        raise ValueError(f"this prior is conditioned on the speaker but the tokens have no {split}_speaker labels")
+    unknown = sorted(set(map(str, data[f"{split}_speaker"])) - set(cfg.speakers))
+    if unknown:
+        raise ValueError(f"the {split} split has speakers the prior does not know: {unknown} "
+                         f"(the prior knows {list(cfg.speakers)})")
+    return to_numpy(cfg.speaker_ids([str(s) for s in data[f"{split}_speaker"]]))  # (N,)
 
 
 def synthetic_tokens(n_train=600, n_test=100, K=64, grid=16, noise=0.1, seed=0):
@@ -131,12 +169,13 @@ def drop_classes(batch, cfg, p_uncond, seed, n):
     return out
 
 
-def step(params, opt, cfg, tcfg, batch, n, total, drop_rng, no_decay):
-    """One optimisation step (number n of total) on batch (B, 1 + T) token ids: forward (with
-    dropout drawn from drop_rng), backward, clip, AdamW. Updates params and opt in place ->
-    (loss in nats per token, lr, gradient norm before clipping)."""
+def step(params, opt, cfg, tcfg, batch, n, total, drop_rng, no_decay, speaker=None):
+    """One optimisation step (number n of total) on batch (B, 1 + T) token ids (and speaker (B,)
+    ids for a prior with speakers): forward (with dropout drawn from drop_rng), backward, clip,
+    AdamW. Updates params and opt in place -> (loss in nats per token, lr, gradient norm before clipping)."""
     lr = lr_at(n, tcfg.lr, tcfg.warmup, total, tcfg.min_lr)
-    loss, cache = forward(params, cfg, batch, rng=drop_rng if cfg.dropout > 0 else None)
+    voice = {} if speaker is None else {"speaker": speaker}  # the call without speakers is the one it always was
+    loss, cache = forward(params, cfg, batch, rng=drop_rng if cfg.dropout > 0 else None, **voice)
     check_finite(loss, n)
     grads, gnorm = clip_grad_norm(backward(cache), tcfg.grad_clip)
     check_finite(gnorm, n, "gradient norm")
@@ -164,10 +203,10 @@ def _start(ckpt_path, data, cfg, tcfg, resume, verbose):
     return cfg, tcfg, init_params(cfg, seed=tcfg.seed), {}, meta
 
 
-def _end_epoch(params, cfg, meta, test_seq, spe, epochs, verbose):
-    """Evaluate on the test sequences and add the epoch to meta['history']."""
+def _end_epoch(params, cfg, meta, test_seq, spe, epochs, verbose, test_spk=None):
+    """Evaluate on the test sequences (speakers test_spk) and add the epoch to meta['history']."""
     step = meta["step"]
-    test_nats, _ = mean_nll(params, cfg, test_seq)
+    test_nats, _ = mean_nll(params, cfg, test_seq, speaker=test_spk)
     tr = meta["epoch_sum"] / max(meta["epoch_n"], 1)
     meta["history"].append({"epoch": step // spe, "step": step, "train_nats": tr, "train_bits": tr / NATS_PER_BIT,
                             "test_nats": test_nats, "test_bits": test_nats / NATS_PER_BIT, "elapsed_s": meta["elapsed_s"]})
@@ -176,9 +215,9 @@ def _end_epoch(params, cfg, meta, test_seq, spe, epochs, verbose):
                          f"{test_nats:.4f} nats ({test_nats / NATS_PER_BIT:.4f} bits) per token, {meta['elapsed_s']:.0f} s")
 
 
-def _final(out, params, cfg, meta, test_seq, summary, verbose):
+def _final(out, params, cfg, meta, test_seq, summary, verbose, test_spk=None):
     """The test loss of the trained prior -> summary (also written to out/metrics.json)."""
-    test_nats, per_pos = mean_nll(params, cfg, test_seq)
+    test_nats, per_pos = mean_nll(params, cfg, test_seq, speaker=test_spk)
     summary.update(test_nats=test_nats, test_bits=test_nats / NATS_PER_BIT,
                    train_nats=meta["history"][-1]["train_nats"] if meta["history"] else math.nan,
                    test_bits_per_position=[round(float(b), 4) for b in to_numpy(per_pos) / NATS_PER_BIT])
@@ -187,6 +226,15 @@ def _final(out, params, cfg, meta, test_seq, summary, verbose):
     trainer.say(verbose, f"done: test {test_nats:.4f} nats = {test_nats / NATS_PER_BIT:.4f} bits per token "
                          f"({meta['elapsed_s']:.0f} s); wrote {out / 'metrics.json'}")
     return summary
+
+
+def _sequences(data, cfg, max_train):
+    """-> train sequences (N, 1 + T) (the first max_train), test sequences (N_test, 1 + T), and
+    their speaker ids (N,), (N_test,) (None for a prior without speakers)."""
+    train_seq = make_sequences(data["train_tokens"], data["train_digit"], cfg)[:max_train]  # (N, 1 + T)
+    test_seq = make_sequences(data["test_tokens"], data["test_digit"], cfg)  # (N_test, 1 + T)
+    train_spk, test_spk = speaker_ids(data, "train", cfg), speaker_ids(data, "test", cfg)  # (N,), (N_test,) or None
+    return train_seq, test_seq, None if train_spk is None else train_spk[:max_train], test_spk
 
 
 @outdir.scoped
@@ -204,8 +252,7 @@ def train(tokens, out, cfg=None, tcfg=None, resume=False, callback=None, verbose
     data = load_tokens(tokens) if not isinstance(tokens, dict) else tokens
     ckpt_path = out / CKPT_NAME
     cfg, tcfg, params, opt, meta = _start(ckpt_path, data, cfg, tcfg, resume, verbose)
-    train_seq = make_sequences(data["train_tokens"], data["train_digit"], cfg)[:tcfg.max_train]  # (N, 1 + T)
-    test_seq = make_sequences(data["test_tokens"], data["test_digit"], cfg)  # (N_test, 1 + T)
+    train_seq, test_seq, train_spk, test_spk = _sequences(data, cfg, tcfg.max_train)
     bs, spe = tcfg.batch_size, len(train_seq) // tcfg.batch_size  # steps per epoch (a partial batch is skipped)
     if spe < 1:
         raise ValueError(f"only {len(train_seq)} training sequences for --batch-size {bs}")
@@ -214,6 +261,7 @@ def train(tokens, out, cfg=None, tcfg=None, resume=False, callback=None, verbose
     drop_rng.bit_generator.state = meta["rng_state"]
     no_decay = no_decay_names(params)
     trainer.say(verbose, f"prior: cond={cfg.cond} class_token={cfg.class_token} null_class={cfg.null_class} "
+                         f"speakers={len(cfg.speakers)} "
                          f"(p_uncond={tcfg.p_uncond}) V={cfg.vocab_size} K={cfg.n_code} "
                          f"T={cfg.context} d={cfg.d_model} L={cfg.n_layer} H={cfg.n_head} params={n_params(params):,}; "
                          f"{len(train_seq)} train / {len(test_seq)} test sequences, {spe} steps/epoch, {total} steps")
@@ -228,7 +276,8 @@ def train(tokens, out, cfg=None, tcfg=None, resume=False, callback=None, verbose
     def run_step(n):
         epoch, idx = trainer.batch_index(tcfg.seed, n, spe, len(train_seq), bs)
         batch = drop_classes(train_seq[idx], cfg, tcfg.p_uncond, tcfg.seed, n)  # (B, 1 + T)
-        loss, lr, gnorm = step(params, opt, cfg, tcfg, asarray(batch), n, total, drop_rng, no_decay)
+        spk = None if train_spk is None else asarray(train_spk[idx])  # (B,)
+        loss, lr, gnorm = step(params, opt, cfg, tcfg, asarray(batch), n, total, drop_rng, no_decay, spk)
         meta["step"], meta["epoch_sum"], meta["epoch_n"] = n + 1, meta["epoch_sum"] + loss, meta["epoch_n"] + 1
         meta["step_loss"].append(round(loss, 5))
         meta["elapsed_s"] = time.perf_counter() - t_start
@@ -237,7 +286,7 @@ def train(tokens, out, cfg=None, tcfg=None, resume=False, callback=None, verbose
         if callback is not None:
             callback(n + 1, loss)
         if (n + 1) % spe == 0:  # end of an epoch: evaluate, checkpoint
-            _end_epoch(params, cfg, meta, test_seq, spe, tcfg.epochs, verbose)
+            _end_epoch(params, cfg, meta, test_seq, spe, tcfg.epochs, verbose, test_spk)
             save()
         return n + 1
 
@@ -247,7 +296,7 @@ def train(tokens, out, cfg=None, tcfg=None, resume=False, callback=None, verbose
                 "train": tcfg.to_dict(), "n_params": n_params(params), "step_loss": meta["step_loss"]}
 
     trainer.loop(int(meta["step"]), total, run_step, save, ckpt_path, verbose, report=lambda: summary(True))
-    return _final(out, params, cfg, meta, test_seq, summary(), verbose)
+    return _final(out, params, cfg, meta, test_seq, summary(), verbose, test_spk)
 
 # ----------------------------------------------------------------------------- CLI
 def add_arguments(p):
@@ -270,6 +319,9 @@ def add_arguments(p):
                    help="train a null class ('no digit') into the conditional prior: each training sequence's class "
                         "is replaced by it with this probability, for classifier-free guidance from one model (0: no "
                         "null class)")
+    p.add_argument("--speaker", action="store_true",
+                   help="also condition on the speaker (the tokens' train_speaker names): a digit+speaker prior for "
+                        "python -m minivq.generate --speaker NAME")
     p.add_argument("--order", choices=("freq", "time"), default=d.order,
                    help="read the code grid band by band (freq) or frame by frame (time)")
     t = TrainConfig()
@@ -289,5 +341,12 @@ def run(args):
                     class_every=args.class_every, null_class=args.p_uncond > 0)
     tcfg = trainer.settings_from_args(TrainConfig, args, min_lr=args.min_lr, max_train=args.max_train,
                                       p_uncond=args.p_uncond)
-    return trainer.run_cli(lambda: train(args.tokens, args.out, cfg, tcfg, resume=args.resume),
+    tokens = args.tokens
+    if args.speaker and not args.resume:  # the names come from the tokens (a resumed run keeps its own)
+        tokens = load_tokens(args.tokens)
+        try:
+            cfg = dataclasses.replace(cfg, speakers=tuple(speaker_vocabulary(tokens)))
+        except ValueError as e:
+            raise ValueError(f"--speaker: {args.tokens}: {e}")
+    return trainer.run_cli(lambda: train(tokens, args.out, cfg, tcfg, resume=args.resume),
                            Path(args.out) / CKPT_NAME)[0]

@@ -23,6 +23,13 @@ its id is the start token K+10, whose embedding row a conditional prior otherwis
 so V and every parameter shape stay as they are. A prior trained with some sequences' class
 replaced by it (train_prior's p_uncond) is a conditional and an unconditional model in one,
 which is what classifier-free guidance needs (sampling.sample with guidance and no guide).
+``speakers`` (a tuple of S names, empty by default = off) adds a second condition, the voice:
+a speaker embedding table wse (S, C) whose row for the sequence's speaker s is added to every
+position's input, like class_every adds the class row:
+    x_t = wte[token_t] + wpe[t] (+ wte[class_d]) + wse[s]
+The speaker is not a token of the sequence (the layout above is unchanged); it travels beside
+it as one integer id per sequence, cfg.speaker_ids(names) maps names to ids. The names live in
+the config, so a checkpoint carries the vocabulary its ids refer to.
 
 One block (pre-LayerNorm, as in GPT-2):
     x = x + Dropout(Attn(LN1(x)))
@@ -70,8 +77,16 @@ class GPTConfig:
     # replacing a fraction of the training sequences' class with it, so one model gives both the
     # conditional and the unconditional logits of classifier-free guidance.
     null_class: bool = False
+    # speakers: names of the S speakers the prior is also conditioned on (the ids are positions in
+    # this tuple); empty: no speaker condition and no speaker embedding (wse) at all.
+    speakers: tuple = ()
 
     def __post_init__(self):
+        if isinstance(self.speakers, str) or not all(isinstance(s, str) and s for s in self.speakers):
+            raise ValueError(f"GPTConfig.speakers must be a sequence of non-empty names, got {self.speakers!r}")
+        self.speakers = tuple(self.speakers)
+        if len(set(self.speakers)) != len(self.speakers):
+            raise ValueError(f"GPTConfig.speakers has repeated names: {list(self.speakers)}")
         if self.class_every is None:
             self.class_every = (self.cond, self.class_token) == ("class", "dedicated")
         if self.cond not in ("class", "none"):
@@ -101,6 +116,41 @@ class GPTConfig:
     def vocab_size(self):
         """V: rows of the token embedding."""
         return self.n_code if self.class_token == "shared" else self.n_code + self.n_class + 1
+
+    @property
+    def n_speaker(self):
+        """S: number of speakers the prior is conditioned on (0: no speaker condition)."""
+        return len(self.speakers)
+
+    def speaker_ids(self, names):
+        """Speaker names (a name or a sequence of N names) -> int64 ids (N,) into wse. An unknown
+        name is a ValueError that lists the known ones."""
+        if not self.speakers:
+            raise ValueError("this prior has no speaker condition (it was trained without speakers)")
+        names = [names] if isinstance(names, str) else list(names)
+        index = {s: i for i, s in enumerate(self.speakers)}
+        unknown = sorted({str(n) for n in names if n not in index})
+        if unknown:
+            raise ValueError(f"unknown speaker {', '.join(map(repr, unknown))}; this prior knows "
+                             f"{', '.join(self.speakers)}")
+        return xp.asarray([index[n] for n in names], dtype="int64")  # (N,)
+
+    def check_speaker(self, speaker, n):
+        """speaker: None or n int ids -> None or int64 ids (n,) on the backend; ValueError when a
+        speaker-conditioned prior gets none, an unconditioned one gets some, or an id is out of range."""
+        if not self.speakers:
+            if speaker is not None:
+                raise ValueError("this prior has no speaker condition (it was trained without speakers); "
+                                 "do not pass speakers")
+            return None
+        if speaker is None:
+            raise ValueError(f"this prior is conditioned on the speaker; pass one of {', '.join(self.speakers)}")
+        s = xp.asarray(speaker).astype("int64").reshape(-1)  # (n,)
+        if s.size != n:
+            raise ValueError(f"{s.size} speaker ids for {n} sequences")
+        if s.size and (int(s.min()) < 0 or int(s.max()) >= self.n_speaker):
+            raise ValueError(f"speaker ids must lie in 0..{self.n_speaker - 1}")
+        return s
 
     @property
     def start_token(self):
@@ -138,11 +188,15 @@ class GPTConfig:
         return codes.reshape(len(codes), cols, rows).transpose(0, 2, 1)  # (N, rows, cols)
 
     def to_dict(self):
-        return asdict(self)
+        d = asdict(self)
+        d["speakers"] = list(self.speakers)
+        if not self.speakers:  # a prior without speakers keeps the record it always had
+            del d["speakers"]
+        return d
 
     @classmethod
     def from_dict(cls, d):
-        d = {"order": "freq", "class_every": False, "null_class": False, **d}  # what checkpoints before these fields did
+        d = {"order": "freq", "class_every": False, "null_class": False, "speakers": (), **d}  # what checkpoints before these fields did
         return checkpoint.config_from_dict(cls, d, strict=False)
 
 
@@ -152,7 +206,8 @@ BLOCK_KEYS = ("ln1.g", "ln1.b", *("attn." + k for k in ATTN_KEYS),
 
 def init_params(cfg, seed=0, std=0.02):
     """float32 parameter dict on the current backend. Names: wte (V, C), wpe (T, C),
-    h{l}.<BLOCK_KEYS>, ln_f.g/b (C,), head.w (C, K), head.b (K,)."""
+    h{l}.<BLOCK_KEYS>, ln_f.g/b (C,), head.w (C, K), head.b (K,), and wse (S, C) when the prior
+    has speakers (drawn last, so every other parameter is the same as without speakers)."""
     rng = host_rng(seed)
     C, Hd = cfg.d_model, cfg.mlp_ratio * cfg.d_model
     f32 = lambda shape, s: asarray((rng.standard_normal(shape) * s).astype("float32"))  # noqa: E731
@@ -170,12 +225,14 @@ def init_params(cfg, seed=0, std=0.02):
     p["ln_f.g"], p["ln_f.b"] = xp.ones(C, dtype="float32"), xp.zeros(C, dtype="float32")
     p["head.w"] = f32((C, cfg.n_code), std)  # (C, K)
     p["head.b"] = xp.zeros(cfg.n_code, dtype="float32")  # (K,)
+    if cfg.n_speaker:
+        p["wse"] = f32((cfg.n_speaker, C), std)  # (S, C)
     return p
 
 
 def no_decay_names(params):
     """Parameters that get no weight decay: biases, LayerNorm gains, embeddings."""
-    return tuple(k for k in params if k.endswith((".b", ".g")) or ".b_" in k or k in ("wte", "wpe"))
+    return tuple(k for k in params if k.endswith((".b", ".g")) or ".b_" in k or k in ("wte", "wpe", "wse"))
 
 
 def n_params(params):
@@ -257,18 +314,24 @@ def block_params(params, l):
 
 
 # ----------------------------------------------------------------------------- whole model
-def forward_logits(params, cfg, idx, rng=None):
+def forward_logits(params, cfg, idx, rng=None, speaker=None):
     """idx: (B, T) int token ids, T <= context -> logits (B, T, K), cache.
-    rng (a host NumPy Generator) turns dropout on; None = evaluation."""
+    rng (a host NumPy Generator) turns dropout on; None = evaluation.
+    speaker: (B,) int speaker ids, required when cfg.speakers is set (None otherwise)."""
     B, T = idx.shape
     if T > cfg.context:
         raise ValueError(f"sequence of {T} positions is longer than the context ({cfg.context})")
+    speaker = cfg.check_speaker(speaker, B)  # (B,) or None
     tok, c_tok = embedding_forward(idx, params["wte"])  # (B, T, C)
     x = tok + params["wpe"][:T]  # (B, T, C) learned absolute positions
     c_every = None
     if cfg.class_every:
         cls, c_every = embedding_forward(idx[:, :1], params["wte"])  # (B, 1, C) the prefix token's row
         x = x + cls  # (B, T, C) the same class vector at every position
+    c_spk = None
+    if speaker is not None:
+        spk, c_spk = embedding_forward(speaker[:, None], params["wse"])  # (B, 1, C) the speaker's row
+        x = x + spk  # (B, T, C) the same speaker vector at every position
     x, c_do = dropout_forward(x, cfg.dropout, rng)
     c_blocks = []
     for l in range(cfg.n_layer):
@@ -278,6 +341,7 @@ def forward_logits(params, cfg, idx, rng=None):
     logits, c_head = linear_forward(h, params["head.w"], params["head.b"])  # (B, T, K)
     cache = {"tok": c_tok,  # EmbeddingCache: idx (B, T), wte's shape (V, C)
              "every": c_every,  # EmbeddingCache of the class row added at every position (idx (B, 1)), or None
+             "speaker": c_spk,  # EmbeddingCache of the speaker row added at every position (ids (B, 1)), or None
              "do": c_do,  # (B, T, C) dropout mask of the embeddings, or None
              "blocks": c_blocks,  # [BlockCache] one per layer
              "lnf": c_lnf,  # LayernormCache of the final LayerNorm (B, T, C)
@@ -296,11 +360,12 @@ def split_sequence(seq):
     return seq[:, :-1], seq[:, 1:]
 
 
-def forward(params, cfg, seq, rng=None):
+def forward(params, cfg, seq, rng=None, speaker=None):
     """seq: (B, T+1) int, a prefix token then codes -> (loss in nats per code token, cache).
-    The cache holds the logits (B, T, K) and dlogits for backward."""
+    speaker: (B,) int ids for a prior with speakers. The cache holds the logits (B, T, K) and
+    dlogits for backward."""
     idx, targets = split_sequence(seq)  # (B, T), (B, T)
-    logits, cache = forward_logits(params, cfg, idx, rng)  # (B, T, K)
+    logits, cache = forward_logits(params, cfg, idx, rng, speaker)  # (B, T, K)
     loss, dlogits = softmax_cross_entropy(logits, targets)
     cache["logits"], cache["dlogits"] = logits, dlogits  # (B, T, K) each
     return float(loss), cache
@@ -318,6 +383,8 @@ def backward(cache):
     grads["wte"] = embedding_backward(dx, cache["tok"])  # (V, C)
     if cache["every"] is not None:  # the class row was also added at every position
         grads["wte"] += embedding_backward(dx.sum(axis=1, keepdims=True), cache["every"])  # (V, C)
+    if cache.get("speaker") is not None:  # the speaker row was added at every position: dwse[s] = sum_t dx_t
+        grads["wse"] = embedding_backward(dx.sum(axis=1, keepdims=True), cache["speaker"])  # (S, C)
     T = dx.shape[1]
     dwpe = xp.zeros((cache["n_pos"], dx.shape[-1]), dtype=dx.dtype)  # (context, C)
     dwpe[:T] = dx.sum(axis=0)  # every sequence in the batch used the same position rows
@@ -332,13 +399,15 @@ def token_nll(logits, targets):
     return (xp.log(s) - z_t)[..., 0]  # (B, T)  log sum exp(z) - z_t, both less the row max
 
 
-def mean_nll(params, cfg, seqs, batch_size=64):
-    """Mean NLL per code token (nats) over seqs (N, T+1), and the per-position mean (T,)."""
+def mean_nll(params, cfg, seqs, batch_size=64, speaker=None):
+    """Mean NLL per code token (nats) over seqs (N, T+1), and the per-position mean (T,).
+    speaker: (N,) int ids for a prior with speakers."""
     total, per_pos, n = 0.0, 0.0, 0
     for i in range(0, seqs.shape[0], batch_size):
         s = asarray(seqs[i:i + batch_size])  # (b, T+1)
         idx, targets = split_sequence(s)
-        logits, _ = forward_logits(params, cfg, idx)  # (b, T, K)
+        spk = None if speaker is None else asarray(speaker[i:i + batch_size])  # (b,)
+        logits, _ = forward_logits(params, cfg, idx, speaker=spk)  # (b, T, K)
         nll = token_nll(logits, targets)  # (b, T)
         per_pos = per_pos + nll.sum(axis=0)
         total += float(nll.sum())
@@ -347,13 +416,14 @@ def mean_nll(params, cfg, seqs, batch_size=64):
     return total / (n * per_pos.size), per_pos
 
 
-def class_log_likelihood(params, cfg, grids, batch_size=64):
+def class_log_likelihood(params, cfg, grids, batch_size=64, speaker=None):
     """log p(grid | class c) of every grid under a class-conditional prior, for every class c.
 
     grids: (N, h, w) int codes -> (N, n_class) float64 host array, nats. Row n, column c is
         log p(grid_n | c) = - sum_t NLL(z_t | c, z_<t)
     over the grid's h*w codes read in cfg.order (the same sequences make_sequences builds for
-    training, with class c as the prefix). One forward per class per batch of grids."""
+    training, with class c as the prefix). One forward per class per batch of grids.
+    speaker: (N,) int ids of the grids' speakers, for a prior with speakers."""
     if cfg.cond != "class":
         raise ValueError("class_log_likelihood needs a class-conditional prior (cond='class')")
     N = len(grids)
@@ -363,7 +433,8 @@ def class_log_likelihood(params, cfg, grids, batch_size=64):
         for c in range(cfg.n_class):
             seq = asarray(make_sequences(g, [c] * len(g), cfg))  # (b, 1 + T) class c, then the codes
             idx, targets = split_sequence(seq)  # (b, T), (b, T)
-            logits, _ = forward_logits(params, cfg, idx)  # (b, T, K)
+            spk = None if speaker is None else asarray(speaker[i:i + batch_size])  # (b,)
+            logits, _ = forward_logits(params, cfg, idx, speaker=spk)  # (b, T, K)
             ll[i:i + len(g), c] = -token_nll(logits, targets).astype("float64").sum(axis=1)  # (b,)
     return to_numpy(ll)  # (N, n_class)
 

@@ -149,3 +149,52 @@ def test_short_fsdd_training_beats_chance(fsdd_path, tmp_path):
     acc = res["metrics"]["test_accuracy"]
     assert len(feats.train.x) == 300
     assert acc >= 0.5, res["metrics"]["history"]  # chance is 0.1
+
+
+def _voices(n_per_speaker, seed, names=("ola", "ben", "ida"), M=16, T=16):
+    """Raw 'log-mels' where speaker k is a loud stripe at band 2 + 4k (plus noise) and the digit is
+    random: only the speaker is learnable."""
+    g = np.random.default_rng(seed)
+    k = np.repeat(np.arange(len(names)), n_per_speaker)  # (N,)
+    x = g.normal(-6.0, 1.0, size=(len(k), M, T)).astype(np.float32)  # (N, M, T)
+    x[np.arange(len(k)), 2 + 4 * k, 3:T - 3] += 6.0
+    return SimpleNamespace(x=x, digit=g.integers(0, 10, len(k)), speaker=np.array(names)[k])
+
+
+def test_speaker_classifier_learns_names_and_round_trips(tmp_path):
+    """--target speaker: the classes are the sorted training speakers, stored in the checkpoint
+    (ClassifierConfig.labels); evaluate.judge_speaker reads the names back."""
+    from minivq import evaluate
+    feats = SimpleNamespace(train=_voices(12, 0), test=_voices(6, 1))
+    res = TC.train(feats, tmp_path, verbose=False,
+                   tcfg=TC.TrainConfig(epochs=15, batch_size=12, lr=1e-2, augment=False, target="speaker"))
+    m = res["metrics"]
+    assert m["test_accuracy"] >= 0.8 and m["labels"] == ["ben", "ida", "ola"], m["history"]  # chance is 1/3
+    clf = C.load_classifier(tmp_path / "classifier.npz")
+    assert clf[1].labels == ("ben", "ida", "ola") and clf[1].n_classes == 3
+    v = evaluate.judge_speaker(clf, feats.test.x, want=feats.test.speaker)
+    assert abs(v["accuracy"] - m["test_accuracy"]) < 1e-12 and set(v["names"]) <= {"ben", "ida", "ola"}
+    with pytest.raises(ValueError, match=r"does not know \['zed'\]; it knows ben, ida, ola"):
+        evaluate.judge_speaker(clf, feats.test.x[:1], want=["zed"])
+    digit_cfg = C.ClassifierConfig()
+    assert "labels" not in digit_cfg.to_dict()  # the digit classifier's record is as it was
+    with pytest.raises(ValueError, match="speaker names"):
+        evaluate.judge_speaker((None, digit_cfg, None), feats.test.x)
+    unseen = SimpleNamespace(train=feats.train, test=_voices(2, 1, names=("ola", "ben", "max")))
+    with pytest.raises(ValueError, match=r"speakers the training split lacks \(\['max'\]\)"):
+        TC.train(unseen, tmp_path / "u", verbose=False, tcfg=TC.TrainConfig(epochs=1, target="speaker"))
+    with pytest.raises(ValueError, match="target must be one of digit, speaker"):
+        TC.TrainConfig(target="gender")
+
+
+def test_augment_without_warp_changes_only_the_warp():
+    """warp=0 (the speaker target) draws the same random numbers: a batch whose bands are all equal
+    is unchanged by a mel-axis warp, so it must augment identically with and without it."""
+    x = np.repeat(np.random.default_rng(0).normal(-5, 1, (3, 1, 16)), 16, axis=1).astype(np.float32)  # (3, 16, 16)
+    norm = {"mean": np.zeros((16, 1), np.float32), "std": np.ones((16, 1), np.float32)}
+    a = to_numpy(TC.augment(x, np.random.default_rng(3), norm))
+    b = to_numpy(TC.augment(x, np.random.default_rng(3), norm, warp=0.0))
+    assert np.abs(a - b).max() < 1e-5  # interpolating equal bands: round-off only
+    y = _synthetic(1, 0).x[:3]
+    c, d = (to_numpy(TC.augment(y, np.random.default_rng(3), norm, warp=w)) for w in (0.1, 0.0))
+    assert np.abs(c - d).max() > 0.1  # on real structure the warp does move the bands

@@ -260,6 +260,49 @@ def test_gpt_cached_decoding_matches_torch(backend, name):
     assert err < MODEL_TOL
 
 
+@pytest.mark.parametrize("name", ["class-dedicated-every", "class-null-every", "class-dedicated-plain"])
+def test_gpt_with_speakers_matches_torch(backend, name):
+    """A digit+speaker prior (four speakers, wse added at every position): loss, logits and
+    every gradient (wse included), cached decoding, and one clipped AdamW step (wse undecayed)."""
+    fields, _ = GPT_CASES[name]
+    cfg = G.GPTConfig(n_code=13, n_class=7, context=ROWS * COLS, d_model=15, n_layer=2, n_head=3, mlp_ratio=3,
+                      speakers=("ann", "bob", "cy", "dee"), **fields)
+    g = np.random.default_rng(5)
+    params = {k: asarray(to_numpy(v).astype(np.float64) + 0.3 * g.standard_normal(v.shape))
+              for k, v in G.init_params(cfg, seed=3).items()}
+    B = 4
+    grids, digits = g.integers(0, cfg.n_code, (B, ROWS, COLS)), g.integers(0, cfg.n_class, B)  # (B, rows, cols), (B,)
+    spk = np.array([2, 0, 3, 2])  # (B,) a repeated speaker and one never used (its wse row gets no gradient)
+    null = torch.tensor(np.arange(B) == 1) if cfg.null_class else None
+    tseq = TM.gpt_sequence(cfg, torch.tensor(grids), torch.tensor(digits), null)  # (B, T+1)
+    seq = asarray(tseq.numpy())
+    loss, cache = G.forward(params, cfg, seq, speaker=asarray(spk))
+    grads = G.backward(cache)
+    assert "wse" in grads and float(abs(grads["wse"][1]).max()) == 0.0  # speaker 1 is in no sequence
+    tp = TM.to_torch(params)
+    tloss, tlogits = TM.gpt_loss(tp, cfg, tseq, speaker=torch.tensor(spk))
+    tloss.backward()
+    lerr, gerr = rel_error(loss, tloss.item()), rel_error(cache["logits"], tlogits.detach().numpy())
+    errs = TM.grad_errors(grads, tp)
+    assert set(errs) == set(params)
+    worst = max(errs, key=errs.get)
+    print(f"GPT {name} + speakers: loss rel {lerr:.1e}, logits rel {gerr:.1e}, worst grad {errs[worst]:.1e} ({worst})")
+    assert lerr < MODEL_TOL and gerr < MODEL_TOL and errs[worst] < MODEL_TOL, f"{worst}: {errs[worst]:.2e}"
+    caches = S.new_caches(cfg, B, dtype="float64")
+    logits = np.stack([to_numpy(S.forward_step(params, cfg, seq[:, t], caches, asarray(spk)))
+                       for t in range(cfg.context)], axis=1)  # (B, T, K)
+    assert rel_error(logits, tlogits.detach().numpy()) < MODEL_TOL
+    nd = G.no_decay_names(params)
+    assert "wse" in nd
+    g_, _ = clip_grad_norm(grads, 0.5)
+    adam_step(params, g_, {}, 1e-2, weight_decay=0.1, no_decay=nd)
+    topt = TM.adamw(tp, nd, 1e-2, 0.1)
+    TM.clip_grad_norm_(list(tp.values()), 0.5)
+    topt.step()
+    step_err = max(rel_error(params[k], tp[k].detach().numpy()) for k in params)
+    assert step_err < MODEL_TOL, step_err
+
+
 def test_gpt_clipped_adamw_steps_match_torch(backend):
     """Two steps of clip-by-global-norm + AdamW (weight decay off for no_decay names), each side
     from its own gradients: the params after them agree (the moments carry over, the clip is

@@ -320,3 +320,98 @@ def test_guidance_from_the_null_class_of_one_model(backend):
     no_null = G.GPTConfig(**{**TINY, "context": 9})
     assert np.array_equal(S.sample(p, no_null, 4, cond=digits, seed=5, guidance=2.5),
                           S.sample(p, no_null, 4, cond=digits, seed=5))
+
+
+# ----------------------------------------------------------------------------- speaker condition
+SPK = ("ann", "bob", "cy")
+
+
+def _spk_cfg(**kw):
+    return G.GPTConfig(**{**TINY, "context": 7, **kw}, speakers=SPK)
+
+
+@pytest.mark.parametrize("every,null", [(True, False), (False, False), (True, True)])
+def test_speaker_gradcheck(backend, every, null):
+    """Every parameter's gradient (wse included) against centred differences, float64, with the
+    speaker row added at every position, with and without class_every, and with the null class."""
+    cfg = _spk_cfg(class_every=every, null_class=null)
+    p = _params64(cfg)
+    assert p["wse"].shape == (3, cfg.d_model)
+    seq = _seq(cfg, 3)
+    if null:
+        seq[1, 0] = cfg.null_token
+    seq, spk = asarray(seq), asarray(np.array([2, 0, 2]))  # speaker 1 in no sequence
+    loss, cache = G.forward(p, cfg, seq, speaker=spk)
+    grads = G.backward(cache)
+    assert set(grads) == set(p) and all(grads[k].shape == p[k].shape for k in p)
+    assert float(abs(grads["wse"][1]).max()) == 0.0 and float(abs(grads["wse"][2]).min()) > 0
+    names = list(p) if (every, null) == (True, False) else ["wse", "wte", "wpe", "h0.attn.w_qkv"]
+    errs = {k: rel_error(grads[k], numerical_gradient(lambda: G.forward(p, cfg, seq, speaker=spk)[0], p[k]))
+            for k in names}
+    assert max(errs.values()) < 1e-6, errs
+
+
+def test_speaker_reaches_every_position_and_other_params_are_unchanged(backend):
+    cfg = _spk_cfg()
+    p = _params64(cfg, std=0.5)
+    idx = asarray(_seq(cfg, 2)[:, :-1])
+    a = to_numpy(G.forward_logits(p, cfg, idx, speaker=asarray(np.array([0, 1])))[0])
+    b = to_numpy(G.forward_logits(p, cfg, idx, speaker=asarray(np.array([2, 1])))[0])
+    assert np.abs(a[0] - b[0]).min() > 1e-9 and np.abs(a[1] - b[1]).max() == 0.0  # only sequence 0 changed voice
+    plain = G.GPTConfig(**{**TINY, "context": 7})
+    q, r = G.init_params(plain, seed=4), G.init_params(cfg, seed=4)
+    assert set(r) - set(q) == {"wse"}  # drawn last: every other parameter is what it was without speakers
+    assert all(np.array_equal(to_numpy(q[k]), to_numpy(r[k])) for k in q)
+    assert "wse" in G.no_decay_names(r)
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(temperature=0.7, top_k=5)])
+def test_speaker_cached_sampling_matches_the_full_forward(backend, kw):
+    """The KV-cache decoder adds the speaker row at every step as forward_logits does: cached and
+    uncached sampling draw the same codes, and forward_step's logits equal the full forward's."""
+    cfg = _spk_cfg(context=9)
+    p = _params64(cfg, std=0.5)
+    digits, voices = [0, 3, 3, 9], ["cy", "ann", "bob", "cy"]
+    a = S.sample(p, cfg, 4, cond=digits, speaker=voices, seed=5, use_cache=True, **kw)
+    b = S.sample(p, cfg, 4, cond=digits, speaker=[2, 0, 1, 2], seed=5, use_cache=False, **kw)
+    assert a.shape == (4, 9) and np.array_equal(a, b)
+    c = S.sample(p, cfg, 4, cond=digits, speaker="ann", seed=5, **kw)
+    assert not np.array_equal(a, c)  # another voice, other codes
+    seq = asarray(np.concatenate([to_numpy(cfg.prefix(digits))[:, None], a], axis=1))
+    spk = asarray(np.array([2, 0, 1, 2]))
+    full = to_numpy(G.forward_logits(p, cfg, seq[:, :-1], speaker=spk)[0])  # (4, 9, K)
+    caches = S.new_caches(cfg, 4, dtype="float64")
+    step = np.stack([to_numpy(S.forward_step(p, cfg, seq[:, t], caches, spk)) for t in range(9)], axis=1)
+    assert rel_error(step, full) < 1e-12  # the same sums in another order: float64 round-off only
+
+
+def test_speaker_guided_sampling_keeps_the_voice(backend):
+    """Self-guidance (null class) on a speaker prior: the null rows carry the same speaker, so a
+    guidance of 1 + 0 * anything equals the plain conditional draw, and s != 1 changes it."""
+    cfg = _spk_cfg(context=8, null_class=True)
+    p = _params64(cfg, std=0.5)
+    kw = dict(cond=[1, 2], speaker=["bob", "ann"], seed=3)
+    assert np.array_equal(S.sample(p, cfg, 2, guidance=1.0, **kw), S.sample(p, cfg, 2, **kw))
+    assert not np.array_equal(S.sample(p, cfg, 2, guidance=3.0, **kw), S.sample(p, cfg, 2, **kw))
+
+
+def test_speaker_errors_and_config_records():
+    cfg = _spk_cfg()
+    p = G.init_params(cfg)
+    with pytest.raises(ValueError, match=r"unknown speaker 'zed'; this prior knows ann, bob, cy"):
+        S.sample(p, cfg, 2, cond=1, speaker="zed")
+    with pytest.raises(ValueError, match="conditioned on the speaker; pass one of ann, bob, cy"):
+        S.sample(p, cfg, 2, cond=1)
+    with pytest.raises(ValueError, match=r"speaker ids must lie in 0\.\.2"):
+        G.forward(p, cfg, _seq(cfg, 2), speaker=np.array([0, 3]))
+    plain = G.GPTConfig(**{**TINY, "context": 7})
+    with pytest.raises(ValueError, match="no speaker condition"):
+        S.sample(G.init_params(plain), plain, 2, cond=1, speaker="ann")
+    with pytest.raises(ValueError, match="repeated"):
+        G.GPTConfig(speakers=("a", "a"))
+    with pytest.raises(ValueError, match="non-empty names"):
+        G.GPTConfig(speakers="ann")
+    assert G.GPTConfig.from_dict(cfg.to_dict()) == cfg and cfg.to_dict()["speakers"] == list(SPK)
+    assert "speakers" not in plain.to_dict()  # a prior without speakers keeps its old record
+    assert G.GPTConfig.from_dict(plain.to_dict()).speakers == ()
+    assert to_numpy(cfg.speaker_ids(["cy", "ann"])).tolist() == [2, 0]
