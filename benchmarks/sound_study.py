@@ -27,7 +27,7 @@ the 1.024 s window, exactly zero outside its trimmed sound):
                gate edges is broadband, so it shows as high-frequency energy the recording lacks
 
 Writes to --work: logmels/ (the recordings and the log-mels of every set, reused), waves/<config>/<set>.npz
-(the sounds, reused), results.json and results.md (the tables), figures (spectrograms real /
+(the sounds, reused), results_pd<N>.json and results_pd<N>.md (the tables), figures (spectrograms real /
 round trip / CR=16 / CR=4 / generated for the listener's weakest digits "two", "three", "six",
 before and after; onsets of the same waves), the figures' WAVs, and with --page an HTML
 listening page (minivq.listening) comparing the two syntheses.
@@ -57,6 +57,7 @@ CONFIGS = {
     "gate-256": dict(silence="gate", n_iter=256),
     "gate-64-nmf100": dict(silence="gate", n_iter=64, nmf_iter=100),
     "gate-64-mom0.9": dict(silence="gate", n_iter=64, momentum=0.9),
+    "gate-128-refit": dict(silence="gate", n_iter=128, refit_steps=1, refit_after=32),
 }
 SETS = ("griffin-lim", "cr16", "cr4", "generated")
 WEAK = (2, 3, 6)  # the listener's weakest digits on generations
@@ -323,15 +324,15 @@ def main(argv=None):
                    if "sc" in r else "") + f", silence {r['silence_db']:.1f} dB")
     res["ceilings"] = ceilings(work, ref, fc, args.seed)
     md = results_markdown(res, names, list(sets))
-    (work / "results.md").write_text(md)
+    (work / f"results_pd{args.per_digit}.md").write_text(md)
     slim = json.loads(json.dumps(res, default=float))
     for per_set in slim["results"].values():
         for r in per_set.values():
             for k in ("classifier_pred", "listener_pred", "classifier_conf", "listener_conf"):
                 r.pop(k, None)
-    (work / "results.json").write_text(json.dumps(slim, indent=2) + "\n")
+    (work / f"results_pd{args.per_digit}.json").write_text(json.dumps(slim, indent=2) + "\n")
     print(md)
-    figures_and_page(work, sets, ref, raw, y, waves_of, res, bundle, fc, args.page)
+    figures_and_page(work, sets, ref, raw, y, waves_of, res, bundle, fc, args.page, md)
     return 0
 
 
@@ -358,7 +359,7 @@ def results_markdown(res, names, set_names):
     return "\n".join(lines) + "\n"
 
 
-def figures_and_page(work, sets, ref, raw, y, waves_of, res, bundle, fc, page):
+def figures_and_page(work, sets, ref, raw, y, waves_of, res, bundle, fc, page, md):
     figs = work / "figures"
     figs.mkdir(exist_ok=True)
     cols = ["recording"]
@@ -392,7 +393,7 @@ def figures_and_page(work, sets, ref, raw, y, waves_of, res, bundle, fc, page):
     log(f"figures in {figs}, WAVs in {wav_dir}")
     if not page:
         return
-    sections = [LP.Section("measurements", markdown=(work / "results.md").read_text(),
+    sections = [LP.Section("measurements", markdown=md,
                            figures=[LP.Figure(figs / "spectrograms_weak_digits.png", "STFT magnitude, dB"),
                                     LP.Figure(figs / "onsets_weak_digits.png", "the first 75 ms")])]
     for sname in set_names:

@@ -297,7 +297,8 @@ def spectral_convergence(mag_est, mag_ref) -> np.ndarray:
 
 
 def griffin_lim(mag, n_iter: int = 64, momentum: float = 0.99, seed: int = 0, hop: int = 128,
-                length: int | None = None, return_history: bool = False, gate=None):
+                length: int | None = None, return_history: bool = False, gate=None, refit=None,
+                refit_after: int = 0):
     """Fast Griffin-Lim (Perraudin, Balazs & Søndergaard 2013): phase from a linear magnitude.
 
     mag: (..., F, T) non-negative |STFT| (same scaling as :func:`stft`) -> wave (..., N) float32,
@@ -312,6 +313,12 @@ def griffin_lim(mag, n_iter: int = 64, momentum: float = 0.99, seed: int = 0, ho
     phases are found for a signal that is silent outside the gate (as a recording is outside
     its trimmed sound) instead of being cut to it afterwards, which would click; the returned
     wave is gated too. gate=None is plain fast Griffin-Lim.
+
+    refit: optional function |c| (..., F, T) -> new magnitude (..., F, T). From iteration
+    ``refit_after`` on, the magnitude imposed is refit(|c|) of the latest consistent
+    spectrogram instead of the fixed ``mag`` (see :func:`mel_to_audio`'s ``refit_steps``: a
+    magnitude that only has to match the mel bands may take its fine structure from the
+    consistent spectrogram). History then still measures against ``mag``.
     """
     mag = np.asarray(mag, dtype=np.float32)  # float32 halves the time; SC still reaches ~1e-2
     if np.any(mag < 0) or not np.all(np.isfinite(mag)):
@@ -328,17 +335,20 @@ def griffin_lim(mag, n_iter: int = 64, momentum: float = 0.99, seed: int = 0, ho
     t = mag * phase
     c_prev = None
     history = []
-    for _ in range(n_iter):
+    target = mag
+    for it in range(n_iter):
         if gate is None:
-            wave = istft(mag * (t / (np.abs(t) + 1e-16)), hop)  # (..., (T-1)*hop) magnitude imposed
+            wave = istft(target * (t / (np.abs(t) + 1e-16)), hop)  # (..., (T-1)*hop) magnitude imposed
         else:  # the same, then silenced outside the gate
-            wave = istft(mag * (t / (np.abs(t) + 1e-16)), hop, length=n_out) * gate  # (..., N)
+            wave = istft(target * (t / (np.abs(t) + 1e-16)), hop, length=n_out) * gate  # (..., N)
         c = stft(wave, n_fft, hop)[..., :T]                      # (..., F, T) nearest consistent
         if return_history:
             history.append(spectral_convergence(c, mag))
         t = c if c_prev is None else c + momentum * (c - c_prev)
         c_prev = c
-    wave = istft(mag * (t / (np.abs(t) + 1e-16)), hop, length=length).astype(np.float32)  # (..., N)
+        if refit is not None and it + 1 >= refit_after:
+            target = np.asarray(refit(np.abs(c)), dtype=np.float32)  # (..., F, T)
+    wave = istft(target * (t / (np.abs(t) + 1e-16)), hop, length=length).astype(np.float32)  # (..., N)
     if gate is not None:
         wave = wave * gate                                       # (..., N)
     if return_history:
@@ -413,7 +423,7 @@ def sound_gate(logmel, cfg: FeatureConfig = FeatureConfig(), margin: float = 2.0
 
 def mel_to_audio(logmel, cfg: FeatureConfig = FeatureConfig(), n_iter: int = 64, seed: int = 0,
                  silence: str = "gate", floor_sub: float = 2.0, nmf_iter: int = 30,
-                 momentum: float = 0.99) -> np.ndarray:
+                 momentum: float = 0.99, refit_steps: int = 0, refit_after: int = 32) -> np.ndarray:
     """(M, T) or (B, M, T) log-mel -> (n_samples,) or (B, n_samples) float32 wave at cfg.sr.
 
     mel -> linear power (:func:`mel_to_linear`, ``nmf_iter`` steps) -> magnitude -> fast
@@ -430,6 +440,13 @@ def mel_to_audio(logmel, cfg: FeatureConfig = FeatureConfig(), n_iter: int = 64,
       "floor" the earlier synthesis, kept to reproduce it: the floor is synthesised as it is
               (with the default nmf_iter and momentum, bit for bit what this function gave
               before the gate existed).
+
+    refit_steps > 0: after ``refit_after`` iterations, every Griffin-Lim iteration re-fits the
+    magnitude to the mel bands, ``refit_steps`` IS-NMF steps (those of :func:`mel_to_linear`)
+    started from the power of the current consistent spectrogram instead of from a smooth
+    interpolation. The mel bands are matched either way; the fine structure within a band
+    (harmonics above ~1 kHz, where a band spans several of them) then comes from a spectrogram
+    that some signal has, rather than from the interpolation.
     """
     logmel = np.asarray(logmel)
     if logmel.shape[-2:] != (cfg.n_mels, cfg.n_frames):
@@ -438,15 +455,33 @@ def mel_to_audio(logmel, cfg: FeatureConfig = FeatureConfig(), n_iter: int = 64,
         raise ValueError(f"mel_to_audio's silence must be 'gate' or 'floor', got {silence!r}")
     if floor_sub < 0:
         raise ValueError(f"mel_to_audio's floor_sub must be >= 0 (a multiple of the floor's power), got {floor_sub}")
+    if refit_steps < 0 or refit_after < 0:
+        raise ValueError(f"mel_to_audio's refit_steps and refit_after must be >= 0, got {refit_steps}, {refit_after}")
     power = mel_to_linear(logmel, cfg, n_iter=nmf_iter)                # (..., F, T)
     gate = None
+    sub = 0.0
     if silence == "gate":
-        power = np.maximum(power - floor_sub * cfg.log_floor, 0.0)     # (..., F, T) the floor -> 0
+        sub = floor_sub * cfg.log_floor
+        power = np.maximum(power - sub, 0.0)                           # (..., F, T) the floor -> 0
         gate = sound_gate(logmel, cfg)                                 # (..., n_samples)
-    mag = np.sqrt(power)                                               # (..., F, T)
     n_stft = 1 + cfg.n_samples // cfg.hop
-    extra = n_stft - cfg.n_frames
-    if extra > 0:
-        mag = np.concatenate([mag] + [mag[..., -1:]] * extra, axis=-1)  # (..., F, n_stft)
+    extra = max(n_stft - cfg.n_frames, 0)
+
+    def frames(a):  # (..., R, n_frames) -> (..., R, n_stft): the missing last frames repeat the last
+        return np.concatenate([a] + [a[..., -1:]] * extra, axis=-1) if extra else a
+
+    mag = frames(np.sqrt(power))                                       # (..., F, n_stft)
+    refit = None
+    if refit_steps > 0:
+        W = mel_filterbank(cfg).astype(np.float64)                     # (M, F)
+        m = frames(np.maximum(np.exp(np.asarray(logmel, dtype=np.float64)) - sub, 0.0))  # (..., M, n_stft)
+
+        def refit_mel(mag_c):  # IS-NMF steps from the consistent spectrogram's power
+            P = mag_c.astype(np.float64) ** 2 + 1e-30                  # (..., F, n_stft)
+            for _ in range(refit_steps):
+                v = apply_bands(W, P) + 1e-30                          # (..., M, n_stft)
+                P = P * apply_bands(W.T, m / v ** 2) / (apply_bands(W.T, 1.0 / v) + 1e-30)
+            return np.sqrt(P)
+        refit = refit_mel
     return griffin_lim(mag, n_iter=n_iter, momentum=momentum, seed=seed, hop=cfg.hop, length=cfg.n_samples,
-                       gate=gate)
+                       gate=gate, refit=refit, refit_after=refit_after)

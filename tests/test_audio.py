@@ -297,3 +297,23 @@ def test_griffin_lim_gate_checks_and_zeroes():
         A.griffin_lim(mag, n_iter=2, length=8192, gate=np.ones(100))
     with pytest.raises(ValueError, match="gate"):
         A.griffin_lim(mag, n_iter=2, length=8192, gate=2 * gate)
+
+
+def test_refitting_the_magnitude_to_the_mel_recovers_harmonics():
+    """Harmonics of 120-230 Hz above ~1 kHz share a mel band; re-fitting the magnitude to the
+    bands from the consistent spectrogram (refit_steps) lands closer to the true STFT magnitude
+    than the fixed interpolated one, and still matches the log-mel and keeps the gate's silence."""
+    cfg = A.FeatureConfig()
+    x = np.stack([_burst_clip(2000, 4000, f0=f, seed=s) for f, s in ((120, 1), (170, 2), (230, 3))])
+    L = A.log_mel(x, cfg)                                                    # (3, 64, 64)
+    R = np.abs(A.stft(x))                                                    # (3, 257, 65)
+    plain = A.mel_to_audio(L, cfg, n_iter=64)
+    refit = A.mel_to_audio(L, cfg, n_iter=64, refit_steps=1, refit_after=16)
+    sc_plain = A.spectral_convergence(A.stft(plain), R)
+    sc_refit = A.spectral_convergence(A.stft(refit), R)
+    assert np.all(sc_refit < 0.85 * sc_plain), (sc_refit, sc_plain)         # measured: 0.70-0.82 of it
+    loud = L > np.log(cfg.log_floor) + 6.0
+    assert np.abs(A.log_mel(refit, cfg) - L)[loud].mean() < 0.5
+    assert np.all(refit[A.sound_gate(L, cfg) == 0] == 0.0)
+    with pytest.raises(ValueError, match="refit"):
+        A.mel_to_audio(L, cfg, refit_steps=-1)
