@@ -57,6 +57,7 @@ CONFIGS = {
     "gate-256": dict(silence="gate", n_iter=256),
     "gate-64-nmf100": dict(silence="gate", n_iter=64, nmf_iter=100),
     "gate-64-mom0.9": dict(silence="gate", n_iter=64, momentum=0.9),
+    "gate-64-refit": dict(silence="gate", n_iter=64, refit_steps=1, refit_after=16),
     "gate-128-refit": dict(silence="gate", n_iter=128, refit_steps=1, refit_after=32),
 }
 SETS = ("griffin-lim", "cr16", "cr4", "generated")
