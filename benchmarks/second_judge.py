@@ -10,7 +10,7 @@ only: its own MFCC front end on the waveform, its own network, trained on clean 
 
 Sets, all from the 300 official FSDD test clips unless said otherwise:
   real           the recordings (the classifier: their log-mel; the listener: the raw file)
-  griffin-lim    log-mel -> audio.mel_to_audio: the vocoder alone
+  griffin-lim    log-mel -> audio.mel_to_audio (its default synthesis: the floor gated to silence): the vocoder alone
   vq-vae         log-mel -> shipped VQ-VAE encode -> decode -> audio (CR=16)
   generated      bundle.generate_clips() with the bundle's sampling defaults, seed 0, --per-digit per digit
 
@@ -21,7 +21,7 @@ made when the sounds were made: a check that the audio cache is faithful).
 Prints markdown tables (accuracy with the mean probability of the right digit; the Frechet
 distance to the real clips in each judge's embedding space, divided by the real clips' total
 variance; per-digit accuracy on the VQ-VAE and generated sets) and writes results.json and the sounds
-(waves_pd{N}_seed{S}.npz, reused by a later run) to --work. Several --listener files may be
+(waves_pd{N}_seed{S}_gate.npz, reused by a later run) to --work. Several --listener files may be
 given, as PATH or NAME=PATH; a column is named NAME, else by the folder of its checkpoint.
 """
 import argparse
@@ -137,7 +137,9 @@ def main(argv=None):
         return 1
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    cache = work / f"waves_pd{args.per_digit}_seed{args.seed}.npz"
+    # "_gate": made by audio.mel_to_audio's default synthesis since the log floor is gated to
+    # silence; a cache of the earlier synthesis (no suffix) is not read back as if it were
+    cache = work / f"waves_pd{args.per_digit}_seed{args.seed}_gate.npz"
     try:
         if cache.is_file():
             sets, sr, sampling = load_sets(cache)

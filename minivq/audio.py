@@ -297,7 +297,8 @@ def spectral_convergence(mag_est, mag_ref) -> np.ndarray:
 
 
 def griffin_lim(mag, n_iter: int = 64, momentum: float = 0.99, seed: int = 0, hop: int = 128,
-                length: int | None = None, return_history: bool = False):
+                length: int | None = None, return_history: bool = False, gate=None, refit=None,
+                refit_after: int = 0):
     """Fast Griffin-Lim (Perraudin, Balazs & Søndergaard 2013): phase from a linear magnitude.
 
     mag: (..., F, T) non-negative |STFT| (same scaling as :func:`stft`) -> wave (..., N) float32,
@@ -306,24 +307,50 @@ def griffin_lim(mag, n_iter: int = 64, momentum: float = 0.99, seed: int = 0, ho
     the momentum step t_n = c_n + momentum * (c_n - c_{n-1}) accelerates plain Griffin-Lim
     (momentum=0). With ``return_history`` also returns the spectral convergence of each
     iteration's consistent spectrogram: (n_iter, ...) float64.
+
+    gate: optional (..., N) weights in [0, 1] (see :func:`sound_gate`), a constraint on where
+    the wave may be non-zero. Every iteration multiplies the wave by it before the STFT, so the
+    phases are found for a signal that is silent outside the gate (as a recording is outside
+    its trimmed sound) instead of being cut to it afterwards, which would click; the returned
+    wave is gated too. gate=None is plain fast Griffin-Lim.
+
+    refit: optional function |c| (..., F, T) -> new magnitude (..., F, T). From iteration
+    ``refit_after`` on, the magnitude imposed is refit(|c|) of the latest consistent
+    spectrogram instead of the fixed ``mag`` (see :func:`mel_to_audio`'s ``refit_steps``: a
+    magnitude that only has to match the mel bands may take its fine structure from the
+    consistent spectrogram). History then still measures against ``mag``.
     """
     mag = np.asarray(mag, dtype=np.float32)  # float32 halves the time; SC still reaches ~1e-2
     if np.any(mag < 0) or not np.all(np.isfinite(mag)):
         raise ValueError("griffin_lim needs a finite, non-negative magnitude")
     n_fft = 2 * (mag.shape[-2] - 1)
     T = mag.shape[-1]
+    n_out = (T - 1) * hop if length is None else int(length)
+    if gate is not None:
+        gate = np.asarray(gate, dtype=np.float32)
+        if gate.shape[-1] != n_out or np.any(gate < 0) or np.any(gate > 1):
+            raise ValueError(f"griffin_lim's gate must hold weights in [0, 1] over the {n_out} output samples, "
+                             f"got shape {gate.shape}")
     phase = np.exp(2j * np.pi * np.random.default_rng(seed).random(mag.shape)).astype(np.complex64)  # (..., F, T)
     t = mag * phase
     c_prev = None
     history = []
-    for _ in range(n_iter):
-        wave = istft(mag * (t / (np.abs(t) + 1e-16)), hop)  # (..., (T-1)*hop) magnitude imposed
+    target = mag
+    for it in range(n_iter):
+        if gate is None:
+            wave = istft(target * (t / (np.abs(t) + 1e-16)), hop)  # (..., (T-1)*hop) magnitude imposed
+        else:  # the same, then silenced outside the gate
+            wave = istft(target * (t / (np.abs(t) + 1e-16)), hop, length=n_out) * gate  # (..., N)
         c = stft(wave, n_fft, hop)[..., :T]                      # (..., F, T) nearest consistent
         if return_history:
             history.append(spectral_convergence(c, mag))
         t = c if c_prev is None else c + momentum * (c - c_prev)
         c_prev = c
-    wave = istft(mag * (t / (np.abs(t) + 1e-16)), hop, length=length).astype(np.float32)  # (..., N)
+        if refit is not None and it + 1 >= refit_after:
+            target = np.asarray(refit(np.abs(c)), dtype=np.float32)  # (..., F, T)
+    wave = istft(target * (t / (np.abs(t) + 1e-16)), hop, length=length).astype(np.float32)  # (..., N)
+    if gate is not None:
+        wave = wave * gate                                       # (..., N)
     if return_history:
         return wave, np.stack(history) if history else np.zeros((0,) + mag.shape[:-2])
     return wave
@@ -353,18 +380,108 @@ def mel_to_linear(logmel, cfg: FeatureConfig = FeatureConfig(), n_iter: int = 30
     return P
 
 
-def mel_to_audio(logmel, cfg: FeatureConfig = FeatureConfig(), n_iter: int = 64, seed: int = 0) -> np.ndarray:
+def sound_gate(logmel, cfg: FeatureConfig = FeatureConfig(), margin: float = 2.0, pad: int | None = None,
+               ramp: int | None = None) -> np.ndarray:
+    """(..., M, T) log-mel -> (..., n_samples) float32 gate in [0, 1]: where the sound may be.
+
+    A frame holds sound when its loudest band is more than ``margin`` nats above the log floor
+    (2 nats = 8.7 dB: a decoder's "silence" wobbles about 0.6 nats around the floor, speech sits
+    60-80 dB above it). Frame t is centred on sample t * hop; on FSDD's 300 test clips the first
+    non-zero sample of a recording lies 0 to 1.8 hops after t0 * hop, t0 its first
+    sound-holding frame (its last one 0 to 1.8 hops before t1 * hop, t1 the last such frame,
+    but for the two clips that run into the window's end), and for the CR=16 VQ-VAE's
+    reconstructions of them 0.75 hop before to 2.3 hops after. So the gate is 1 on
+    [t0 * hop - pad, t1 * hop + pad] (pad defaults to hop // 2), 0 further than ``ramp``
+    samples (default hop // 2, 8 ms at 8 kHz) outside it, with raised-cosine ramps
+    0.5 + 0.5 cos(pi s / ramp) between (s samples outside): no step, so no click. The open span
+    is also kept ``ramp`` samples inside the window, whose first and last samples are then 0.
+    Inner pauses are left to the floor subtraction of :func:`mel_to_audio`. A log-mel with no
+    sound at all gets an all-ones gate (nothing to place, nothing cut).
+    """
+    logmel = np.asarray(logmel)
+    hop = cfg.hop
+    pad = hop // 2 if pad is None else int(pad)
+    ramp = hop // 2 if ramp is None else int(ramp)
+    if pad < 0 or ramp < 1:
+        raise ValueError(f"sound_gate needs pad >= 0 and ramp >= 1 samples, got pad={pad}, ramp={ramp}")
+    active = logmel.max(axis=-2) > math.log(cfg.log_floor) + margin   # (..., T)
+    T = active.shape[-1]
+    any_sound = active.any(axis=-1)                                    # (...)
+    t0 = active.argmax(axis=-1)                                        # (...) first sound frame
+    t1 = T - 1 - active[..., ::-1].argmax(axis=-1)                     # (...) last sound frame
+    N = cfg.n_samples
+    # fully open from start to stop; kept a ramp away from the window's ends, so that a sound
+    # running into the end of the 1.024 s window is faded out there instead of cut off
+    start = np.maximum(t0 * hop - pad, ramp)[..., None].astype(np.float64)         # (..., 1)
+    stop = np.minimum(t1 * hop + pad, N - 1 - ramp)[..., None].astype(np.float64)  # (..., 1)
+    n = np.arange(N, dtype=np.float64)                                 # (N,)
+    # distance (samples) outside the open span, 0 inside it
+    out = np.maximum(np.maximum(start - n, n - stop), 0.0)             # (..., N)
+    g = np.where(out >= ramp, 0.0, 0.5 + 0.5 * np.cos(np.pi * np.minimum(out, ramp) / ramp))  # (..., N)
+    return np.where(any_sound[..., None], g, 1.0).astype(np.float32)   # (..., N)
+
+
+def mel_to_audio(logmel, cfg: FeatureConfig = FeatureConfig(), n_iter: int = 64, seed: int = 0,
+                 silence: str = "gate", floor_sub: float = 2.0, nmf_iter: int = 30,
+                 momentum: float = 0.99, refit_steps: int = 0, refit_after: int = 32) -> np.ndarray:
     """(M, T) or (B, M, T) log-mel -> (n_samples,) or (B, n_samples) float32 wave at cfg.sr.
 
-    mel -> linear power (:func:`mel_to_linear`) -> magnitude -> fast Griffin-Lim. The STFT of
-    a clip has T + 1 frames (see module docstring); the missing last frame repeats frame T.
+    mel -> linear power (:func:`mel_to_linear`, ``nmf_iter`` steps) -> magnitude -> fast
+    Griffin-Lim (``n_iter`` iterations, ``momentum``). The STFT of a clip has T + 1 frames (see
+    module docstring); the missing last frame repeats frame T.
+
+    The log floor is silence in the features, but as a power it is a constant 1e-5 in every
+    band, which the inversion turns into broadband noise over the whole window, switched on
+    and off with the sound around it. ``silence`` says what becomes of it:
+      "gate"  (default) subtract ``floor_sub`` times the floor's power from the linear power
+              (clipped at 0: the floor becomes true silence, a band 10 dB above the floor loses
+              1 dB) and run Griffin-Lim under :func:`sound_gate`, which fades the wave in and out
+              where the spectrogram leaves and reaches the floor;
+      "floor" the earlier synthesis, kept to reproduce it: the floor is synthesised as it is
+              (with the default nmf_iter and momentum, bit for bit what this function gave
+              before the gate existed).
+
+    refit_steps > 0: after ``refit_after`` iterations, every Griffin-Lim iteration re-fits the
+    magnitude to the mel bands, ``refit_steps`` IS-NMF steps (those of :func:`mel_to_linear`)
+    started from the power of the current consistent spectrogram instead of from a smooth
+    interpolation. The mel bands are matched either way; the fine structure within a band
+    (harmonics above ~1 kHz, where a band spans several of them) then comes from a spectrogram
+    that some signal has, rather than from the interpolation.
     """
     logmel = np.asarray(logmel)
     if logmel.shape[-2:] != (cfg.n_mels, cfg.n_frames):
         raise ValueError(f"mel_to_audio expects (..., {cfg.n_mels}, {cfg.n_frames}) log-mel, got {logmel.shape}")
-    mag = np.sqrt(mel_to_linear(logmel, cfg))                          # (..., F, T)
+    if silence not in ("gate", "floor"):
+        raise ValueError(f"mel_to_audio's silence must be 'gate' or 'floor', got {silence!r}")
+    if floor_sub < 0:
+        raise ValueError(f"mel_to_audio's floor_sub must be >= 0 (a multiple of the floor's power), got {floor_sub}")
+    if refit_steps < 0 or refit_after < 0:
+        raise ValueError(f"mel_to_audio's refit_steps and refit_after must be >= 0, got {refit_steps}, {refit_after}")
+    power = mel_to_linear(logmel, cfg, n_iter=nmf_iter)                # (..., F, T)
+    gate = None
+    sub = 0.0
+    if silence == "gate":
+        sub = floor_sub * cfg.log_floor
+        power = np.maximum(power - sub, 0.0)                           # (..., F, T) the floor -> 0
+        gate = sound_gate(logmel, cfg)                                 # (..., n_samples)
     n_stft = 1 + cfg.n_samples // cfg.hop
-    extra = n_stft - cfg.n_frames
-    if extra > 0:
-        mag = np.concatenate([mag] + [mag[..., -1:]] * extra, axis=-1)  # (..., F, n_stft)
-    return griffin_lim(mag, n_iter=n_iter, seed=seed, hop=cfg.hop, length=cfg.n_samples)
+    extra = max(n_stft - cfg.n_frames, 0)
+
+    def frames(a):  # (..., R, n_frames) -> (..., R, n_stft): the missing last frames repeat the last
+        return np.concatenate([a] + [a[..., -1:]] * extra, axis=-1) if extra else a
+
+    mag = frames(np.sqrt(power))                                       # (..., F, n_stft)
+    refit = None
+    if refit_steps > 0:
+        W = mel_filterbank(cfg).astype(np.float64)                     # (M, F)
+        m = frames(np.maximum(np.exp(np.asarray(logmel, dtype=np.float64)) - sub, 0.0))  # (..., M, n_stft)
+
+        def refit_mel(mag_c):  # IS-NMF steps from the consistent spectrogram's power
+            P = mag_c.astype(np.float64) ** 2 + 1e-30                  # (..., F, n_stft)
+            for _ in range(refit_steps):
+                v = apply_bands(W, P) + 1e-30                          # (..., M, n_stft)
+                P = P * apply_bands(W.T, m / v ** 2) / (apply_bands(W.T, 1.0 / v) + 1e-30)
+            return np.sqrt(P)
+        refit = refit_mel
+    return griffin_lim(mag, n_iter=n_iter, momentum=momentum, seed=seed, hop=cfg.hop, length=cfg.n_samples,
+                       gate=gate, refit=refit, refit_after=refit_after)

@@ -185,3 +185,135 @@ def test_mel_to_audio_roundtrip():
     assert A.mel_to_audio(L[0], cfg).shape == (8192,)
     with pytest.raises(ValueError, match="64, 64"):
         A.mel_to_audio(np.zeros((64, 65)))
+
+
+# ------------------------------------------------------------- silence, the gate, the old path
+
+def _burst_clip(start, n=3000, f0=160.0, seed=5):
+    """A voiced burst of n samples starting abruptly at ``start`` in a silent 8192-sample window,
+    at the level prepare() gives a recording (peak 0.9): (8192,) float64."""
+    x = np.zeros(8192)
+    v = _voiced(n + 400, f0=f0, seed=seed)[200:200 + n]                   # cut out of the middle: a hard start
+    x[start:start + n] = 0.9 * v / np.abs(v).max()
+    return x
+
+
+def _mel_to_audio_before_the_gate(logmel, cfg, n_iter=64, seed=0):
+    """mel_to_audio as it was before silence='gate' existed, written out: the reference the
+    'floor' path must reproduce bit for bit."""
+    mag = np.sqrt(A.mel_to_linear(logmel, cfg))
+    mag = np.concatenate([mag, mag[..., -1:]], axis=-1)                     # 65th frame repeats the 64th
+    return A.griffin_lim(mag, n_iter=n_iter, seed=seed, hop=cfg.hop, length=cfg.n_samples)
+
+
+def test_silence_in_gives_silence_out():
+    cfg = A.FeatureConfig()
+    L = A.log_mel(np.stack([np.zeros(8192), _burst_clip(3000)]), cfg)       # (2, 64, 64): silence, a burst
+    new = A.mel_to_audio(L, cfg, n_iter=16)
+    old = A.mel_to_audio(L, cfg, n_iter=16, silence="floor")
+    assert np.all(new[0] == 0.0)                                            # the floor is exactly silence
+    assert np.sqrt(np.mean(old[0].astype(np.float64) ** 2)) > 1e-4          # before: hiss at about -73 dBFS
+    # frames of the burst clip that are at the floor: the samples closest to them
+    quiet = L[1].max(axis=0) <= np.log(cfg.log_floor) + 2.0                 # (64,)
+    frame_of = np.minimum((np.arange(8192) + 64) // 128, 63)                # (8192,)
+    mask = quiet[frame_of]
+    assert mask.sum() > 3000                                                # most of the window is silence
+    e_new = (new[1].astype(np.float64) ** 2)
+    e_old = (old[1].astype(np.float64) ** 2)
+    frac_new, frac_old = e_new[mask].sum() / e_new.sum(), e_old[mask].sum() / e_old.sum()
+    assert frac_new < 1e-6 < frac_old, (frac_new, frac_old)                 # -60 dB or better; before: not
+    g = A.sound_gate(L[1], cfg)
+    assert np.all(new[1][g == 0] == 0.0) and (g == 0).sum() > 3000          # nothing outside the gate
+
+
+def test_sound_gate_covers_the_sound_and_has_no_step():
+    cfg = A.FeatureConfig()
+    for start, n in ((2000, 3000), (300, 5000), (5000, 3192)):              # the last runs to the window's end
+        x = _burst_clip(start, n)
+        g = A.sound_gate(A.log_mel(x, cfg), cfg)                            # (8192,)
+        assert g.shape == (8192,) and g.dtype == np.float32
+        assert g.min() >= 0.0 and g.max() <= 1.0
+        nz = np.flatnonzero(x)
+        inner = slice(nz[0], min(nz[-1] + 1, 8192 - 64))                    # the sound, less the window's last ramp
+        assert np.all(g[inner] == 1.0), start                               # the gate cuts no sound
+        assert g[0] == 0.0 and g[-1] == 0.0                                 # faded at the window's ends
+        # closed before the sound by more than half an STFT window (256) + pad (64) + ramp (64)
+        assert np.all(g[:max(nz[0] - 256 - 128, 0)] == 0.0)
+        # no step: a raised cosine over 64 samples changes by at most pi/2/64 per sample
+        assert np.abs(np.diff(g.astype(np.float64))).max() <= np.pi / 2 / 64 + 1e-6
+    assert np.all(A.sound_gate(A.log_mel(np.zeros(8192), cfg), cfg) == 1.0)  # no sound: nothing to place
+    with pytest.raises(ValueError, match="ramp"):
+        A.sound_gate(np.zeros((64, 64)), cfg, ramp=0)
+
+
+def test_gated_synthesis_has_no_click_at_the_edges():
+    """A burst that starts abruptly mid-window, and a steady harmonic sound that runs into the
+    window's end. Played as a file the wave is preceded and followed by silence, so a click is a
+    jump between the silence and the first/last samples: the gated sound has none larger than
+    its own steepest sample-to-sample step; the old path's ends the second sound mid-waveform."""
+    cfg = A.FeatureConfig()
+    t = np.arange(8192) / 8000
+    steady = sum(np.cos(2 * np.pi * 140 * k * t) / k for k in range(1, 20) if 140 * k < 3800)  # (8192,)
+    to_end = np.where(np.arange(8192) >= 5000, 0.9 * steady / np.abs(steady).max(), 0.0)
+    L = A.log_mel(np.stack([_burst_clip(2500, 3000), to_end]), cfg)          # (2, 64, 64)
+    y = A.mel_to_audio(L, cfg, n_iter=32).astype(np.float64)                # (2, 8192)
+    old = A.mel_to_audio(L, cfg, n_iter=32, silence="floor").astype(np.float64)
+    for k in range(2):
+        on = np.flatnonzero(A.sound_gate(L[k], cfg) > 0)
+        body = y[k][on[0] + 256:on[-1] - 256]                               # well inside the sound
+        step = np.abs(np.diff(body)).max()                                  # its steepest step
+        played = np.abs(np.diff(np.concatenate([[0.0], y[k], [0.0]])))      # (8193,) with the silence around
+        for edge in (on[0], on[-1] + 1):
+            assert played[max(edge - 64, 0):edge + 65].max() <= step, (k, edge)
+    rms = np.sqrt(np.mean(y[1][5000:8000] ** 2))
+    assert y[1, -1] == 0.0 and np.abs(y[1, -8:]).max() < 0.05 * rms        # faded out by the window's end
+    assert abs(old[1, -1]) > 0.5 * rms                                      # before: cut off mid-waveform
+    # where the gate is open the sound is what it was: the same log-mel fit as the old path
+    loud = L > np.log(cfg.log_floor) + 6.0
+    err_new = np.abs(A.log_mel(y.astype(np.float32), cfg) - L)[loud].mean()
+    err_old = np.abs(A.log_mel(old.astype(np.float32), cfg) - L)[loud].mean()
+    assert err_new < 0.5 and err_new < err_old + 0.1, (err_new, err_old)
+
+
+def test_floor_path_reproduces_the_synthesis_before_the_gate():
+    cfg = A.FeatureConfig()
+    L = A.log_mel(np.stack([_burst_clip(1000), _burst_clip(4000, f0=230, seed=9)]), cfg)
+    ref = _mel_to_audio_before_the_gate(L, cfg, n_iter=24, seed=3)
+    assert np.array_equal(A.mel_to_audio(L, cfg, n_iter=24, seed=3, silence="floor"), ref)
+    assert not np.array_equal(A.mel_to_audio(L, cfg, n_iter=24, seed=3), ref)   # the default is the gate
+    with pytest.raises(ValueError, match="silence"):
+        A.mel_to_audio(L, cfg, silence="none")
+    with pytest.raises(ValueError, match="floor_sub"):
+        A.mel_to_audio(L, cfg, floor_sub=-1.0)
+
+
+def test_griffin_lim_gate_checks_and_zeroes():
+    mag = np.abs(A.stft(_voiced(8192, f0=120, seed=7)))                      # (257, 65)
+    gate = np.zeros(8192, np.float32)
+    gate[2000:6000] = 1.0
+    y = A.griffin_lim(mag, n_iter=8, length=8192, gate=gate)
+    assert np.all(y[:2000] == 0) and np.all(y[6000:] == 0) and np.abs(y[2000:6000]).max() > 0.01
+    with pytest.raises(ValueError, match="gate"):
+        A.griffin_lim(mag, n_iter=2, length=8192, gate=np.ones(100))
+    with pytest.raises(ValueError, match="gate"):
+        A.griffin_lim(mag, n_iter=2, length=8192, gate=2 * gate)
+
+
+def test_refitting_the_magnitude_to_the_mel_recovers_harmonics():
+    """Harmonics of 120-230 Hz above ~1 kHz share a mel band; re-fitting the magnitude to the
+    bands from the consistent spectrogram (refit_steps) lands closer to the true STFT magnitude
+    than the fixed interpolated one, and still matches the log-mel and keeps the gate's silence."""
+    cfg = A.FeatureConfig()
+    x = np.stack([_burst_clip(2000, 4000, f0=f, seed=s) for f, s in ((120, 1), (170, 2), (230, 3))])
+    L = A.log_mel(x, cfg)                                                    # (3, 64, 64)
+    R = np.abs(A.stft(x))                                                    # (3, 257, 65)
+    plain = A.mel_to_audio(L, cfg, n_iter=64)
+    refit = A.mel_to_audio(L, cfg, n_iter=64, refit_steps=1, refit_after=16)
+    sc_plain = A.spectral_convergence(A.stft(plain), R)
+    sc_refit = A.spectral_convergence(A.stft(refit), R)
+    assert np.all(sc_refit < 0.85 * sc_plain), (sc_refit, sc_plain)         # measured: 0.70-0.82 of it
+    loud = L > np.log(cfg.log_floor) + 6.0
+    assert np.abs(A.log_mel(refit, cfg) - L)[loud].mean() < 0.5
+    assert np.all(refit[A.sound_gate(L, cfg) == 0] == 0.0)
+    with pytest.raises(ValueError, match="refit"):
+        A.mel_to_audio(L, cfg, refit_steps=-1)
