@@ -1,6 +1,6 @@
 """Reproduce a paper's study in one command, every stage trained, reused and judged in one folder.
 
-    python -m minivq.experiments paper --data PATH --out DIR [--quick] [--seed 0] [--n-per-digit N]
+    python -m minivq.experiments paper --data PATH --out DIR [--quick] [--seed 0] [--n-per-digit N] [--voice]
 
 ``paper`` is VQalAttent's 2x2 study (Rodriguez & Kokalj-Filipovic, arXiv 2411.14642): the
 transformer prior over VQ-VAE tokens at two compression ratios, each unconditional and
@@ -31,6 +31,11 @@ unconditional priors make 10 * n_per_digit clips, scored by the histogram of hea
 its entropy; both by TopP&R (fidelity, diversity, TopF1), PRDC and the Frechet distance in
 the classifier's embedding space against the real test clips. The classifier is the headline
 judge; the listener (a second judge on the waveform) is reported beside it.
+
+--voice adds the paper's open question, conditioning on the speaker: a speaker classifier (the
+digit classifier's recipe), a CR=16 prior conditioned on digit and speaker (TC2's settings plus a
+speaker embedding), and that prior and TC2 asked for every (digit, speaker) pair with the same
+seeds, each judged for the digit and for the speaker (minivq.voice).
 """
 import argparse
 import os
@@ -43,7 +48,8 @@ import numpy as np
 from minivq import checkpoint, cli, evaluate, listening
 from minivq import outdir
 from minivq import pipeline as P
-from minivq.bundle import SAMPLING_DEFAULTS, prior_folder
+from minivq import voice as V
+from minivq.bundle import SAMPLING_DEFAULTS, Bundle, prior_folder
 from minivq.layouts import detect_layout
 from minivq.progress import fmt_time
 from minivq.report import write_paper_report
@@ -67,10 +73,10 @@ FULL = dict(max_per_digit=None, clf_epochs=P.FULL["clf_epochs"], listener_epochs
             prior_epochs_cr16=P.FULL["prior_epochs"], prior_epochs_cr4=1,
             prior_batch_cr16=32, prior_batch_cr4=32, prior_warmup_cr16=None, prior_warmup_cr4=10,
             d_model=P.FULL["d_model"], n_layer=P.FULL["n_layer"], order=P.FULL["order"], class_every=True,
-            n_per_digit=100, warmup=None, time_clips=10)
+            n_per_digit=100, warmup=None, time_clips=10, voice_n=20)
 QUICK = dict(FULL, max_per_digit=30, clf_epochs=3, listener_epochs=2, vq_epochs_cr16=2, vq_epochs_cr4=2,
              prior_epochs_cr16=2, prior_epochs_cr4=1, prior_batch_cr4=16, prior_warmup_cr4=None, d_model=64, n_layer=2,
-             n_per_digit=20, warmup=5)
+             n_per_digit=20, warmup=5, voice_n=2)
 
 
 def log(msg):
@@ -83,11 +89,14 @@ def settings(quick=False, overrides=None, n_per_digit=None):
 
 
 @outdir.scoped
-def run_paper(data, out, quick=False, seed=0, n_per_digit=None, overrides=None, sampling=None, command=None):
+def run_paper(data, out, quick=False, seed=0, n_per_digit=None, overrides=None, sampling=None, command=None,
+              voice=False):
     """Train (or reuse) the judges, both VQ-VAEs and the four priors in ``out``, evaluate them
     all, write results.json and report.md; returns the results dict.
     overrides: replaces entries of QUICK/FULL (e.g. a smaller subset for tests);
-    sampling: replaces entries of bundle.SAMPLING_DEFAULTS for every generation."""
+    sampling: replaces entries of bundle.SAMPLING_DEFAULTS for every generation;
+    voice: also the paper's open question, a CR=16 prior conditioned on digit and speaker, judged
+    by a speaker classifier beside TC2 (see voice_stage)."""
     S = settings(quick, overrides, n_per_digit)
     sampling = {**SAMPLING_DEFAULTS, **(sampling or {})}
     out = Path(out)
@@ -135,9 +144,16 @@ def run_paper(data, out, quick=False, seed=0, n_per_digit=None, overrides=None, 
     speed = {(cr, c): time_sampling(priors[cr, c], vqs[cr], feats.cfg, S["time_clips"], seed, sampling)
              for cr in CRS for c in ("class", "none")}
     wall["sampling_timing"] = time.perf_counter() - t
+    voice_res = None
+    if voice:
+        t = time.perf_counter()
+        voice_res = voice_stage(out, feats, S, data_id, seed, vqs[16], clf, priors[16, "class"], sampling, listener)
+        wall["voice"] = time.perf_counter() - t
     wall["total"] = time.perf_counter() - t_all
 
     res = collect(out, S, judged, vqs, priors, speed, wall)
+    if voice_res is not None:
+        res["voice"] = voice_res
     res["settings"] = {"quick": quick, "seed": seed, **S, "sampling": sampling, "data": str(Path(data).resolve()),
                        "layout": feats.layout, "command": command or "run_paper() (library call)",
                        "threads": _threads()}
@@ -147,6 +163,33 @@ def run_paper(data, out, quick=False, seed=0, n_per_digit=None, overrides=None, 
                                                    for cr in CRS})  # report.html: tables, figures, clips to hear
     log(f"done in {fmt_time(wall['total'])}: {out / 'report.md'}")
     return res
+
+
+def voice_stage(out, feats, S, data_id, seed, vq, clf, prior_tc2, sampling, listener=None):
+    """The paper's open question, "say seven in this speaker's voice": a speaker classifier (the
+    digit classifier's recipe; out/speaker_classifier), a CR=16 prior conditioned on digit and
+    speaker (TC2's settings plus a speaker embedding; out/prior_speaker), and both that prior and
+    TC2 asked for every (digit, speaker) pair voice_n times with the same seeds and sampling, each
+    judged for digit and speaker (minivq.voice.measure) -> a JSON-ready dict."""
+    names = sorted(set(feats.train.speaker.tolist()))
+    if len(names) < 2:
+        raise ValueError(f"voice conditioning needs at least 2 training speakers, the data has {len(names)}")
+    judge = P.classifier_stage(out, feats, S, data_id, seed, "voice 1/2", target="speaker")
+    vs = {**S, "warmup": S["warmup"] if S["prior_warmup_cr16"] is None else S["prior_warmup_cr16"]}
+    prior = P.prior_stage(out, 16, "class", vs, S["prior_epochs_cr16"], data_id, seed, "voice 2/2",
+                          batch_size=S["prior_batch_cr16"], speakers=names, folder="prior_speaker")
+    log(f"evaluation of voice conditioning: {len(names)} speakers x 10 digits x {S['voice_n']} clips")
+    kw = {k: v for k, v in sampling.items() if k != "guidance"}  # an unconditional guide knows no voices
+    made = {}
+    for key, p, base in (("speaker_prior", prior, False), ("class_only", prior_tc2, True)):
+        b = Bundle(vq, p, clf, feats.cfg, {}, listener=listener)
+        made[key] = V.measure(b, judge, feats.test.x, n=S["voice_n"], seed=seed, baseline=base, speakers=names, **kw)
+    real = evaluate.judge_speaker(judge, feats.test.x, want=feats.test.speaker.astype(str))
+    pm = checkpoint.read_json(out / "prior_speaker" / "metrics.json", "metrics file")
+    return {"speakers": names, "n_per_pair": S["voice_n"], "sampling": kw,
+            "speaker_judge_real_accuracy": float(real["accuracy"]),
+            "speaker_prior_test_bits_per_token": pm["test_bits"], "speaker_prior_train_seconds": pm["elapsed_s"],
+            "speaker_prior_params": pm["n_params"], **made}
 
 
 def name_of(cr, cond):
@@ -258,6 +301,9 @@ def main(argv=None):
     q.add_argument("--n-per-digit", type=cli.positive_int, default=None,
                    help="generated clips per digit for each conditional prior; 10x this for each unconditional "
                         "one (default 100; quick 20)")
+    q.add_argument("--voice", action="store_true",
+                   help="also a CR=16 prior conditioned on digit and speaker, judged by a speaker classifier beside "
+                        "TC2 (voice_n clips per digit and speaker)")
     def body():
         a = p.parse_args(argv)  # a bad option is a cli.UsageError (a ValueError)
         data = a.data or os.environ.get("MINIVQ_FSDD")
@@ -265,7 +311,7 @@ def main(argv=None):
             raise ValueError("no data folder: pass --data PATH or set MINIVQ_FSDD")
         detect_layout(data)  # a missing or unrecognised folder fails before the output folder is touched
         outdir.claim(a.out, "paper", a)  # writable, locked, not another run's files (see minivq/outdir.py)
-        run_paper(data, a.out, quick=a.quick, seed=a.seed, n_per_digit=a.n_per_digit,
+        run_paper(data, a.out, quick=a.quick, seed=a.seed, n_per_digit=a.n_per_digit, voice=a.voice,
                   command=" ".join(["python -m minivq.experiments"] + list(sys.argv[1:] if argv is None else argv)))
     return P.run_command(body)
 

@@ -179,13 +179,18 @@ def load_data(data, S, seed):
     return feats, data_id, digits, secs
 
 
-def classifier_stage(out, feats, S, data_id, seed, label):
-    """out/classifier: the digit classifier on the real training split -> (params, cfg, norm)."""
-    d = out / "classifier"
-    st = _stage(d, {"stage": "classifier", "epochs": S["clf_epochs"], **data_id}, d / "classifier.npz")
-    log(f"{label} classifier: {st}")
+def classifier_stage(out, feats, S, data_id, seed, label, target="digit"):
+    """out/classifier: the digit classifier on the real training split -> (params, cfg, norm).
+    target "speaker": out/speaker_classifier, the same recipe trained to name the speaker."""
+    d = out / ("classifier" if target == "digit" else f"{target}_classifier")
+    record = {"stage": "classifier", "epochs": S["clf_epochs"], **data_id}
+    if target != "digit":
+        record["target"] = target
+    st = _stage(d, record, d / "classifier.npz")
+    log(f"{label} {'' if target == 'digit' else target + ' '}classifier: {st}")
     if st != "done":
-        TC.train(feats, d, tcfg=TC.TrainConfig(epochs=S["clf_epochs"], seed=seed), resume=st == "resume")
+        TC.train(feats, d, tcfg=TC.TrainConfig(epochs=S["clf_epochs"], seed=seed, target=target),
+                 resume=st == "resume")
     return C.load_classifier(d / "classifier.npz")
 
 
@@ -215,14 +220,15 @@ def vqvae_stage(out, cr, feats, S, data_id, seed, label):
     return V.load_vqvae(d / "vqvae.npz")
 
 
-def prior_stage(out, cr, cond, S, epochs, data_id, seed, label, batch_size=None):
-    """out/prior_folder(cond, cr): a transformer prior over the tokens of out/vqvae_cr{cr}, trained
-    ``epochs`` passes in batches of ``batch_size`` sequences (None: the trainer's default) ->
+def prior_stage(out, cr, cond, S, epochs, data_id, seed, label, batch_size=None, speakers=(), folder=None):
+    """out/prior_folder(cond, cr) (or out/folder): a transformer prior over the tokens of
+    out/vqvae_cr{cr}, trained ``epochs`` passes in batches of ``batch_size`` sequences (None: the
+    trainer's default), also conditioned on the voice when ``speakers`` names them ->
     (params, cfg, meta). Its record names the exact tokens, so a retrained VQ-VAE retrains it."""
-    vq_dir, d = out / f"vqvae_cr{cr}", out / prior_folder(cond, cr)
+    vq_dir, d = out / f"vqvae_cr{cr}", out / (folder or prior_folder(cond, cr))
     tokens_id = hashlib.sha256((vq_dir / "tokens.npz").read_bytes()).hexdigest()[:16]
     pcfg = GPTConfig(cond=cond, d_model=S["d_model"], n_layer=S["n_layer"], order=S["order"],
-                     class_every=S["class_every"] and cond == "class")
+                     class_every=S["class_every"] and cond == "class", speakers=tuple(speakers))
     ptcfg = TP.TrainConfig(epochs=epochs, seed=seed)
     if batch_size is not None:
         ptcfg.batch_size = batch_size

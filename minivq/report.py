@@ -131,6 +131,8 @@ def write_paper_report(path, r):
     row("TC: TopF1", [by[x["cr"]]["class"]["metrics"].get("top_f1") for x in R], num, ratio=False)
     row("T: heard-digit entropy (bits)", [by[x["cr"]]["none"]["heard_entropy_bits"] for x in R], num, ratio=False)
     row("T: TopF1", [by[x["cr"]]["none"]["metrics"].get("top_f1") for x in R], num, ratio=False)
+    if r.get("voice"):
+        lines += voice_lines(r["voice"], pct, num)
     lines += ["", "## Time per stage", "", "| stage | wall time this run | training time recorded by the trainer |",
               "|---|---|---|"]
     named = {m["folder"]: f"{m['folder']} ({name})" for name, m in M.items()}
@@ -143,3 +145,23 @@ def write_paper_report(path, r):
               "heard as H; unconditional_u_*); figures: eval_cr*/confusion_generated.png, real_vs_generated.png."]
     text = "\n".join(lines) + "\n"
     checkpoint.atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def voice_lines(v, pct, num):
+    """The voice-conditioning table of the paper report: TC2 and the digit+speaker prior, asked for
+    the same (digit, speaker) pairs with the same seeds, each judged for digit and speaker."""
+    lines = ["", "## Voice: the digit in a requested speaker's voice (CR=16)", "",
+             f"{len(v['speakers'])} speakers ({', '.join(v['speakers'])}), {v['n_per_pair']} clips per digit and "
+             f"speaker, sampling `{v['sampling']}` (no guidance: the unconditional guide knows no voices). "
+             f"Speaker classifier on real test clips: {pct(v['speaker_judge_real_accuracy'])}; the digit+speaker "
+             f"prior: {v['speaker_prior_params']:,} parameters, {num(v['speaker_prior_test_bits_per_token'])} test "
+             f"bits per token.", "",
+             "| prior | clips | digit heard | speaker heard | both | TopP | TopR | TopF1 | Fréchet |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for key, name in (("class_only", "TC2 (digit only; speaker chance level)"), ("speaker_prior", "digit + speaker")):
+        m = v[key]
+        d = m["digit_space"]
+        lines.append(f"| {name} | {m['n_clips']} | {pct(m['digit_accuracy'])} | {pct(m['speaker_accuracy'])} | "
+                     f"{pct(m['both_accuracy'])} | {num(d.get('fidelity'))} | {num(d.get('diversity'))} | "
+                     f"{num(d.get('top_f1'))} | {num(d.get('frechet'), '{:.1f}')} |")
+    return lines

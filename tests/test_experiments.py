@@ -149,6 +149,38 @@ def test_other_cr4_prior_settings_retrain_only_those_priors(fsdd_run, capsys):
     assert len(list(out.glob("prior_class_cr4.old*"))) == 1  # the old run is set aside, not deleted
 
 
+def test_voice_stage_beside_tc2(fsdd_run, capsys):
+    """Runs after the CR=4 test (same overrides, so the 2x2 is reused): --voice adds a speaker
+    classifier and a digit+speaker prior, and judges it and TC2 on the same requests."""
+    out, _ = fsdd_run
+    data = json.loads((out / "classifier" / "stage.json").read_text())["root"]
+    capsys.readouterr()
+    res = _run(data, out, overrides={"prior_batch_cr4": 8}, voice=True)
+    err = capsys.readouterr().err
+    for s in STAGES:
+        assert f"{s}: done" in err, s
+    v = res["voice"]
+    names = v["speakers"]
+    assert len(names) >= 2 and names == sorted(names)
+    cfg = load_prior(out / "prior_speaker" / "prior.npz")[1]
+    assert cfg.speakers == tuple(names) and cfg.cond == "class" and cfg.context == 256
+    n = 10 * len(names) * E.QUICK["voice_n"]
+    for key in ("speaker_prior", "class_only"):
+        m = v[key]
+        assert m["n_clips"] == n and 0.0 <= m["speaker_accuracy"] <= 1.0 and 0.0 <= m["digit_accuracy"] <= 1.0
+        assert m["sampling"].get("guidance") is None  # the unconditional guide knows no voices
+        assert m["speakers"] == names
+    assert v["class_only"]["baseline"] and not v["speaker_prior"]["baseline"]
+    report = (out / "report.md").read_text()
+    assert "## Voice: the digit in a requested speaker's voice (CR=16)" in report
+    assert re.search(rf"\| digit \+ speaker \| {n} \| ", report)
+    assert res["wall_seconds"]["voice"] > 0
+    capsys.readouterr()
+    _run(data, out, overrides={"prior_batch_cr4": 8}, voice=True)  # the voice stages are reused too
+    err = capsys.readouterr().err
+    assert "voice 1/2 speaker classifier: done" in err and "voice 2/2 prior cond=class: done" in err
+
+
 def test_paper_on_audiomnist_layout_long_clips_no_metadata(audiomnist, tmp_path):
     assert not list(audiomnist.rglob("*meta*"))
     out = tmp_path / "work"
