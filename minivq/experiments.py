@@ -25,7 +25,9 @@ the same settings, resumed when interrupted (the pipeline's stages: minivq/pipel
   report.html                     the same with the figures and a few clips of each model to hear
 
 Every model is judged on the same footing (same real test clips, seed, sampling settings:
-bundle.SAMPLING_DEFAULTS): conditional priors make n_per_digit clips of each digit and are
+PAPER_SAMPLING, the pipeline's best measured temperature and nucleus without guidance, because
+the unconditional priors are models under study here, trained as long as the conditional ones,
+not the weaker guide guidance wants): conditional priors make n_per_digit clips of each digit and are
 scored by the fraction heard as requested (per digit, and the confusion matrix);
 unconditional priors make 10 * n_per_digit clips, scored by the histogram of heard digits and
 its entropy; both by TopP&R (fidelity, diversity, TopF1), PRDC and the Frechet distance in
@@ -56,6 +58,9 @@ from minivq.report import write_paper_report
 from minivq.sampling import sample
 from minivq.transformer import GPTConfig
 from minivq.vqvae import decode_logmel
+
+# every model's sampling: temperature 0.7 and nucleus 0.9 (pipeline.BEST_SAMPLING), no guidance
+PAPER_SAMPLING = {**SAMPLING_DEFAULTS, "temperature": P.BEST_SAMPLING["temperature"], "top_p": P.BEST_SAMPLING["top_p"]}
 
 # the paper's names -> (compression ratio, conditioning); see the module docstring for the mapping
 MODELS = {"T1": (4, "none"), "T2": (16, "none"), "TC1": (4, "class"), "TC2": (16, "class")}
@@ -94,11 +99,11 @@ def run_paper(data, out, quick=False, seed=0, n_per_digit=None, overrides=None, 
     """Train (or reuse) the judges, both VQ-VAEs and the four priors in ``out``, evaluate them
     all, write results.json and report.md; returns the results dict.
     overrides: replaces entries of QUICK/FULL (e.g. a smaller subset for tests);
-    sampling: replaces entries of bundle.SAMPLING_DEFAULTS for every generation;
+    sampling: replaces entries of PAPER_SAMPLING for every generation;
     voice: also the paper's open question, a CR=16 prior conditioned on digit and speaker, judged
     by a speaker classifier beside TC2 (see voice_stage)."""
     S = settings(quick, overrides, n_per_digit)
-    sampling = {**SAMPLING_DEFAULTS, **(sampling or {})}
+    sampling = {**PAPER_SAMPLING, **(sampling or {})}
     out = Path(out)
     outdir.hold(out)  # writable, locked until run_paper returns
     wall, t_all = {}, time.perf_counter()

@@ -110,6 +110,8 @@ def _check_table(out, res, n_gen_digits):
 def test_paper_on_fsdd_table_and_stage_times(fsdd_run):
     out, res = fsdd_run
     assert res["settings"]["layout"] == "fsdd" and res["real"]["n"] == 40
+    assert res["settings"]["sampling"] == E.PAPER_SAMPLING  # the best measured T and nucleus, no guidance
+    assert (E.PAPER_SAMPLING["temperature"], E.PAPER_SAMPLING["top_p"]) == (0.7, 0.9)
     _check_table(out, res, 10)
     stages = {"classifier", "listener", "vqvae_cr16", "vqvae_cr4", "prior_class", "prior_none", "prior_class_cr4",
               "prior_none_cr4", "evaluation_cr16", "evaluation_cr4", "total"}
