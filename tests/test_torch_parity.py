@@ -211,6 +211,22 @@ def _gpt_case(name, dropout=0.0, B=3):
     return cfg, params, seq, tseq
 
 
+def _gpt_agrees(label, params, cfg, tseq, loss, cache, grads, **kw):
+    """The torch model's loss, logits and every gradient agree with ours to MODEL_TOL -> (torch
+    params, torch logits) for further checks."""
+    tp = TM.to_torch(params)
+    tloss, tlogits = TM.gpt_loss(tp, cfg, tseq, **kw)
+    tloss.backward()
+    lerr, gerr = rel_error(loss, tloss.item()), rel_error(cache["logits"], tlogits.detach().numpy())
+    errs = TM.grad_errors(grads, tp)
+    assert set(errs) == set(params)
+    worst = max(errs, key=errs.get)
+    print(f"{label}: loss rel {lerr:.1e}, logits rel {gerr:.1e}, worst grad rel error {errs[worst]:.1e} ({worst})")
+    assert lerr < MODEL_TOL and gerr < MODEL_TOL
+    assert errs[worst] < MODEL_TOL, f"{worst}: {errs[worst]:.2e}"
+    return tp, tlogits
+
+
 @pytest.mark.parametrize("name", list(GPT_CASES))
 def test_gpt_matches_torch(backend, name):
     cfg, params, seq, tseq = _gpt_case(name)
@@ -218,16 +234,7 @@ def test_gpt_matches_torch(backend, name):
         seq, tseq = seq[:, :-4], tseq[:, :-4]
     loss, cache = G.forward(params, cfg, asarray(seq))
     grads = G.backward(cache)
-    tp = TM.to_torch(params)
-    tloss, tlogits = TM.gpt_loss(tp, cfg, tseq)
-    tloss.backward()
-    lerr, gerr = rel_error(loss, tloss.item()), rel_error(cache["logits"], tlogits.detach().numpy())
-    errs = TM.grad_errors(grads, tp)
-    assert set(errs) == set(params)
-    worst = max(errs, key=errs.get)
-    print(f"GPT {name}: loss rel {lerr:.1e}, logits rel {gerr:.1e}, worst grad rel error {errs[worst]:.1e} ({worst})")
-    assert lerr < MODEL_TOL and gerr < MODEL_TOL
-    assert errs[worst] < MODEL_TOL, f"{worst}: {errs[worst]:.2e}"
+    _gpt_agrees(f"GPT {name}", params, cfg, tseq, loss, cache, grads)
 
 
 def test_gpt_dropout_matches_torch(backend):
@@ -279,15 +286,8 @@ def test_gpt_with_speakers_matches_torch(backend, name):
     loss, cache = G.forward(params, cfg, seq, speaker=asarray(spk))
     grads = G.backward(cache)
     assert "wse" in grads and float(abs(grads["wse"][1]).max()) == 0.0  # speaker 1 is in no sequence
-    tp = TM.to_torch(params)
-    tloss, tlogits = TM.gpt_loss(tp, cfg, tseq, speaker=torch.tensor(spk))
-    tloss.backward()
-    lerr, gerr = rel_error(loss, tloss.item()), rel_error(cache["logits"], tlogits.detach().numpy())
-    errs = TM.grad_errors(grads, tp)
-    assert set(errs) == set(params)
-    worst = max(errs, key=errs.get)
-    print(f"GPT {name} + speakers: loss rel {lerr:.1e}, logits rel {gerr:.1e}, worst grad {errs[worst]:.1e} ({worst})")
-    assert lerr < MODEL_TOL and gerr < MODEL_TOL and errs[worst] < MODEL_TOL, f"{worst}: {errs[worst]:.2e}"
+    tp, tlogits = _gpt_agrees(f"GPT {name} + speakers", params, cfg, tseq, loss, cache, grads,
+                              speaker=torch.tensor(spk))
     caches = S.new_caches(cfg, B, dtype="float64")
     logits = np.stack([to_numpy(S.forward_step(params, cfg, seq[:, t], caches, asarray(spk)))
                        for t in range(cfg.context)], axis=1)  # (B, T, K)
