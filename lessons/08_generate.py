@@ -14,8 +14,8 @@ A digit becomes a sound in five steps:
   4. vocoder          mel inversion + Griffin-Lim -> waveform (lesson 01),
   5. classifier       a CNN trained on real recordings says which digit it hears.
 
-The lesson samples with the shipped bundle's own defaults (manifest.json "sampling": guidance 3,
-temperature 0.7), writes the sampling step out in NumPy and checks it pick for pick against
+The lesson samples with the shipped bundle's own defaults (manifest.json "sampling": guidance 2,
+temperature 0.7, nucleus 0.9), writes the sampling step out in NumPy and checks it pick for pick against
 minivq.sampling, sweeps the settings, and compares real and generated clips in the classifier's
 32-d embedding space. It writes embeddings.npz (arrays `fake` always, `real` and `real_ref` with
 data) for  python "lessons/09_topp&r.py" --embeddings OUT/embeddings.npz  (09 finds it on its own
