@@ -1,9 +1,7 @@
 """benchmarks/prior_scaling.py: configurations parse, a row is what the library measures for
 the same prior, rows are kept, and finished priors are not retrained."""
-import importlib.util
 import json
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,14 +10,11 @@ from minivq import evaluate
 from minivq.bundle import DEFAULT_CHECKPOINT, generate_clips, load_bundle
 from minivq.transformer import PRIOR_CKPT, load_prior
 
-ROOT = Path(__file__).resolve().parents[1]
+from fakes import load_benchmark
 
 
 def load_scaling():
-    spec = importlib.util.spec_from_file_location("prior_scaling", ROOT / "benchmarks" / "prior_scaling.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("prior_scaling")
 
 
 def small_tokens(path, n_train=64, n_test=20):

@@ -1,21 +1,15 @@
 """benchmarks/sampling_sweep.py: rows agree with generate_clips, are kept, and are not re-measured."""
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from minivq.bundle import DEFAULT_CHECKPOINT, generate_clips, load_bundle
 
-ROOT = Path(__file__).resolve().parents[1]
-
+from fakes import load_benchmark
 
 def load_sweep():
-    spec = importlib.util.spec_from_file_location("sampling_sweep", ROOT / "benchmarks" / "sampling_sweep.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("sampling_sweep")
 
 
 def test_sweep_rows_match_generate_and_resume(tmp_path, capsys):

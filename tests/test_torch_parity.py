@@ -6,8 +6,6 @@ prior (dedicated class tokens with and without class_every, with the null class,
 class token, the unconditional prior; dropout; cached decoding; one clipped AdamW step) against the PyTorch
 models in benchmarks/torch_models.py, the same ones the benchmarks time.
 """
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,17 +19,15 @@ from minivq.backend import asarray, to_numpy
 from minivq.gradcheck import rel_error
 from minivq.optim import adam_step, clip_grad_norm
 
+from fakes import load_benchmark
+
 torch = pytest.importorskip("torch", reason="PyTorch is not installed (parity tests are optional)")
 F = torch.nn.functional
 
 
 def _load_torch_models():
     """benchmarks/torch_models.py, loaded by path (benchmarks/ is not a package)."""
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "torch_models.py"
-    spec = importlib.util.spec_from_file_location("torch_models", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("torch_models")
 
 
 TM = _load_torch_models()
