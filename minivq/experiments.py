@@ -66,10 +66,11 @@ PAPER_SAMPLING = {**SAMPLING_DEFAULTS, "temperature": P.BEST_SAMPLING["temperatu
 MODELS = {"T1": (4, "none"), "T2": (16, "none"), "TC1": (4, "class"), "TC2": (16, "class")}
 CRS = (16, 4)  # trained in this order: the cheap ratio first, so its results come early
 
-# Settings. Stage costs on FSDD (2,700 training clips), 2 cores, from timed runs (README,
-# "Reproducing the paper"): a prior step of 32 sequences takes ~0.6 s at T=256 and ~11.5 s at
-# T=1,024 (attention is O(T^2): ~20x per sequence), so one CR=4 prior epoch is ~16 min against
-# ~50 s at CR=16. To fit the whole study in about 2 hours, the CR=4 priors get 1 epoch (84 steps,
+# Settings. Stage costs on FSDD (2,700 training clips), 2 cores, from the timed steps the plan was
+# made with: a prior step of 32 sequences took ~0.6 s at T=256 and ~11.5 s at T=1,024 (attention
+# is O(T^2): ~20x per sequence), so one CR=4 prior epoch ~16 min against ~50 s at CR=16 (the full
+# run measured 8.5 min against 1.4 min per epoch on one thread: README, "Reproducing the paper").
+# To fit the whole study in about 2 hours, the CR=4 priors get 1 epoch (84 steps,
 # so a 10-step warmup instead of the trainer's 100) and the CR=16 priors the pipeline's 12 (with
 # the pipeline's settings, so a pipeline folder's conditional prior is reused); both priors of
 # one ratio train equally long, as in the paper. prior_warmup_crCR None: the global ``warmup``.
