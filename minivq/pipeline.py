@@ -58,11 +58,14 @@ BEST_SAMPLING = dict(guidance=2.0, temperature=0.7, top_p=0.9)
 # the conditional model's extra sharpness to the class signal in l_c - l_u, and was the better
 # guide on FSDD (see README, "Measured results"); it also saves a third of the prior time.
 QUICK = dict(max_per_digit=30, clf_epochs=3, listener_epochs=2, vq_epochs=2, prior_epochs=2, uncond_epochs=2, d_model=64, n_layer=2,
-             order=GPTConfig().order, class_every=True, n_per_digit=20, warmup=5)
+             order=GPTConfig().order, class_every=True, n_per_digit=20, warmup=5, prior_patience=None)
 FULL = dict(max_per_digit=None, clf_epochs=20, listener_epochs=TL.TrainConfig().epochs, vq_epochs=TV.TrainConfig().epochs,
             prior_epochs=TP.TrainConfig().epochs, uncond_epochs=TP.TrainConfig().epochs // 2,
             d_model=GPTConfig().d_model, n_layer=GPTConfig().n_layer, order=GPTConfig().order, class_every=True,
-            n_per_digit=100, warmup=None)
+            n_per_digit=100, warmup=None, prior_patience=None)
+# prior_patience: early stopping of the conditional prior on its test bits (None: every epoch; the
+# FSDD prior still improves at epoch 12, README "How the conditional prior scales"). For richer
+# data, raise prior_epochs and set it (--prior-epochs 40 --prior-patience 3).
 
 
 def log(msg):
@@ -230,11 +233,16 @@ def prior_stage(out, cr, cond, S, epochs, data_id, seed, label, batch_size=None,
     pcfg = GPTConfig(cond=cond, d_model=S["d_model"], n_layer=S["n_layer"], order=S["order"],
                      class_every=S["class_every"] and cond == "class", speakers=tuple(speakers))
     ptcfg = TP.TrainConfig(epochs=epochs, seed=seed)
+    if S.get("prior_patience") is not None and cond == "class":
+        ptcfg.patience = S["prior_patience"]
     if batch_size is not None:
         ptcfg.batch_size = batch_size
     if S["warmup"] is not None:
         ptcfg.warmup = S["warmup"]
-    st = _stage(d, {"stage": "prior", "model": pcfg.to_dict(), "train": ptcfg.to_dict(), "vqvae": str(vq_dir),
+    train_rec = ptcfg.to_dict()
+    if train_rec["patience"] is None:  # named only when set: folders made before it existed stay reusable
+        del train_rec["patience"]
+    st = _stage(d, {"stage": "prior", "model": pcfg.to_dict(), "train": train_rec, "vqvae": str(vq_dir),
                     "tokens": tokens_id, **data_id}, d / "metrics.json")
     log(f"{label} prior cond={cond}" + (f" (CR={cr})" if cr != 16 else "") + f": {st}")
     if st != "done":
@@ -407,6 +415,12 @@ def main(argv=None):
                    help="sampling temperature for generations")
     p.add_argument("--top-p", type=cli.prob, default=BEST_SAMPLING["top_p"],
                    help="nucleus sampling: keep the smallest set of codes with this probability (1: off)")
+    p.add_argument("--prior-epochs", type=cli.positive_int, default=None,
+                   help=f"epochs of the conditional prior (default {FULL['prior_epochs']}; quick {QUICK['prior_epochs']})")
+    p.add_argument("--prior-patience", type=cli.positive_int, default=None,
+                   help="early stopping of the conditional prior: stop after this many epochs without lower test "
+                        "bits and keep the best epoch (default: off; for data richer than FSDD raise --prior-epochs "
+                        "and set this)")
     p.add_argument("--latent-metrics", action="store_true",
                    help="also TopP&R of generated vs real token grids in the VQ latent space (projected to 32-d)")
     def body():
@@ -424,7 +438,9 @@ def main(argv=None):
         run_pipeline(data, a.out, cr=a.cr, uncond=a.uncond, quick=a.quick, seed=a.seed,
                      n_per_digit=a.n_per_digit, export=a.export,
                      sampling={"guidance": a.guidance, "temperature": a.temperature,
-                               "top_p": None if a.top_p == 1.0 else a.top_p}, latents=a.latent_metrics)
+                               "top_p": None if a.top_p == 1.0 else a.top_p}, latents=a.latent_metrics,
+                     overrides={k: v for k, v in (("prior_epochs", a.prior_epochs), ("prior_patience", a.prior_patience))
+                                if v is not None})
     return run_command(body)
 
 

@@ -26,6 +26,14 @@ Classifier-free guidance in one model: a prior with GPTConfig.null_class is trai
 training sequence's class replaced by the null class with probability ``p_uncond``
 (``--p-uncond``). The draw is a pure function of (seed, step), like the batches, so a resumed
 run replaces the same sequences. The test loss is measured with the true classes.
+
+Early stopping (``--patience P``): after each epoch, an epoch with the lowest test bits so far
+is also written to ``OUT/prior_best.npz``; once P epochs have passed without a new lowest,
+training stops, and at the end (early or not) the best epoch's weights are put back, so
+``prior.npz`` and ``metrics.json`` hold the epoch with the lowest test bits. The learning-rate
+schedule still runs over ``--epochs``: P is a guard against over-fitting a long schedule, not a
+schedule of its own. (FSDD has no validation split, so the test split chooses the epoch: the
+chosen epoch's test bits are then an optimistic estimate, by at most the spread between epochs.)
 """
 import argparse
 import dataclasses
@@ -45,6 +53,7 @@ from minivq.transformer import (NATS_PER_BIT, PRIOR_CKPT, GPTConfig, backward, f
 from minivq import outdir  # output folders: checked, locked, recorded
 
 CKPT_NAME = PRIOR_CKPT  # the trained prior: read back with minivq.transformer.load_prior
+BEST_NAME = "prior_best.npz"  # with --patience: the weights of the epoch with the lowest test bits
 
 
 @dataclasses.dataclass
@@ -60,10 +69,12 @@ class TrainConfig(trainer.TrainSettings):
     min_lr: float = 1e-4        # learning rate at the end of the cosine
     max_train: int = None       # use only the first N training grids (None: all)
     p_uncond: float = 0.0       # chance that a training sequence's class is replaced by the null class
+    patience: int = None        # early stopping: stop once the test bits have not improved for this
+                                # many epochs, and keep the best epoch's weights (None: every epoch)
 
     RULES = dict(trainer.SHARED_RULES, grad_clip=cli.positive_float, min_lr=cli.nonneg_float,
-                 max_train=cli.positive_int, p_uncond=cli.fraction)
-    OPTIONAL = ("max_train",)
+                 max_train=cli.positive_int, p_uncond=cli.fraction, patience=cli.positive_int)
+    OPTIONAL = ("max_train", "patience")
 
 
 # ----------------------------------------------------------------------------- data
@@ -215,6 +226,34 @@ def _end_epoch(params, cfg, meta, test_seq, spe, epochs, verbose, test_spk=None)
                          f"{test_nats:.4f} nats ({test_nats / NATS_PER_BIT:.4f} bits) per token, {meta['elapsed_s']:.0f} s")
 
 
+def _best_epoch(out, params, cfg, meta, patience):
+    """Early stopping's bookkeeping after an epoch: write the weights to out/prior_best.npz when
+    this epoch's test bits are the lowest so far -> True once ``patience`` epochs have passed
+    without a new lowest (everything it needs is in meta['history'], so a resumed run agrees)."""
+    bits = [h["test_bits"] for h in meta["history"]]
+    best = int(np.argmin(bits))  # the first of equal lowest values
+    if best == len(bits) - 1:
+        checkpoint.save(Path(out) / BEST_NAME, params, config={"model": cfg.to_dict()},
+                        meta={"kind": "prior", "epoch": meta["history"][best]["epoch"], "test_bits": bits[best]})
+    return len(bits) - 1 - best >= patience
+
+
+def _restore_best(out, params, meta, verbose):
+    """Put the weights of the epoch with the lowest test bits back into params (in place)."""
+    bits = [h["test_bits"] for h in meta["history"]]
+    if not bits:
+        return
+    best = int(np.argmin(bits))
+    meta["kept_epoch"] = meta["history"][best]["epoch"]
+    if best == len(bits) - 1:
+        return  # the last epoch is the best: its weights are the ones in params
+    saved = checkpoint.load(Path(out) / BEST_NAME)["params"]
+    for k in params:
+        params[k][...] = asarray(saved[k])
+    trainer.say(verbose, f"early stopping: kept epoch {meta['kept_epoch']} ({bits[best]:.4f} test bits), "
+                         f"not the last ({bits[-1]:.4f})")
+
+
 def _final(out, params, cfg, meta, test_seq, summary, verbose, test_spk=None):
     """The test loss of the trained prior -> summary (also written to out/metrics.json)."""
     test_nats, per_pos = mean_nll(params, cfg, test_seq, speaker=test_spk)
@@ -287,7 +326,13 @@ def train(tokens, out, cfg=None, tcfg=None, resume=False, callback=None, verbose
             callback(n + 1, loss)
         if (n + 1) % spe == 0:  # end of an epoch: evaluate, checkpoint
             _end_epoch(params, cfg, meta, test_seq, spe, tcfg.epochs, verbose, test_spk)
+            stop = tcfg.patience is not None and _best_epoch(out, params, cfg, meta, tcfg.patience)
+            if stop:
+                meta["stopped_early"] = True
+                trainer.say(verbose, f"early stopping: no lower test bits for {tcfg.patience} epochs")
             save()
+            if stop:
+                return total  # the loop ends here; a resumed run sees stopped_early and trains no more
         return n + 1
 
     def summary(interrupted=False):
@@ -295,8 +340,15 @@ def train(tokens, out, cfg=None, tcfg=None, resume=False, callback=None, verbose
                 "elapsed_s": meta["elapsed_s"], "history": meta["history"], "model": cfg.to_dict(),
                 "train": tcfg.to_dict(), "n_params": n_params(params), "step_loss": meta["step_loss"]}
 
-    trainer.loop(int(meta["step"]), total, run_step, save, ckpt_path, verbose, report=lambda: summary(True))
-    return _final(out, params, cfg, meta, test_seq, summary(), verbose, test_spk)
+    start = total if meta.get("stopped_early") else int(meta["step"])
+    trainer.loop(start, total, run_step, save, ckpt_path, verbose, report=lambda: summary(True))
+    if tcfg.patience is not None and "kept_epoch" not in meta:
+        _restore_best(out, params, meta, verbose)
+        save()  # prior.npz now holds the kept weights (and says which epoch they are)
+    res = summary()
+    if tcfg.patience is not None:
+        res.update(kept_epoch=meta["kept_epoch"], stopped_early=bool(meta.get("stopped_early")))
+    return _final(out, params, cfg, meta, test_seq, res, verbose, test_spk)
 
 # ----------------------------------------------------------------------------- CLI
 def add_arguments(p):
@@ -329,6 +381,9 @@ def add_arguments(p):
     p.add_argument("--min-lr", type=cli.nonneg_float, default=t.min_lr, help="learning rate at the end of the cosine")
     p.add_argument("--max-train", type=cli.positive_int, default=None,
                    help="use only the first N training grids (quick runs)")
+    p.add_argument("--patience", type=cli.positive_int, default=None,
+                   help="early stopping: stop after this many epochs without lower test bits and keep the best "
+                        "epoch's weights (default: train every epoch, keep the last)")
 
 
 @outdir.scoped
@@ -340,7 +395,7 @@ def run(args):
                     n_head=args.n_head, dropout=args.dropout, order=args.order,
                     class_every=args.class_every, null_class=args.p_uncond > 0)
     tcfg = trainer.settings_from_args(TrainConfig, args, min_lr=args.min_lr, max_train=args.max_train,
-                                      p_uncond=args.p_uncond)
+                                      p_uncond=args.p_uncond, patience=args.patience)
     tokens = args.tokens
     if args.speaker and not args.resume:  # the names come from the tokens (a resumed run keeps its own)
         tokens = load_tokens(args.tokens)

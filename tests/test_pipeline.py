@@ -83,6 +83,30 @@ def test_new_tokens_retrain_the_priors(tiny_run, tmp_path, capsys):
     assert "VQ-VAE (CR=16): done" in err and "prior cond=class: fresh" in err
 
 
+def test_prior_patience_is_recorded_and_reused_and_leaves_the_guide_alone(tiny_run, tmp_path, capsys):
+    out, _ = tiny_run
+    work = tmp_path / "work"
+    shutil.copytree(out / "work", work)
+    rec = json.loads((work / "prior_class" / "stage.json").read_text())
+    assert "patience" not in rec["train"]  # unset: records made before the option existed still match
+    data_id = {k: v for k, v in rec.items() if k not in ("stage", "model", "train", "vqvae", "tokens")}
+    S = {**pipeline.QUICK, **TINY}
+    es = {**S, "prior_epochs": 2, "prior_patience": 1}
+
+    def stage(cond, settings, epochs):
+        pipeline.prior_stage(work, 16, cond, settings, epochs, data_id, 0, "t")
+        return capsys.readouterr().err
+
+    assert "cond=none: fresh" in stage("none", S, 1)  # fresh: the copy's VQ-VAE has another path
+    assert "cond=none: done" in stage("none", es, 1)  # the guide does not early-stop: nothing changes
+    assert "cond=class: fresh" in stage("class", es, 2)
+    assert "cond=class: done" in stage("class", es, 2)  # reused with the option set
+    rec = json.loads((work / "prior_class" / "stage.json").read_text())
+    assert rec["train"]["patience"] == 1 and rec["train"]["epochs"] == 2
+    m = json.loads((work / "prior_class" / "metrics.json").read_text())
+    assert m["kept_epoch"] in (1, 2)
+
+
 def test_changed_settings_retrain_and_set_old_run_aside(tmp_path):
     folder = tmp_path / "stage"
     assert pipeline._stage(folder, {"a": 1}, folder / "final.npz") == "fresh"
@@ -129,8 +153,12 @@ def test_pipeline_cli_defaults_are_the_best_measured_sampling(monkeypatch, tmp_p
     assert calls[-1]["uncond"] is True and calls[-1]["sampling"] == pipeline.BEST_SAMPLING
     assert pipeline.main(["--data", str(data), "--out", str(tmp_path / "b"), "--no-uncond"]) == 0
     assert calls[-1]["uncond"] is False and calls[-1]["sampling"]["guidance"] == 1.0
+    assert calls[-1]["overrides"] == {}  # the prior's epochs and (no) early stopping: FULL's
     assert pipeline.main(["--data", str(data), "--out", str(tmp_path / "c"), "--top-p", "1"]) == 0
     assert calls[-1]["sampling"]["top_p"] is None  # 1 keeps every code: nucleus off
+    assert pipeline.main(["--data", str(data), "--out", str(tmp_path / "e"), "--prior-epochs", "40",
+                          "--prior-patience", "3"]) == 0
+    assert calls[-1]["overrides"] == {"prior_epochs": 40, "prior_patience": 3}
     capsys.readouterr()
     assert pipeline.main(["--data", str(data), "--out", str(tmp_path / "d"), "--no-uncond", "--guidance", "2"]) == 2
     assert capsys.readouterr().err.strip() == ("error: --guidance needs the unconditional prior: "

@@ -183,3 +183,53 @@ def test_speaker_cli_and_its_errors(tmp_path, toks, capsys):
     np.savez(tmp_path / "unseen.npz", **bad)
     assert train_main(base + ["--tokens", str(tmp_path / "unseen.npz"), "--out", str(tmp_path / "c"), "--speaker"]) == 2
     assert "the test split has speakers the prior does not know: ['ivy']" in capsys.readouterr().err
+
+
+def _overfit():
+    """16 noisy training grids, one step per epoch at a constant high learning rate: the test
+    loss is lowest after a few epochs and then wanders above it (noise and memorisation)."""
+    toks = TP.synthetic_tokens(n_train=16, n_test=32, K=16, grid=4, noise=0.3, seed=1)
+    hyper = dict(HYPER, epochs=30, lr=3e-2, min_lr=3e-2, warmup=0)
+    return toks, GPTConfig(d_model=32, n_layer=1, n_head=2), hyper
+
+
+def test_early_stopping_keeps_the_best_epoch_and_resumes(tmp_path):
+    toks, cfg, hyper = _overfit()
+    full = TP.train(toks, tmp_path / "all", cfg, TP.TrainConfig(**hyper), verbose=False)
+    bits = [h["test_bits"] for h in full["history"]]
+    # where patience 3 must stop, read off the full run's curve: the first epoch that is 3 past
+    # the lowest so far (the runs are the same computation up to there)
+    stop = next(i for i in range(len(bits)) if i - int(np.argmin(bits[:i + 1])) >= 3)
+    best = int(np.argmin(bits[:stop + 1]))
+    assert bits[stop] > bits[best] + 0.05  # the set-up over-fits (else the test is void)
+
+    es = TP.train(toks, tmp_path / "es", cfg, TP.TrainConfig(**hyper, patience=3), verbose=False)
+    assert es["stopped_early"] and es["kept_epoch"] == best + 1  # epochs count from 1
+    # the same computation up to the stop (same process, same arrays): exact by construction
+    assert [h["test_bits"] for h in es["history"]] == bits[:stop + 1]
+    assert es["test_bits"] == bits[best]  # the kept weights are the best epoch's, re-measured
+    kept = load_prior(tmp_path / "es" / TP.CKPT_NAME)
+    assert kept[2]["kept_epoch"] == best + 1
+    best_file = checkpoint.load(tmp_path / "es" / TP.BEST_NAME)
+    for k, v in kept[0].items():
+        assert np.array_equal(np.asarray(v), best_file["params"][k]), k
+    assert json.loads((tmp_path / "es" / "metrics.json").read_text())["kept_epoch"] == best + 1
+
+    # interrupted before the stop and resumed: the same stop and the same weights
+    def interrupt(step, loss):
+        if step == stop:  # one step per epoch: before the last epoch
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        TP.train(toks, tmp_path / "cut", cfg, TP.TrainConfig(**hyper, patience=3), callback=interrupt, verbose=False)
+    rest = TP.train(toks, tmp_path / "cut", resume=True, verbose=False)
+    assert rest["kept_epoch"] == best + 1 and rest["test_bits"] == es["test_bits"]
+    again = TP.train(toks, tmp_path / "cut", resume=True, verbose=False)  # a finished, stopped run trains no more
+    assert again["step"] == rest["step"] and len(again["history"]) == len(rest["history"])
+
+
+def test_patience_without_overfitting_keeps_the_last_epoch(tmp_path, toks):
+    s = TP.train(toks, tmp_path, SMALL, TP.TrainConfig(**HYPER, patience=2), verbose=False)
+    bits = [h["test_bits"] for h in s["history"]]
+    assert bits == sorted(bits, reverse=True)  # 3 short epochs keep improving
+    assert not s["stopped_early"] and s["kept_epoch"] == 3 and s["step"] == 18
