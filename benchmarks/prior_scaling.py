@@ -17,7 +17,8 @@ needed to train), then measures what the issue of conditioning asks about:
                 (12 * layers * T * d_model per token: QK^T and AV forward and backward)
 
 Each configuration trains in its own folder under --work and each finished row is appended to
-WORK/scaling.json, so an interrupted study resumes and a re-run only adds what is missing.
+WORK/scaling.json, so an interrupted study resumes and a re-run only adds what is missing; two
+runs may share WORK (give them different configurations).
 
     OMP_NUM_THREADS=1 python benchmarks/prior_scaling.py --work /tmp/scale --data $MINIVQ_FSDD \\
         --configs d128-L4-e12 d64-L4-e12 d256-L4-e4 d128-L2-e12 d128-L8-e4 d128-L4-e18 d128-L4-e12-p0.1
@@ -181,6 +182,8 @@ def main(argv=None):
                 continue
             t0 = time.perf_counter()
             row = run_config(c, tokens, work, bundle, real, a.per_digit, a.seed)
+            # read again before appending: another run may share WORK (one BLAS thread each on 2 cores)
+            rows = json.loads(path.read_text()) if path.exists() else []
             rows.append(row)
             path.write_text(json.dumps(rows, indent=1))
             print(f"{c['name']}: {row['test_bits']:.3f} bits/token, heard {100 * row['heard']:.1f} % at T=1, "
