@@ -226,16 +226,34 @@ def _end_epoch(params, cfg, meta, test_seq, spe, epochs, verbose, test_spk=None)
                          f"{test_nats:.4f} nats ({test_nats / NATS_PER_BIT:.4f} bits) per token, {meta['elapsed_s']:.0f} s")
 
 
-def _best_epoch(out, params, cfg, meta, patience):
-    """Early stopping's bookkeeping after an epoch: write the weights to out/prior_best.npz when
-    this epoch's test bits are the lowest so far -> True once ``patience`` epochs have passed
-    without a new lowest (everything it needs is in meta['history'], so a resumed run agrees)."""
+def _early_stop(out, params, cfg, meta, patience, verbose):
+    """Early stopping's bookkeeping after an epoch (nothing when patience is None): write the
+    weights to out/prior_best.npz when this epoch's test bits are the lowest so far -> True (and
+    meta['stopped_early']) once ``patience`` epochs have passed without a new lowest. Everything
+    it needs is in meta['history'], so a resumed run agrees."""
+    if patience is None:
+        return False
     bits = [h["test_bits"] for h in meta["history"]]
     best = int(np.argmin(bits))  # the first of equal lowest values
     if best == len(bits) - 1:
         checkpoint.save(Path(out) / BEST_NAME, params, config={"model": cfg.to_dict()},
                         meta={"kind": "prior", "epoch": meta["history"][best]["epoch"], "test_bits": bits[best]})
-    return len(bits) - 1 - best >= patience
+    if len(bits) - 1 - best < patience:
+        return False
+    meta["stopped_early"] = True
+    trainer.say(verbose, f"early stopping: no lower test bits for {patience} epochs")
+    return True
+
+
+def _keep_best(out, params, meta, patience, save, verbose):
+    """After training with early stopping: the best epoch's weights back into params and saved
+    (once) -> the summary's kept_epoch and stopped_early ({} when patience is None)."""
+    if patience is None:
+        return {}
+    if "kept_epoch" not in meta:
+        _restore_best(out, params, meta, verbose)
+        save()  # prior.npz now holds the kept weights (and says which epoch they are)
+    return {"kept_epoch": meta["kept_epoch"], "stopped_early": bool(meta.get("stopped_early"))}
 
 
 def _restore_best(out, params, meta, verbose):
@@ -288,8 +306,7 @@ def train(tokens, out, cfg=None, tcfg=None, resume=False, callback=None, verbose
     Raises NonFiniteLoss when the loss or gradient norm stops being finite."""
     out = Path(out)
     outdir.hold(out)  # a writable folder, locked until train returns
-    data = load_tokens(tokens) if not isinstance(tokens, dict) else tokens
-    ckpt_path = out / CKPT_NAME
+    data, ckpt_path = load_tokens(tokens) if not isinstance(tokens, dict) else tokens, out / CKPT_NAME
     cfg, tcfg, params, opt, meta = _start(ckpt_path, data, cfg, tcfg, resume, verbose)
     train_seq, test_seq, train_spk, test_spk = _sequences(data, cfg, tcfg.max_train)
     bs, spe = tcfg.batch_size, len(train_seq) // tcfg.batch_size  # steps per epoch (a partial batch is skipped)
@@ -300,8 +317,7 @@ def train(tokens, out, cfg=None, tcfg=None, resume=False, callback=None, verbose
     drop_rng.bit_generator.state = meta["rng_state"]
     no_decay = no_decay_names(params)
     trainer.say(verbose, f"prior: cond={cfg.cond} class_token={cfg.class_token} null_class={cfg.null_class} "
-                         f"speakers={len(cfg.speakers)} "
-                         f"(p_uncond={tcfg.p_uncond}) V={cfg.vocab_size} K={cfg.n_code} "
+                         f"speakers={len(cfg.speakers)} (p_uncond={tcfg.p_uncond}) V={cfg.vocab_size} K={cfg.n_code} "
                          f"T={cfg.context} d={cfg.d_model} L={cfg.n_layer} H={cfg.n_head} params={n_params(params):,}; "
                          f"{len(train_seq)} train / {len(test_seq)} test sequences, {spe} steps/epoch, {total} steps")
     prog = trainer.progress(total, "prior", tcfg, int(meta["step"]), verbose)
@@ -326,29 +342,19 @@ def train(tokens, out, cfg=None, tcfg=None, resume=False, callback=None, verbose
             callback(n + 1, loss)
         if (n + 1) % spe == 0:  # end of an epoch: evaluate, checkpoint
             _end_epoch(params, cfg, meta, test_seq, spe, tcfg.epochs, verbose, test_spk)
-            stop = tcfg.patience is not None and _best_epoch(out, params, cfg, meta, tcfg.patience)
-            if stop:
-                meta["stopped_early"] = True
-                trainer.say(verbose, f"early stopping: no lower test bits for {tcfg.patience} epochs")
+            _early_stop(out, params, cfg, meta, tcfg.patience, verbose)  # with patience: may set stopped_early
             save()
-            if stop:
-                return total  # the loop ends here; a resumed run sees stopped_early and trains no more
-        return n + 1
+        return total if meta.get("stopped_early") else n + 1  # total ends the loop (and a resumed run's)
 
     def summary(interrupted=False):
         return {"checkpoint": str(ckpt_path), "step": meta["step"], "total_steps": total, "interrupted": interrupted,
                 "elapsed_s": meta["elapsed_s"], "history": meta["history"], "model": cfg.to_dict(),
                 "train": tcfg.to_dict(), "n_params": n_params(params), "step_loss": meta["step_loss"]}
 
-    start = total if meta.get("stopped_early") else int(meta["step"])
-    trainer.loop(start, total, run_step, save, ckpt_path, verbose, report=lambda: summary(True))
-    if tcfg.patience is not None and "kept_epoch" not in meta:
-        _restore_best(out, params, meta, verbose)
-        save()  # prior.npz now holds the kept weights (and says which epoch they are)
-    res = summary()
-    if tcfg.patience is not None:
-        res.update(kept_epoch=meta["kept_epoch"], stopped_early=bool(meta.get("stopped_early")))
-    return _final(out, params, cfg, meta, test_seq, res, verbose, test_spk)
+    trainer.loop(total if meta.get("stopped_early") else int(meta["step"]), total, run_step, save, ckpt_path,
+                 verbose, report=lambda: summary(True))  # a run that stopped early trains no more when resumed
+    kept = _keep_best(out, params, meta, tcfg.patience, save, verbose)  # {} without patience
+    return _final(out, params, cfg, meta, test_seq, {**summary(), **kept}, verbose, test_spk)
 
 # ----------------------------------------------------------------------------- CLI
 def add_arguments(p):
