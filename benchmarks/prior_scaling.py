@@ -24,7 +24,8 @@ runs may share WORK (give them different configurations).
         --configs d128-L4-e12 d64-L4-e12 d256-L4-e4 d128-L2-e12 d128-L8-e4 d128-L4-e18 d128-L4-e12-p0.1
     python benchmarks/prior_scaling.py --work /tmp/scale --plot-only --figs docs/
 
-A configuration is ``dD-LN-eE`` with an optional ``-pP`` (dropout P); heads stay at 4 (head
+A configuration is ``dD-LN-eE`` with an optional ``-pP`` (dropout P) and an optional ``-norm``
+(class_norm: every LayerNorm's gain and bias also chosen by the digit); heads stay at 4 (head
 width d_model / 4). All priors use the pipeline's recipe otherwise (class at every position,
 "freq" order, AdamW 1e-3, batch 32, cosine to 1e-4, seed 0).
 """
@@ -44,20 +45,21 @@ from minivq import train_prior as TP  # noqa: E402
 from minivq.bundle import DEFAULT_CHECKPOINT, generate_clips, load_bundle  # noqa: E402
 from minivq.transformer import PRIOR_CKPT, GPTConfig, load_prior  # noqa: E402
 
-CONFIG = re.compile(r"^d(\d+)-L(\d+)-e(\d+)(?:-p([0-9.]+))?$")
+CONFIG = re.compile(r"^d(\d+)-L(\d+)-e(\d+)(?:-p([0-9.]+))?(-norm)?$")
 
 
 def parse_config(text):
-    """'d128-L4-e12[-p0.1]' -> dict(d_model, n_layer, epochs, dropout); ValueError otherwise."""
+    """'d128-L4-e12[-p0.1][-norm]' -> dict(d_model, n_layer, epochs, dropout, class_norm); ValueError otherwise."""
     m = CONFIG.match(text)
     if not m:
-        raise ValueError(f"a configuration is dD-LN-eE[-pP] (e.g. d128-L4-e12 or d128-L4-e12-p0.1), got {text!r}")
+        raise ValueError(f"a configuration is dD-LN-eE[-pP][-norm] (e.g. d128-L4-e12, d128-L4-e12-p0.1 or "
+                         f"d128-L4-e12-norm), got {text!r}")
     d, n_layer, epochs = int(m[1]), int(m[2]), int(m[3])
     p = float(m[4]) if m[4] else 0.0
     if min(d, n_layer, epochs) < 1 or d % 4 or not 0 <= p < 1:
         raise ValueError(f"{text!r}: width must be a positive multiple of 4 (4 heads), layers and epochs "
                          f">= 1, dropout in [0, 1)")
-    return {"name": text, "d_model": d, "n_layer": n_layer, "epochs": epochs, "dropout": p}
+    return {"name": text, "d_model": d, "n_layer": n_layer, "epochs": epochs, "dropout": p, "class_norm": bool(m[5])}
 
 
 def train_flops(n_params, n_layer, d_model, context, tokens_seen):
@@ -69,7 +71,8 @@ def train_flops(n_params, n_layer, d_model, context, tokens_seen):
 def run_config(c, tokens_path, work, bundle, real, per_digit, seed, overrides=None):
     """Train (or reuse) one prior and measure it -> the row dict."""
     folder = work / c["name"]
-    cfg = GPTConfig(cond="class", d_model=c["d_model"], n_layer=c["n_layer"], dropout=c["dropout"])
+    cfg = GPTConfig(cond="class", d_model=c["d_model"], n_layer=c["n_layer"], dropout=c["dropout"],
+                    class_norm=c.get("class_norm", False))
     tcfg = TP.TrainConfig(epochs=c["epochs"], seed=seed, **(overrides or {}))
     summary = None
     if not (folder / "metrics.json").is_file():  # the trainer writes metrics.json when it finishes
@@ -108,7 +111,7 @@ def table(rows):
     for r in sorted(rows, key=lambda r: r["train_flops"]):
         lis = f" / {100 * r['heard_listener']:.1f} %" if "heard_listener" in r else ""
         tp = f"{r['top_p']:.3f} / {r['top_r']:.3f}" if r.get("top_r") is not None else ""
-        drop = f", dropout {r['dropout']:g}" if r["dropout"] else ""
+        drop = (f", dropout {r['dropout']:g}" if r["dropout"] else "") + (", class_norm" if r.get("class_norm") else "")
         lines.append(f"| d {r['d_model']}, {r['n_layer']} layers{drop} | {r['params']:,} | {r['epochs']} | "
                      f"{r['train_seconds'] / 60:.1f} min | {r['train_flops'] / 1e15:.2f} | {r['test_bits']:.3f} | "
                      f"{100 * r['heard']:.1f} %{lis} | {100 * r['as_classifier']:.1f} % | "
@@ -124,7 +127,7 @@ def plot(rows, path):
     for r in rows:
         x = r["train_flops"] / 1e15
         for ax, y in zip(axes, (r["test_bits"], 100 * r["heard"], 100 * r["as_classifier"])):
-            ax.scatter(x, y, s=20 + r["params"] / 2e4, alpha=0.7)
+            ax.scatter(x, y, s=20 + r["params"] / 2e4, alpha=0.7, marker="s" if r.get("class_norm") else "o")
             ax.annotate(r["name"], (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
     titles = ("test bits per token (lower is better)", "heard as requested at T = 1, no guidance (%)",
               "prior as a classifier of test grids (%)")
@@ -135,7 +138,7 @@ def plot(rows, path):
         ax.grid(alpha=0.3)
     axes[1].axhline(95, color="grey", ls="--", lw=0.8)
     axes[2].axhline(95, color="grey", ls="--", lw=0.8)
-    fig.suptitle("Conditional prior on FSDD CR=16 tokens: marker area ∝ parameters")
+    fig.suptitle("Conditional prior on FSDD CR=16 tokens: marker area ∝ parameters, squares: class_norm")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -152,7 +155,7 @@ def real_embeddings(data, bundle):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--work", required=True, help="folder for each prior, scaling.json and scaling.md")
-    p.add_argument("--configs", nargs="*", default=[], help="dD-LN-eE[-pP] ...")
+    p.add_argument("--configs", nargs="*", default=[], help="dD-LN-eE[-pP][-norm] ...")
     p.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT), help="bundle: VQ-VAE, judges and tokens.npz")
     p.add_argument("--tokens", default=None, help="token grids to train on (default CHECKPOINT/tokens.npz)")
     p.add_argument("--data", default=None, help="FSDD folder: real test clips for TopP&R (optional)")

@@ -13,6 +13,8 @@ the reference gradients; what must agree is spelled out once here, next to the m
   GPT     (minivq.transformer)
           input      x_t = wte[token_t] + wpe[t] (+ wte[token_0] at every t with class_every)
                      (+ wse[speaker] at every t for a prior with speakers)
+          class_norm every LayerNorm's gain and bias plus the row of its (n_class + 1, C) tables
+                     cg, cb for the sequence's class (digit d: row d; null class: row n_class)
           prefix     class_token="dedicated": K + d; "shared": d; cond="none": start K + n_class;
                      null_class: the null class ("no digit") is the start token K + n_class
           codes      the (rows, cols) grid read row after row ("freq") or column after column ("time")
@@ -132,16 +134,24 @@ def gpt_logits(tp, cfg, idx, rng=None, speaker=None):
     if speaker is not None:
         x = x + tp["wse"][speaker][:, None]  # (B, 1, C) the speaker's row, added at every position
     x = drop(x)
+    cls = idx[:, 0] - cfg.n_code if cfg.class_norm else None  # (B,) class rows: K + d -> d, start K + n -> n
+
+    def norm(x, name):  # F.layer_norm without affine, then the (per-class) gain and bias
+        if cls is None:
+            return F.layer_norm(x, (C,), tp[name + ".g"], tp[name + ".b"], eps=1e-5)
+        gain, bias = tp[name + ".g"] + tp[name + ".cg"][cls], tp[name + ".b"] + tp[name + ".cb"][cls]  # (B, C)
+        return F.layer_norm(x, (C,), eps=1e-5) * gain[:, None] + bias[:, None]
+
     for l in range(cfg.n_layer):
         w = lambda k: tp[f"h{l}.{k}"]  # noqa: E731
-        h = F.layer_norm(x, (C,), w("ln1.g"), w("ln1.b"), eps=1e-5)
+        h = norm(x, f"h{l}.ln1")
         qkv = h @ w("attn.w_qkv") + w("attn.b_qkv")  # (B, T, 3C)
         q, k, v = (a.view(B, T, H, C // H).transpose(1, 2) for a in qkv.split(C, dim=-1))  # (B, H, T, E)
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(B, T, C)
         x = x + drop(y @ w("attn.w_proj") + w("attn.b_proj"))
-        h = F.layer_norm(x, (C,), w("ln2.g"), w("ln2.b"), eps=1e-5)
+        h = norm(x, f"h{l}.ln2")
         x = x + drop(F.gelu(h @ w("mlp.w_fc") + w("mlp.b_fc"), approximate="tanh") @ w("mlp.w_proj") + w("mlp.b_proj"))
-    h = F.layer_norm(x, (C,), tp["ln_f.g"], tp["ln_f.b"], eps=1e-5)
+    h = norm(x, "ln_f")
     return h @ tp["head.w"] + tp["head.b"]  # (B, T, K)
 
 

@@ -1,7 +1,7 @@
 """Lesson 07: a decoder-only transformer is the prior over VQ-VAE tokens.
 
     python lessons/07_transformer.py [--quick] [--out out/lesson07] [--tokens PATH] [--steps N]
-                                     [--no-class-every] [--temperature T]
+                                     [--no-class-every] [--class-norm] [--temperature T]
 
 Each 16 x 16 grid of VQ-VAE codes (token row = a band of 4 mel bins, column = 4 frames) is read
 band by band (the lowest band across all frames, then the next band up, ...) into 256 codes
@@ -12,6 +12,9 @@ start token (unconditional P(z)). The transformer predicts each code from everyt
     x_t = wte[token_t] + wpe[t] (+ wte[class_d] at every position: class_every)
     block:  x = x + Attn(LN1(x));  x = x + W2 GELU(W1 LN2(x))   (pre-LayerNorm, as in GPT-2)
     logits = LN_f(x) W_head + b_head   over the K codes
+    class_norm (optional): every LN's gain and bias also get the digit's row of two learned tables,
+        LN_d(x) = (g + cg[d]) * xhat + (b + cb[d]),   xhat = (x - mean) / std over the C features
+    so the digit scales and shifts the features inside every block, not only at the input.
 
 The lesson writes one block and the whole forward in NumPy and checks them against
 minivq.transformer, then uses the SHIPPED priors (minivq/pretrained/prior_class.npz and
@@ -30,6 +33,8 @@ Try this
                     the digit from its own input at every position, not by attending to position 0.
   --temperature T   sample at T = 0.5 or 1.5: the samples' own bits per token (printed) fall or rise
                     against the real tokens', and the spectrograms turn smooth and repetitive or noisy.
+  --class-norm      train the brief prior (section 6) with class_norm as well, and compare its test
+                    bits with a run without the flag (same steps, same seed).
   --steps 600       train the small prior longer and watch how slowly it closes the gap to the
                     shipped prior's bits (a bigger model, trained for the steps printed at the top).
   In attention_maps.png, find the heads with a bright diagonal 15 positions left of the main one:
@@ -96,12 +101,22 @@ def attention(x, p, H):
     return y @ p["w_proj"] + p["b_proj"]
 
 
-def block(x, P, l, H):
+def norm(x, P, name, cls=None):
+    """LayerNorm `name` (h0.ln1, ..., ln_f). cls (B,) class rows (class_norm): sequence b's gain and
+    bias are the shared ones plus row cls[b] of the tables name.cg, name.cb."""
+    if cls is None:
+        return layernorm(x, P[name + ".g"], P[name + ".b"])
+    g = P[name + ".g"] + P[name + ".cg"][cls]  # (B, C) one gain per sequence
+    b = P[name + ".b"] + P[name + ".cb"][cls]
+    return layernorm(x, g[:, None], b[:, None])  # broadcast over the T positions
+
+
+def block(x, P, l, H, cls=None):
     """Transformer block l: x (B, T, C) -> (B, T, C)."""
     w = lambda name: P[f"h{l}.{name}"]  # noqa: E731
     attn = {k: w("attn." + k) for k in ("w_qkv", "b_qkv", "w_proj", "b_proj")}
-    x = x + attention(layernorm(x, w("ln1.g"), w("ln1.b")), attn, H)  # residual 1
-    h = layernorm(x, w("ln2.g"), w("ln2.b"))
+    x = x + attention(norm(x, P, f"h{l}.ln1", cls), attn, H)  # residual 1
+    h = norm(x, P, f"h{l}.ln2", cls)
     return x + gelu(h @ w("mlp.w_fc") + w("mlp.b_fc")) @ w("mlp.w_proj") + w("mlp.b_proj")  # residual 2
 
 
@@ -115,9 +130,10 @@ def embed(idx, P, class_every):
 
 def logits_inline(idx, P, cfg):
     x = embed(idx, P, cfg.class_every)
+    cls = idx[:, 0] - cfg.n_code if cfg.class_norm else None  # class token K + d -> table row d
     for l in range(cfg.n_layer):
-        x = block(x, P, l, cfg.n_head)
-    return layernorm(x, P["ln_f.g"], P["ln_f.b"]) @ P["head.w"] + P["head.b"]  # (B, T, K)
+        x = block(x, P, l, cfg.n_head, cls)
+    return norm(x, P, "ln_f", cls) @ P["head.w"] + P["head.b"]  # (B, T, K)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -165,11 +181,11 @@ def uniform_share(queries):
     return float(np.mean(1.0 / (np.asarray(queries) + 1)))
 
 
-def train_brief(data, cond, s, class_every, out):
+def train_brief(data, cond, s, class_every, out, class_norm=False):
     """Train a small prior for about s['steps'] steps with minivq.train_prior -> (params, cfg, summary)."""
     per_epoch = max(1, s["steps"] // EVAL_POINTS)
     cfg = TR.GPTConfig(cond=cond, d_model=s["d_model"], n_layer=s["n_layer"], n_head=s["n_head"],
-                       class_every=class_every if cond == "class" else False)
+                       class_every=class_every if cond == "class" else False, class_norm=class_norm and cond == "class")
     tcfg = TP.TrainConfig(epochs=EVAL_POINTS, batch_size=s["batch"], lr=s["lr"], min_lr=s["lr"] / 10,
                           warmup=max(1, s["steps"] // 10), seed=SEED, max_train=per_epoch * s["batch"],
                           log_every=30.0)
@@ -190,6 +206,8 @@ def main():
                     help=f"steps of the brief training run (0: skip; default {TRAIN['steps']}, "
                          f"--quick {QUICK_TRAIN['steps']})")
     ap.add_argument("--no-class-every", action="store_true", help="condition on the class token at position 0 only")
+    ap.add_argument("--class-norm", action="store_true",
+                    help="train the brief conditional prior with class_norm (every LayerNorm per digit)")
     ap.add_argument("--temperature", type=float, default=TEMPERATURE, help="sampling temperature (> 0)")
     args = ap.parse_args()
     if args.temperature <= 0:
@@ -229,7 +247,7 @@ def main():
         print(f"priors: the shipped priors fit the codes of the shipped VQ-VAE only, and {tok_path} is not the "
               f"shipped token file; training a small conditional and unconditional prior on these tokens "
               f"({s['steps']} steps each, d={s['d_model']})")
-        pc, cc, brief = train_brief(data, "class", s, not args.no_class_every, out / "prior_class")
+        pc, cc, brief = train_brief(data, "class", s, not args.no_class_every, out / "prior_class", args.class_norm)
         pu, cu, _ = train_brief(data, "none", s, False, out / "prior_none")
         meta_c = meta_u = None
     if args.no_class_every and cc.class_every:
@@ -263,6 +281,24 @@ def main():
     worst = max(errs.values())
     print(f"   block_backward vs finite differences (B=1, T=5, C={Cs}, float64): worst relative error {worst:.1e} "
           f"over dx and {len(bp)} parameter arrays ({'OK' if worst < 1e-6 else 'FAIL'})")
+    # class_norm: the same block with per-sequence LayerNorm gains and biases (a tiny random model:
+    # the shipped prior does not use it), written out above in norm(); forward and backward checked
+    ncfg = TR.GPTConfig(n_code=4, n_class=3, context=5, d_model=Cs, n_layer=1, n_head=Hs, class_norm=True)
+    tn = {k: backend.to_numpy(v).astype(np.float64) + 0.3 * rng.standard_normal(v.shape)
+          for k, v in TR.init_params(ncfg).items()}
+    nidx = np.array([[4 + 2, 1, 0, 3, 2], [4 + 0, 3, 3, 1, 0]])  # (2, 5): class tokens K + d of digits 2 and 0
+    gap = np.abs(logits_inline(nidx, tn, ncfg)
+                 - backend.to_numpy(TR.forward_logits({k: backend.asarray(v) for k, v in tn.items()}, ncfg,
+                                                      backend.asarray(nidx))[0])).max()
+    names = list(TR.block_params(tn, 0))  # BLOCK_KEYS and the four class tables of ln1, ln2
+    cls = backend.asarray(nidx[:, 0] - ncfg.n_code)  # (2,) table rows of the two sequences' digits
+    errs = check_layer(lambda x_, *w: TR.block_forward(x_, dict(zip(names, w)), Hs, cls=cls),
+                       lambda d, c: (lambda dx, g: [dx] + [g[k] for k in names])(*TR.block_backward(d, c)),
+                       {"x": backend.asarray(rng.standard_normal((2, 5, Cs))),
+                        **{k: backend.asarray(tn["h0." + k]) for k in names}})
+    worst = max(errs.values())
+    print(f"   class_norm (tiny random model): max |ours - forward_logits| = {gap:.1e}; block_backward with per-digit "
+          f"LayerNorms vs finite differences: worst {worst:.1e} ({'OK' if worst < 1e-6 and gap < 1e-9 else 'FAIL'})")
 
     # ---- 2. conditional vs unconditional on the test tokens
     print(f"\n2. bits per code token on {len(test_tok)} test grids{' (a balanced subset)' if args.quick else ''}")
@@ -437,7 +473,7 @@ def main():
     if shipped and s["steps"] > 0:
         print(f"\n6. training a small conditional prior (d={s['d_model']}, {s['n_layer']} layers) for "
               f"{s['steps']} steps with minivq.train_prior")
-        _, _, brief = train_brief(data, "class", s, not args.no_class_every, out / "brief")
+        _, _, brief = train_brief(data, "class", s, not args.no_class_every, out / "brief", args.class_norm)
     elif brief is not None:
         print("\n6. the brief training of the conditional prior above")
     if brief is not None:

@@ -6,7 +6,8 @@
 
 A digit becomes a sound in five steps:
   1. class token      the digit d is the first token of the sequence; with class_every the
-                      prior also adds its embedding to every position's input,
+                      prior also adds its embedding to every position's input, and with
+                      class_norm every LayerNorm also takes a gain and bias row of digit d,
   2. transformer      draws 256 code indices one at a time, row by row of the 16 x 16 grid
                       (lesson 07); here we write the drawing itself: classifier-free guidance,
                       temperature, top-k, top-p, then one uniform per step,
@@ -358,7 +359,8 @@ def main():
     section("1. the model bundle and its sampling defaults")
     print(f"   {args.checkpoint}" + (f", with the conditional prior of --prior {args.prior}" if args.prior else ""))
     print(f"   prior: {pcfg.n_layer} blocks, width {pcfg.d_model}, {pcfg.n_head} heads, {pcfg.context} code tokens "
-          f"of {pcfg.n_code} codes, conditioned on the digit (class_every={pcfg.class_every})")
+          f"of {pcfg.n_code} codes, conditioned on the digit (class_every={pcfg.class_every}, "
+          f"class_norm={pcfg.class_norm})")
     if bundle.guide is not None:
         print(f"   a second, unconditional prior (no digit, a start token instead) for guidance: "
               f"{bundle.guide[1].n_layer} blocks, width {bundle.guide[1].d_model}")
@@ -384,6 +386,14 @@ def main():
     if not pcfg.class_every:
         print("   This prior has class_every=False: the last term is absent, and the digit reaches later")
         print("   positions only through attention to position 0.")
+    if pcfg.class_norm:  # a prior trained with --class-norm: the digit also sets every LayerNorm
+        cg = np.stack([to_numpy(params[k]) for k in params if k.endswith(".cg")])  # (n_norms, n_class + 1, C)
+        print(f"   class_norm: each of its {len(cg)} LayerNorms computes (g + cg[d]) * xhat + (b + cb[d]), so the digit")
+        print("   also rescales the features inside every block; the digits' gain rows differ from the shared gain by")
+        print(f"   {float(np.abs(cg[:, :10]).mean()):.3f} on average (the shared gains average "
+              f"{float(np.mean([np.abs(to_numpy(params[k])).mean() for k in params if k.endswith('.g')])):.3f}).")
+    else:
+        print("   (A prior trained with --class-norm would also set every LayerNorm's gain and bias by the digit.)")
     print(f"   Sizes of the three terms here (mean Euclidean norm): code rows wte[0..{K - 1}] {norm(wte[:K]):.2f}, "
           f"positions wpe {norm(wpe):.2f},")
     print(f"   class rows wte[{class_ids[0]}..{class_ids[-1]}] {norm(wte[class_ids]):.2f}, i.e. "

@@ -58,14 +58,17 @@ BEST_SAMPLING = dict(guidance=2.0, temperature=0.7, top_p=0.9)
 # the conditional model's extra sharpness to the class signal in l_c - l_u, and was the better
 # guide on FSDD (see README, "Measured results"); it also saves a third of the prior time.
 QUICK = dict(max_per_digit=30, clf_epochs=3, listener_epochs=2, vq_epochs=2, prior_epochs=2, uncond_epochs=2, d_model=64, n_layer=2,
-             order=GPTConfig().order, class_every=True, n_per_digit=20, warmup=5, prior_patience=None)
+             order=GPTConfig().order, class_every=True, n_per_digit=20, warmup=5, prior_patience=None,
+             class_norm=False)
 FULL = dict(max_per_digit=None, clf_epochs=20, listener_epochs=TL.TrainConfig().epochs, vq_epochs=TV.TrainConfig().epochs,
             prior_epochs=TP.TrainConfig().epochs, uncond_epochs=TP.TrainConfig().epochs // 2,
             d_model=GPTConfig().d_model, n_layer=GPTConfig().n_layer, order=GPTConfig().order, class_every=True,
-            n_per_digit=100, warmup=None, prior_patience=None)
+            n_per_digit=100, warmup=None, prior_patience=None, class_norm=False)
 # prior_patience: early stopping of the conditional prior on its test bits (None: every epoch; the
 # FSDD prior still improves at epoch 12, README "How the conditional prior scales"). For richer
 # data, raise prior_epochs and set it (--prior-epochs 40 --prior-patience 3).
+# class_norm: the conditional prior's LayerNorms also conditioned on the digit (GPTConfig.class_norm;
+# --class-norm). Recorded in the stage record only when on, like patience.
 
 
 def log(msg):
@@ -231,7 +234,8 @@ def prior_stage(out, cr, cond, S, epochs, data_id, seed, label, batch_size=None,
     vq_dir, d = out / f"vqvae_cr{cr}", out / (folder or prior_folder(cond, cr))
     tokens_id = hashlib.sha256((vq_dir / "tokens.npz").read_bytes()).hexdigest()[:16]
     pcfg = GPTConfig(cond=cond, d_model=S["d_model"], n_layer=S["n_layer"], order=S["order"],
-                     class_every=S["class_every"] and cond == "class", speakers=tuple(speakers))
+                     class_every=S["class_every"] and cond == "class", speakers=tuple(speakers),
+                     class_norm=S.get("class_norm", False) and cond == "class")
     ptcfg = TP.TrainConfig(epochs=epochs, seed=seed)
     if S.get("prior_patience") is not None and cond == "class":
         ptcfg.patience = S["prior_patience"]
@@ -421,6 +425,8 @@ def main(argv=None):
                    help="early stopping of the conditional prior: stop after this many epochs without lower test "
                         "bits and keep the best epoch (default: off; for data richer than FSDD raise --prior-epochs "
                         "and set this)")
+    p.add_argument("--class-norm", action="store_true",
+                   help="condition every LayerNorm of the conditional prior on the digit too (adaptive LayerNorm)")
     p.add_argument("--latent-metrics", action="store_true",
                    help="also TopP&R of generated vs real token grids in the VQ latent space (projected to 32-d)")
     def body():
@@ -439,8 +445,8 @@ def main(argv=None):
                      n_per_digit=a.n_per_digit, export=a.export,
                      sampling={"guidance": a.guidance, "temperature": a.temperature,
                                "top_p": None if a.top_p == 1.0 else a.top_p}, latents=a.latent_metrics,
-                     overrides={k: v for k, v in (("prior_epochs", a.prior_epochs), ("prior_patience", a.prior_patience))
-                                if v is not None})
+                     overrides={k: v for k, v in (("prior_epochs", a.prior_epochs), ("prior_patience", a.prior_patience),
+                                                  ("class_norm", a.class_norm or None)) if v is not None})
     return run_command(body)
 
 

@@ -19,8 +19,8 @@ gives the same tokens on CPU and GPU.
 from minivq import cli
 from minivq.attention import new_kv_cache
 from minivq.backend import asarray, rng as host_rng, to_numpy, xp
-from minivq.layers import layernorm_forward, softmax
-from minivq.transformer import block_forward, block_params, forward_logits
+from minivq.layers import softmax
+from minivq.transformer import block_forward, block_params, forward_logits, norm_forward
 
 
 def filter_logits(logits, temperature=1.0, top_k=None, top_p=None):
@@ -63,6 +63,9 @@ def forward_step(params, cfg, tok, caches, speaker=None):
     speaker: (N,) int ids for a prior with speakers (the same ids at every step)."""
     t = caches[0]["n"]
     e = params["wte"][tok][:, None]  # (N, 1, C)
+    if cfg.class_norm and t == 0:  # tok is the class token: its class_norm row serves every later step
+        caches[0]["cls"] = cfg.class_ids(tok)  # (N,)
+    cls = caches[0]["cls"] if cfg.class_norm else None
     if cfg.class_every and t == 0:  # tok is the class token: keep its embedding for every later position
         caches[0]["class"] = e
     x = e + params["wpe"][t]  # (N, 1, C)
@@ -71,8 +74,8 @@ def forward_step(params, cfg, tok, caches, speaker=None):
     if cfg.speakers:
         x = x + params["wse"][cfg.check_speaker(speaker, len(tok))][:, None]  # (N, 1, C) the speaker's row
     for l in range(cfg.n_layer):
-        x, _ = block_forward(x, block_params(params, l), cfg.n_head, kv=caches[l])  # (N, 1, C)
-    h, _ = layernorm_forward(x, params["ln_f.g"], params["ln_f.b"])
+        x, _ = block_forward(x, block_params(params, l), cfg.n_head, kv=caches[l], cls=cls)  # (N, 1, C)
+    h, _ = norm_forward(x, params, "ln_f", cls)
     return (h @ params["head.w"] + params["head.b"])[:, 0]  # (N, K)
 
 

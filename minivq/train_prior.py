@@ -373,6 +373,9 @@ def add_arguments(p):
     p.add_argument("--class-every", action=argparse.BooleanOptionalAction, default=None,
                    help="add the class embedding to every position's input, not only at the prefix "
                         "(default: on for --cond class with dedicated class tokens)")
+    p.add_argument("--class-norm", action="store_true",
+                   help="also condition every LayerNorm on the digit (adaptive LayerNorm: a learned gain and bias row "
+                        "per class in each of them)")
     p.add_argument("--p-uncond", type=cli.fraction, default=0.0,
                    help="train a null class ('no digit') into the conditional prior: each training sequence's class "
                         "is replaced by it with this probability, for classifier-free guidance from one model (0: no "
@@ -399,7 +402,7 @@ def run(args):
         raise ValueError("--class-token shared only applies with --cond class")
     cfg = GPTConfig(cond=args.cond, class_token=args.class_token, d_model=args.d_model, n_layer=args.n_layer,
                     n_head=args.n_head, dropout=args.dropout, order=args.order,
-                    class_every=args.class_every, null_class=args.p_uncond > 0)
+                    class_every=args.class_every, null_class=args.p_uncond > 0, class_norm=args.class_norm)
     tcfg = trainer.settings_from_args(TrainConfig, args, min_lr=args.min_lr, max_train=args.max_train,
                                       p_uncond=args.p_uncond, patience=args.patience)
     tokens = args.tokens

@@ -30,6 +30,12 @@ position's input, like class_every adds the class row:
 The speaker is not a token of the sequence (the layout above is unchanged); it travels beside
 it as one integer id per sequence, cfg.speaker_ids(names) maps names to ids. The names live in
 the config, so a checkpoint carries the vocabulary its ids refer to.
+``class_norm=True`` (dedicated class tokens only) also conditions every LayerNorm on the digit
+(adaptive LayerNorm, as FiLM/adaLN): each LayerNorm gets two tables cg, cb of shape
+(n_class + 1, C), one row per class plus the null class, and a sequence of class c uses
+    LN_c(x) = (g + cg[c]) * xhat + (b + cb[c])
+in place of g * xhat + b. The tables start at zero (the model starts as it would without
+them), so the digit can scale and shift the features of every layer, not only the input.
 
 One block (pre-LayerNorm, as in GPT-2):
     x = x + Dropout(Attn(LN1(x)))
@@ -47,7 +53,7 @@ from minivq.backend import to_numpy
 from minivq.backend import rng as host_rng
 from minivq.layers import (GeluCache, LayernormCache, LinearCache, embedding_backward, embedding_forward,
                            gelu_backward, gelu_forward, layernorm_backward, layernorm_forward, linear_backward,
-                           linear_forward, softmax_cross_entropy, stable_exp)
+                           linear_forward, scatter_sum, softmax_cross_entropy, stable_exp)
 
 PRIOR_CKPT = "prior.npz"  # the file a trained prior is saved in (its trainer writes it, load_prior reads it)
 NATS_PER_BIT = 0.6931471805599453  # ln 2: a loss in nats / NATS_PER_BIT = the loss in bits
@@ -80,6 +86,9 @@ class GPTConfig:
     # speakers: names of the S speakers the prior is also conditioned on (the ids are positions in
     # this tuple); empty: no speaker condition and no speaker embedding (wse) at all.
     speakers: tuple = ()
+    # class_norm: every LayerNorm's gain and bias also get a learned row per class (adaptive
+    # LayerNorm), so the digit modulates every block, not only the embeddings.
+    class_norm: bool = False
 
     def __post_init__(self):
         if isinstance(self.speakers, str) or not all(isinstance(s, str) and s for s in self.speakers):
@@ -111,6 +120,8 @@ class GPTConfig:
             raise ValueError(f"GPTConfig.order must be 'freq' or 'time', got {self.order!r}")
         if self.null_class and (self.cond, self.class_token) != ("class", "dedicated"):
             raise ValueError("null_class needs a class-conditional prior with dedicated class tokens")
+        if self.class_norm and (self.cond, self.class_token) != ("class", "dedicated"):
+            raise ValueError("class_norm needs a class-conditional prior with dedicated class tokens")
 
     @property
     def vocab_size(self):
@@ -187,27 +198,37 @@ class GPTConfig:
             return codes.reshape(len(codes), rows, cols)  # (N, rows, cols)
         return codes.reshape(len(codes), cols, rows).transpose(0, 2, 1)  # (N, rows, cols)
 
+    def class_ids(self, idx):
+        """Prefix tokens (B,) -> row ids (B,) into the class_norm tables: digit d -> d, the null
+        class (start token K + n_class) -> n_class."""
+        return idx - self.n_code  # dedicated class tokens are K + d
+
     def to_dict(self):
         d = asdict(self)
         d["speakers"] = list(self.speakers)
         if not self.speakers:  # a prior without speakers keeps the record it always had
             del d["speakers"]
+        if not self.class_norm:  # likewise a prior without class_norm
+            del d["class_norm"]
         return d
 
     @classmethod
     def from_dict(cls, d):
-        d = {"order": "freq", "class_every": False, "null_class": False, "speakers": (), **d}  # what checkpoints before these fields did
+        d = {"order": "freq", "class_every": False, "null_class": False, "speakers": (), "class_norm": False,
+             **d}  # what checkpoints before these fields did
         return checkpoint.config_from_dict(cls, d, strict=False)
 
 
 BLOCK_KEYS = ("ln1.g", "ln1.b", *("attn." + k for k in ATTN_KEYS),
               "ln2.g", "ln2.b", "mlp.w_fc", "mlp.b_fc", "mlp.w_proj", "mlp.b_proj")
+CLASS_NORM_KEYS = ("ln1.cg", "ln1.cb", "ln2.cg", "ln2.cb")  # a block's class_norm tables (n_class + 1, C)
 
 
 def init_params(cfg, seed=0, std=0.02):
     """float32 parameter dict on the current backend. Names: wte (V, C), wpe (T, C),
     h{l}.<BLOCK_KEYS>, ln_f.g/b (C,), head.w (C, K), head.b (K,), and wse (S, C) when the prior
-    has speakers (drawn last, so every other parameter is the same as without speakers)."""
+    has speakers (drawn last, so every other parameter is the same as without speakers), and
+    with class_norm h{l}.<CLASS_NORM_KEYS> and ln_f.cg/cb (n_class + 1, C), all zeros."""
     rng = host_rng(seed)
     C, Hd = cfg.d_model, cfg.mlp_ratio * cfg.d_model
     f32 = lambda shape, s: asarray((rng.standard_normal(shape) * s).astype("float32"))  # noqa: E731
@@ -227,12 +248,16 @@ def init_params(cfg, seed=0, std=0.02):
     p["head.b"] = xp.zeros(cfg.n_code, dtype="float32")  # (K,)
     if cfg.n_speaker:
         p["wse"] = f32((cfg.n_speaker, C), std)  # (S, C)
+    if cfg.class_norm:  # zeros: at step 0 every class's LayerNorm is the plain one
+        for name in [f"h{l}.{k}" for l in range(cfg.n_layer) for k in CLASS_NORM_KEYS] + ["ln_f.cg", "ln_f.cb"]:
+            p[name] = xp.zeros((cfg.n_class + 1, C), dtype="float32")  # (n_class + 1, C)
     return p
 
 
 def no_decay_names(params):
-    """Parameters that get no weight decay: biases, LayerNorm gains, embeddings."""
-    return tuple(k for k in params if k.endswith((".b", ".g")) or ".b_" in k or k in ("wte", "wpe", "wse"))
+    """Parameters that get no weight decay: biases, LayerNorm gains (and their class tables), embeddings."""
+    return tuple(k for k in params
+                 if k.endswith((".b", ".g", ".cb", ".cg")) or ".b_" in k or k in ("wte", "wpe", "wse"))
 
 
 def n_params(params):
@@ -254,6 +279,32 @@ def dropout_backward(dout, mask):
     return dout if mask is None else dout * mask
 
 
+# ----------------------------------------------------------------------------- LayerNorm, plain or per class
+def norm_forward(x, p, name, cls=None):
+    """LayerNorm ``name`` (ln1, ln2 of a block's params, ln_f of the model's) over x (B, T, C).
+    cls=None: the plain one, p[name.g] * xhat + p[name.b].
+    cls=(B,) class row ids (class_norm): sequence b uses its class's gain and bias,
+        (g + cg[cls_b]) * xhat + (b + cb[cls_b]),
+    one (C,) pair per sequence, broadcast over its T positions."""
+    if cls is None:
+        return layernorm_forward(x, p[name + ".g"], p[name + ".b"])
+    gain = (p[name + ".g"] + p[name + ".cg"][cls])[:, None, :]  # (B, 1, C)
+    bias = (p[name + ".b"] + p[name + ".cb"][cls])[:, None, :]  # (B, 1, C)
+    return layernorm_forward(x, gain, bias)
+
+
+def norm_backward(dout, cache, cls=None, n_rows=None):
+    """dout (B, T, C) -> dx (B, T, C) and the grads {"g", "b"} (C,), plus with cls given
+    {"cg", "cb"} (n_rows, C). The per-sequence gain g + cg[c] gets dout * xhat summed over that
+    sequence's positions; g collects it from every sequence, cg[c] from the sequences of class c."""
+    dx, dg, db = layernorm_backward(dout, cache)  # dg, db: sums over all sequences
+    if cls is None:
+        return dx, {"g": dg, "b": db}
+    dgain = (dout * cache.xhat).sum(axis=1)  # (B, C) one sum per sequence
+    dbias = dout.sum(axis=1)  # (B, C)
+    return dx, {"g": dg, "b": db, "cg": scatter_sum(cls, dgain, n_rows), "cb": scatter_sum(cls, dbias, n_rows)}
+
+
 # ----------------------------------------------------------------------------- one block
 class BlockCache(NamedTuple):
     ln1: LayernormCache    # LN1 over the block input x (B, T, C)
@@ -264,53 +315,58 @@ class BlockCache(NamedTuple):
     gelu: GeluCache        # GELU over the up-projection (B, T, 4C)
     mlp_proj: LinearCache  # MLP down-projection: input (B, T, 4C), w_proj (4C, C)
     do2: object            # (B, T, C) dropout mask of the MLP branch, or None
+    cls: object = None     # (B,) class row ids of class_norm, or None
+    n_rows: int = None     # rows of the class_norm tables (n_class + 1), or None
 
 
-def block_forward(x, bp, n_head, dropout=0.0, rng=None, kv=None):
+def block_forward(x, bp, n_head, dropout=0.0, rng=None, kv=None, cls=None):
     """x: (B, T, C), bp: the block's params keyed by BLOCK_KEYS -> out (B, T, C), cache.
     The one block computation, for training and for sampling:
       kv=None: causal attention over the T positions of x; the cache serves block_backward.
       kv=a layer's KV cache (attention.new_kv_cache): x is (B, 1, C), the newest position only;
         attention.attention_step appends its key/value to kv and attends to every position
-        so far. No backward follows (the cache's attn field is None)."""
+        so far. No backward follows (the cache's attn field is None).
+    cls: (B,) class row ids for a class_norm prior (bp then also holds CLASS_NORM_KEYS), or None."""
     attn_params = {k: bp["attn." + k] for k in ATTN_KEYS}
-    h1, c_ln1 = layernorm_forward(x, bp["ln1.g"], bp["ln1.b"])  # (B, T, C)
+    h1, c_ln1 = norm_forward(x, bp, "ln1", cls)  # (B, T, C)
     if kv is None:
         a, c_att = attention_forward(h1, attn_params, n_head)  # (B, T, C)
     else:
         a, c_att = attention_step(h1, attn_params, n_head, kv), None  # (B, 1, C)
     a, c_do1 = dropout_forward(a, dropout, rng)
     x2 = x + a  # (B, T, C)
-    h2, c_ln2 = layernorm_forward(x2, bp["ln2.g"], bp["ln2.b"])  # (B, T, C)
+    h2, c_ln2 = norm_forward(x2, bp, "ln2", cls)  # (B, T, C)
     f, c_fc = linear_forward(h2, bp["mlp.w_fc"], bp["mlp.b_fc"])  # (B, T, 4C)
     g, c_gelu = gelu_forward(f)  # (B, T, 4C)
     m, c_mp = linear_forward(g, bp["mlp.w_proj"], bp["mlp.b_proj"])  # (B, T, C)
     m, c_do2 = dropout_forward(m, dropout, rng)
-    return x2 + m, BlockCache(c_ln1, c_att, c_do1, c_ln2, c_fc, c_gelu, c_mp, c_do2)
+    n_rows = None if cls is None else bp["ln1.cg"].shape[0]
+    return x2 + m, BlockCache(c_ln1, c_att, c_do1, c_ln2, c_fc, c_gelu, c_mp, c_do2, cls, n_rows)
 
 
 def block_backward(dout, cache):
-    """dout: (B, T, C) -> dx (B, T, C), grads dict keyed by BLOCK_KEYS.
+    """dout: (B, T, C) -> dx (B, T, C), grads dict keyed by BLOCK_KEYS (and CLASS_NORM_KEYS).
     Each residual add passes its gradient unchanged to both the skip and the branch."""
     dm = dropout_backward(dout, cache.do2)
     dg, dw_mp, db_mp = linear_backward(dm, cache.mlp_proj)
     df = gelu_backward(dg, cache.gelu)
     dh2, dw_fc, db_fc = linear_backward(df, cache.fc)
-    dx2_ln, dg2, db2 = layernorm_backward(dh2, cache.ln2)
+    dx2_ln, dln2 = norm_backward(dh2, cache.ln2, cache.cls, cache.n_rows)
     dx2 = dout + dx2_ln  # skip + MLP branch
     da = dropout_backward(dx2, cache.do1)
     dh1, dattn = attention_backward(da, cache.attn)
-    dx_ln, dg1, db1 = layernorm_backward(dh1, cache.ln1)
+    dx_ln, dln1 = norm_backward(dh1, cache.ln1, cache.cls, cache.n_rows)
     dx = dx2 + dx_ln  # skip + attention branch
-    grads = {"ln1.g": dg1, "ln1.b": db1, "ln2.g": dg2, "ln2.b": db2,
-             "mlp.w_fc": dw_fc, "mlp.b_fc": db_fc, "mlp.w_proj": dw_mp, "mlp.b_proj": db_mp}
+    grads = {"mlp.w_fc": dw_fc, "mlp.b_fc": db_fc, "mlp.w_proj": dw_mp, "mlp.b_proj": db_mp}
+    grads.update({"ln1." + k: v for k, v in dln1.items()})  # g, b (and cg, cb with class_norm)
+    grads.update({"ln2." + k: v for k, v in dln2.items()})
     grads.update({"attn." + k: v for k, v in dattn.items()})
     return dx, grads
 
 
 def block_params(params, l):
-    """The params of block l keyed by BLOCK_KEYS (views, no copies)."""
-    return {k: params[f"h{l}.{k}"] for k in BLOCK_KEYS}
+    """The params of block l keyed by BLOCK_KEYS, and CLASS_NORM_KEYS when present (views, no copies)."""
+    return {k: params[f"h{l}.{k}"] for k in BLOCK_KEYS + CLASS_NORM_KEYS if f"h{l}.{k}" in params}
 
 
 # ----------------------------------------------------------------------------- whole model
@@ -333,11 +389,12 @@ def forward_logits(params, cfg, idx, rng=None, speaker=None):
         spk, c_spk = embedding_forward(speaker[:, None], params["wse"])  # (B, 1, C) the speaker's row
         x = x + spk  # (B, T, C) the same speaker vector at every position
     x, c_do = dropout_forward(x, cfg.dropout, rng)
+    cls = cfg.class_ids(idx[:, 0]) if cfg.class_norm else None  # (B,) each sequence's class row, or None
     c_blocks = []
     for l in range(cfg.n_layer):
-        x, c = block_forward(x, block_params(params, l), cfg.n_head, cfg.dropout, rng)  # (B, T, C)
+        x, c = block_forward(x, block_params(params, l), cfg.n_head, cfg.dropout, rng, cls=cls)  # (B, T, C)
         c_blocks.append(c)
-    h, c_lnf = layernorm_forward(x, params["ln_f.g"], params["ln_f.b"])  # (B, T, C)
+    h, c_lnf = norm_forward(x, params, "ln_f", cls)  # (B, T, C)
     logits, c_head = linear_forward(h, params["head.w"], params["head.b"])  # (B, T, K)
     cache = {"tok": c_tok,  # EmbeddingCache: idx (B, T), wte's shape (V, C)
              "every": c_every,  # EmbeddingCache of the class row added at every position (idx (B, 1)), or None
@@ -345,6 +402,8 @@ def forward_logits(params, cfg, idx, rng=None, speaker=None):
              "do": c_do,  # (B, T, C) dropout mask of the embeddings, or None
              "blocks": c_blocks,  # [BlockCache] one per layer
              "lnf": c_lnf,  # LayernormCache of the final LayerNorm (B, T, C)
+             "cls": cls,  # (B,) class rows of class_norm, or None
+             "cls_rows": cfg.n_class + 1 if cfg.class_norm else None,  # rows of the class_norm tables
              "head": c_head,  # LinearCache of the LM head: input (B, T, C), head.w (C, K)
              "n_pos": params["wpe"].shape[0]}  # rows of wpe (context), for the shape of dwpe
     return logits, cache
@@ -375,7 +434,8 @@ def backward(cache):
     """Gradients of forward()'s loss: a dict with the same keys and shapes as params."""
     grads = {}
     dh, grads["head.w"], grads["head.b"] = linear_backward(cache["dlogits"], cache["head"])  # (B, T, C)
-    dx, grads["ln_f.g"], grads["ln_f.b"] = layernorm_backward(dh, cache["lnf"])  # (B, T, C)
+    dx, g = norm_backward(dh, cache["lnf"], cache.get("cls"), cache.get("cls_rows"))  # (B, T, C)
+    grads.update({"ln_f." + k: v for k, v in g.items()})
     for l in reversed(range(len(cache["blocks"]))):
         dx, g = block_backward(dx, cache["blocks"][l])  # (B, T, C)
         grads.update({f"h{l}.{k}": v for k, v in g.items()})

@@ -83,12 +83,13 @@ def test_new_tokens_retrain_the_priors(tiny_run, tmp_path, capsys):
     assert "VQ-VAE (CR=16): done" in err and "prior cond=class: fresh" in err
 
 
-def test_prior_patience_is_recorded_and_reused_and_leaves_the_guide_alone(tiny_run, tmp_path, capsys):
+def test_prior_patience_and_class_norm_are_recorded_and_reused_and_leave_the_guide_alone(tiny_run, tmp_path, capsys):
     out, _ = tiny_run
     work = tmp_path / "work"
     shutil.copytree(out / "work", work)
     rec = json.loads((work / "prior_class" / "stage.json").read_text())
     assert "patience" not in rec["train"]  # unset: records made before the option existed still match
+    assert "class_norm" not in rec["model"]  # likewise
     data_id = {k: v for k, v in rec.items() if k not in ("stage", "model", "train", "vqvae", "tokens")}
     S = {**pipeline.QUICK, **TINY}
     es = {**S, "prior_epochs": 2, "prior_patience": 1}
@@ -105,6 +106,10 @@ def test_prior_patience_is_recorded_and_reused_and_leaves_the_guide_alone(tiny_r
     assert rec["train"]["patience"] == 1 and rec["train"]["epochs"] == 2
     m = json.loads((work / "prior_class" / "metrics.json").read_text())
     assert m["kept_epoch"] in (1, 2)
+    norm = {**es, "class_norm": True}
+    assert "cond=none: done" in stage("none", norm, 1)  # the guide is unconditional: no class_norm
+    assert "cond=class: fresh" in stage("class", norm, 2)
+    assert json.loads((work / "prior_class" / "stage.json").read_text())["model"]["class_norm"] is True
 
 
 def test_changed_settings_retrain_and_set_old_run_aside(tmp_path):
@@ -159,6 +164,8 @@ def test_pipeline_cli_defaults_are_the_best_measured_sampling(monkeypatch, tmp_p
     assert pipeline.main(["--data", str(data), "--out", str(tmp_path / "e"), "--prior-epochs", "40",
                           "--prior-patience", "3"]) == 0
     assert calls[-1]["overrides"] == {"prior_epochs": 40, "prior_patience": 3}
+    assert pipeline.main(["--data", str(data), "--out", str(tmp_path / "f"), "--class-norm"]) == 0
+    assert calls[-1]["overrides"] == {"class_norm": True}
     capsys.readouterr()
     assert pipeline.main(["--data", str(data), "--out", str(tmp_path / "d"), "--no-uncond", "--guidance", "2"]) == 2
     assert capsys.readouterr().err.strip() == ("error: --guidance needs the unconditional prior: "

@@ -27,14 +27,17 @@ def small_tokens(path, n_train=64, n_test=20):
 
 @pytest.mark.parametrize("text, want", [
     ("d128-L4-e12", dict(d_model=128, n_layer=4, epochs=12, dropout=0.0)),
-    ("d64-L2-e3-p0.1", dict(d_model=64, n_layer=2, epochs=3, dropout=0.1)),
+    ("d64-L2-e3-p0.1", dict(d_model=64, n_layer=2, epochs=3, dropout=0.1, class_norm=False)),
+    ("d128-L4-e12-norm", dict(d_model=128, n_layer=4, epochs=12, dropout=0.0, class_norm=True)),
+    ("d64-L2-e3-p0.1-norm", dict(d_model=64, n_layer=2, epochs=3, dropout=0.1, class_norm=True)),
 ])
 def test_parse_config(text, want):
     c = load_scaling().parse_config(text)
     assert {k: c[k] for k in want} == want and c["name"] == text
 
 
-@pytest.mark.parametrize("text", ["d128-L4", "d130-L4-e12", "d128-L0-e12", "d128-L4-e12-p1.0", "128-4-12"])
+@pytest.mark.parametrize("text", ["d128-L4", "d130-L4-e12", "d128-L0-e12", "d128-L4-e12-p1.0", "128-4-12",
+                                  "d128-L4-e12-norm-p0.1"])
 def test_parse_config_refuses(text):
     with pytest.raises(ValueError):
         load_scaling().parse_config(text)

@@ -179,6 +179,9 @@ GPT_CASES = {  # name: (GPTConfig fields, class_every the config must resolve to
     # classifier-free guidance in one model: the middle sequence has the null class as its prefix,
     # and with class_every the null row is what is added at every position
     "class-null-every": ({"cond": "class", "null_class": True}, True),
+    # class_norm: every LayerNorm's gain and bias per class (adaLN), alone and with the null class
+    "class-norm-plain": ({"cond": "class", "class_norm": True, "class_every": False}, False),
+    "class-null-norm-every": ({"cond": "class", "class_norm": True, "null_class": True, "order": "time"}, True),
 }
 
 

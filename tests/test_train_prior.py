@@ -93,6 +93,11 @@ def test_cli(tmp_path, toks, capsys):
     assert m["model"]["class_every"] and m["model"]["order"] == "time"
     assert train_main(small + ["--no-class-every", "--out", str(tmp_path / "plain")]) == 0
     assert not json.loads((tmp_path / "plain" / "metrics.json").read_text())["model"]["class_every"]
+    assert train_main(small + ["--class-norm", "--out", str(tmp_path / "norm")]) == 0
+    m = json.loads((tmp_path / "norm" / "metrics.json").read_text())
+    assert m["model"]["class_norm"] and m["model"]["class_every"]
+    params = checkpoint.load(tmp_path / "norm" / "prior.npz")["params"]
+    assert params["h0.ln1.cg"].shape == (11, 16) and np.abs(params["ln_f.cb"]).max() > 0  # trained off zero
     assert train_main(small + ["--epochs", "2", "--patience", "1", "--out", str(tmp_path / "es")]) == 0
     m = json.loads((tmp_path / "es" / "metrics.json").read_text())
     assert m["train"]["patience"] == 1 and m["kept_epoch"] in (1, 2) and (tmp_path / "es" / TP.BEST_NAME).is_file()
@@ -100,6 +105,8 @@ def test_cli(tmp_path, toks, capsys):
     assert "--patience" in capsys.readouterr().err
     assert train_main(small + ["--cond", "none", "--class-every", "--out", str(tmp_path / "bad")]) == 2
     assert "class_every needs" in capsys.readouterr().err
+    assert train_main(small + ["--cond", "none", "--class-norm", "--out", str(tmp_path / "bad2")]) == 2
+    assert "class_norm needs" in capsys.readouterr().err
     assert train_main(["prior", "--tokens", str(tmp_path / "missing.npz"), "--out", str(tmp_path)]) == 2
     assert "missing.npz does not exist" in capsys.readouterr().err
     np.savez(tmp_path / "bad.npz", train_tokens=toks["train_tokens"])

@@ -17,7 +17,7 @@ def _params64(cfg, seed=0, std=0.3):
     p = {k: v.astype("float64") for k, v in G.init_params(cfg, seed=seed, std=std).items()}
     rng = np.random.default_rng(seed + 100)
     for k in p:
-        if k.endswith((".g", ".b")) or ".b_" in k:
+        if k.endswith((".g", ".b", ".cg", ".cb")) or ".b_" in k:  # class_norm tables too (they start at 0)
             p[k] = p[k] + asarray(rng.standard_normal(p[k].shape) * 0.2)
     return p
 
@@ -415,3 +415,107 @@ def test_speaker_errors_and_config_records():
     assert "speakers" not in plain.to_dict()  # a prior without speakers keeps its old record
     assert G.GPTConfig.from_dict(plain.to_dict()).speakers == ()
     assert to_numpy(cfg.speaker_ids(["cy", "ann"])).tolist() == [2, 0]
+
+
+# ----------------------------------------------------------------------------- class_norm (adaptive LayerNorm)
+def _norm_cfg(**kw):
+    return G.GPTConfig(**{**TINY, "n_class": 4, **kw}, class_norm=True)
+
+
+def _norm_seq(cfg, digits, null_rows=()):
+    """Sequences with the given digits (and the null token as prefix in null_rows)."""
+    codes = np.random.default_rng(0).integers(0, cfg.n_code, (len(digits), cfg.context))
+    seq = np.concatenate([to_numpy(cfg.prefix(digits))[:, None], codes], axis=1)  # (B, 1 + T)
+    for r in null_rows:
+        seq[r, 0] = cfg.null_token
+    return seq
+
+
+@pytest.mark.parametrize("every,null", [(False, False), (True, True)])
+def test_class_norm_gradcheck(backend, every, null):
+    """Every parameter's gradient, the class tables of all nine LayerNorms included, against
+    centred differences in float64: a batch with a repeated digit, a digit used by no sequence
+    (its table rows get exactly zero gradient) and, with the null class, a null-prefix row."""
+    cfg = _norm_cfg(class_every=every, null_class=null)
+    p = _params64(cfg)
+    assert p["h1.ln2.cg"].shape == (cfg.n_class + 1, cfg.d_model) and "ln_f.cb" in p
+    seq = asarray(_norm_seq(cfg, [2, 0, 2, 1], null_rows=(1,) if null else ()))  # digit 3 in no sequence
+    loss, cache = G.forward(p, cfg, seq)
+    grads = G.backward(cache)
+    assert set(grads) == set(p) and all(grads[k].shape == p[k].shape for k in p)
+    for k in ("h0.ln1.cg", "h1.ln2.cb", "ln_f.cg"):
+        g = to_numpy(grads[k])
+        assert np.abs(g[3]).max() == 0.0 and np.abs(g[2]).min() > 0  # unused digit: zero; used twice: not
+        assert (np.abs(g[cfg.n_class]).max() > 0) == null  # the null class's row learns only from null prefixes
+    errs = {k: rel_error(grads[k], numerical_gradient(lambda: G.forward(p, cfg, seq)[0], p[k])) for k in p}
+    assert max(errs.values()) < 1e-6, errs
+
+
+def test_class_norm_block_gradcheck(backend):
+    """One block with per-sequence LayerNorm gains and biases, through check_layer (input too)."""
+    cfg = _norm_cfg()
+    bp = G.block_params(_params64(cfg), 0)
+    assert set(G.CLASS_NORM_KEYS) <= set(bp)
+    names = list(bp)
+    x = asarray(np.random.default_rng(1).standard_normal((3, 5, cfg.d_model)))
+    cls = asarray(np.array([1, 4, 1]))  # row 4 = the null class
+    errs = check_layer(lambda x_, *w: G.block_forward(x_, dict(zip(names, w)), cfg.n_head, cls=cls),
+                       lambda d, c: (lambda dx, g: [dx] + [g[k] for k in names])(*G.block_backward(d, c)),
+                       {"x": x, **{k.replace(".", "_"): v for k, v in bp.items()}})
+    assert max(errs.values()) < 1e-6, errs
+
+
+def test_class_norm_starts_as_the_plain_model_and_then_reaches_every_layer(backend):
+    """Zero tables (the initial state): the same logits as the prior without class_norm, and the
+    same initial values for every shared parameter. Non-zero tables: the digit changes the logits
+    at every position even without class_every (attention to the prefix alone could not be
+    switched off; here the block's LayerNorm alone carries it: one layer, causal, position 0 the prefix)."""
+    cfg = _norm_cfg(class_every=False, n_layer=1)
+    plain = G.GPTConfig(**{**TINY, "n_class": 4, "n_layer": 1}, class_every=False)
+    q, r = G.init_params(plain, seed=4), G.init_params(cfg, seed=4)
+    assert set(r) - set(q) == {"h0.ln1.cg", "h0.ln1.cb", "h0.ln2.cg", "h0.ln2.cb", "ln_f.cg", "ln_f.cb"}
+    assert all(np.array_equal(to_numpy(q[k]), to_numpy(r[k])) for k in q)
+    assert all(float(abs(r[k]).max()) == 0.0 for k in set(r) - set(q))
+    idx = asarray(_norm_seq(cfg, [0, 3])[:, :-1])
+    assert np.array_equal(to_numpy(G.forward_logits(r, cfg, idx)[0]), to_numpy(G.forward_logits(q, plain, idx)[0]))
+    p = _params64(cfg, std=0.5)
+    for k in set(p) - set(q):  # only the class tables differ between the two runs below
+        p[k] = asarray(np.zeros(p[k].shape))
+    p["h0.ln2.cb"][3] = 0.5  # digit 3 shifts the MLP's LayerNorm output, nothing else
+    a = to_numpy(G.forward_logits(p, cfg, idx)[0])  # (2, T, K)
+    idx_other = to_numpy(idx).copy()
+    idx_other[1, 0] = to_numpy(cfg.prefix([2]))[0]  # sequence 1 asks for digit 2 instead of 3
+    b = to_numpy(G.forward_logits(p, cfg, asarray(idx_other))[0])
+    assert np.abs(a[0] - b[0]).max() == 0.0  # sequence 0 (digit 0) is untouched
+    assert np.abs(a[1] - b[1]).max(axis=-1).min() > 1e-6  # every position of sequence 1 changed
+    assert {"ln_f.cg", "h0.ln1.cb"} <= set(G.no_decay_names(p))
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(temperature=0.7, top_k=5)])
+def test_class_norm_cached_sampling_matches_the_full_forward(backend, kw):
+    """The KV-cache decoder keeps the prefix's class row for every later step: cached and uncached
+    sampling draw the same codes, forward_step's logits equal the full forward's, and
+    self-guidance (null class in the same batch) runs through it."""
+    cfg = _norm_cfg(context=9, null_class=True)
+    p = _params64(cfg, std=0.5)
+    a = S.sample(p, cfg, 4, cond=[0, 3, 3, 1], seed=5, use_cache=True, **kw)
+    b = S.sample(p, cfg, 4, cond=[0, 3, 3, 1], seed=5, use_cache=False, **kw)
+    assert a.shape == (4, 9) and np.array_equal(a, b)
+    seq = asarray(np.concatenate([to_numpy(cfg.prefix([0, 3, 3, 1]))[:, None], a], axis=1))
+    seq[2, 0] = cfg.null_token
+    full = to_numpy(G.forward_logits(p, cfg, seq[:, :-1])[0])  # (4, 9, K)
+    caches = S.new_caches(cfg, 4, dtype="float64")
+    step = np.stack([to_numpy(S.forward_step(p, cfg, seq[:, t], caches)) for t in range(9)], axis=1)
+    assert rel_error(step, full) < 1e-12  # the same sums in another order: float64 round-off only
+    assert not np.array_equal(S.sample(p, cfg, 4, cond=[0, 3, 3, 1], seed=5, guidance=3.0, **kw), a)
+
+
+def test_class_norm_config_and_records():
+    cfg = _norm_cfg()
+    assert G.GPTConfig.from_dict(cfg.to_dict()) == cfg and cfg.to_dict()["class_norm"] is True
+    plain = G.GPTConfig(**TINY)
+    assert "class_norm" not in plain.to_dict()  # a prior without class_norm keeps its old record
+    assert G.GPTConfig.from_dict(plain.to_dict()).class_norm is False
+    for bad in (dict(cond="none"), dict(class_token="shared")):
+        with pytest.raises(ValueError, match="class_norm needs"):
+            G.GPTConfig(**TINY, class_norm=True, class_every=False, **bad)
