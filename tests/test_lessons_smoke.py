@@ -54,6 +54,10 @@ def _check_quick_run(name, tmp_path, strict_gpu=False, with_data=True):
     assert pngs, f"{name} wrote no PNG under {out}"
     assert all(p.stat().st_size > 1000 for p in pngs), f"{name} wrote an empty-looking PNG: {pngs}"
     assert proc.stdout.strip(), f"{name} printed nothing"
+    # a lesson's own checks (ours vs the library, finite differences) end their line with a verdict,
+    # OK/pass or FAIL (lesson 02 also says FAIL mid-sentence when it explains --break: not a verdict)
+    failed = [line for line in proc.stdout.splitlines() if re.search(r"\bFAIL\)?$|^FAILED", line.strip())]
+    assert not failed, f"{name} reports a failed check:\n" + "\n".join(failed)
 
 
 @pytest.mark.parametrize("name", QUICK_LESSONS)
