@@ -128,7 +128,8 @@ def plot(rows, path):
         x = r["train_flops"] / 1e15
         for ax, y in zip(axes, (r["test_bits"], 100 * r["heard"], 100 * r["as_classifier"])):
             ax.scatter(x, y, s=20 + r["params"] / 2e4, alpha=0.7, marker="s" if r.get("class_norm") else "o")
-            ax.annotate(r["name"], (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            ax.annotate(r["name"], (x, y), fontsize=7, textcoords="offset points",  # class_norm rows sit on
+                        xytext=(3, -9) if r.get("class_norm") else (3, 3))  # their plain twin: label below
     titles = ("test bits per token (lower is better)", "heard as requested at T = 1, no guidance (%)",
               "prior as a classifier of test grids (%)")
     for ax, t in zip(axes, titles):
