@@ -110,15 +110,20 @@ def layernorm_forward(x, gamma, beta, eps=1e-5):
 
 
 def layernorm_backward(dout, cache):
-    """dout: (..., D) -> dx (..., D), dgamma (D,), dbeta (D,).
-    With g = dout * gamma:  dx = rstd * (g - mean(g) - xhat * mean(g * xhat))."""
-    xhat, rstd, gamma = cache.xhat, cache.rstd, cache.gamma
-    D = xhat.shape[-1]
-    dgamma = (dout * xhat).reshape(-1, D).sum(axis=0)  # (D,)
+    """dout: (..., D) -> dx (..., D), dgamma (D,), dbeta (D,)."""
+    D = cache.xhat.shape[-1]
+    dgamma = (dout * cache.xhat).reshape(-1, D).sum(axis=0)  # (D,)
     dbeta = dout.reshape(-1, D).sum(axis=0)  # (D,)
-    g = dout * gamma
-    dx = rstd * (g - g.mean(axis=-1, keepdims=True) - xhat * (g * xhat).mean(axis=-1, keepdims=True))
-    return dx, dgamma, dbeta
+    return layernorm_dx(dout, cache), dgamma, dbeta
+
+
+def layernorm_dx(dout, cache):
+    """The input gradient alone, dout: (..., D) -> dx (..., D). gamma may be any shape that
+    broadcasts against x (a per-sequence gain, for instance). With g = dout * gamma:
+        dx = rstd * (g - mean(g) - xhat * mean(g * xhat))."""
+    xhat, rstd = cache.xhat, cache.rstd
+    g = dout * cache.gamma
+    return rstd * (g - g.mean(axis=-1, keepdims=True) - xhat * (g * xhat).mean(axis=-1, keepdims=True))
 
 
 # ----------------------------------------------------------------------------- embedding

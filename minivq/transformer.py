@@ -52,8 +52,8 @@ from minivq.backend import asarray, xp
 from minivq.backend import to_numpy
 from minivq.backend import rng as host_rng
 from minivq.layers import (GeluCache, LayernormCache, LinearCache, embedding_backward, embedding_forward,
-                           gelu_backward, gelu_forward, layernorm_backward, layernorm_forward, linear_backward,
-                           linear_forward, scatter_sum, softmax_cross_entropy, stable_exp)
+                           gelu_backward, gelu_forward, layernorm_backward, layernorm_dx, layernorm_forward,
+                           linear_backward, linear_forward, scatter_sum, softmax_cross_entropy, stable_exp)
 
 PRIOR_CKPT = "prior.npz"  # the file a trained prior is saved in (its trainer writes it, load_prior reads it)
 NATS_PER_BIT = 0.6931471805599453  # ln 2: a loss in nats / NATS_PER_BIT = the loss in bits
@@ -297,12 +297,13 @@ def norm_backward(dout, cache, cls=None, n_rows=None):
     """dout (B, T, C) -> dx (B, T, C) and the grads {"g", "b"} (C,), plus with cls given
     {"cg", "cb"} (n_rows, C). The per-sequence gain g + cg[c] gets dout * xhat summed over that
     sequence's positions; g collects it from every sequence, cg[c] from the sequences of class c."""
-    dx, dg, db = layernorm_backward(dout, cache)  # dg, db: sums over all sequences
     if cls is None:
+        dx, dg, db = layernorm_backward(dout, cache)
         return dx, {"g": dg, "b": db}
     dgain = (dout * cache.xhat).sum(axis=1)  # (B, C) one sum per sequence
     dbias = dout.sum(axis=1)  # (B, C)
-    return dx, {"g": dg, "b": db, "cg": scatter_sum(cls, dgain, n_rows), "cb": scatter_sum(cls, dbias, n_rows)}
+    return layernorm_dx(dout, cache), {"g": dgain.sum(axis=0), "b": dbias.sum(axis=0),  # (C,) every sequence
+                                       "cg": scatter_sum(cls, dgain, n_rows), "cb": scatter_sum(cls, dbias, n_rows)}
 
 
 # ----------------------------------------------------------------------------- one block
